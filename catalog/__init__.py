@@ -1,0 +1,1 @@
+"""Recovery points and the files inside them, searchable for granular restore."""

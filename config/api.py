@@ -1,0 +1,20 @@
+"""The one DRF router: each app registers its viewsets here, under /api/."""
+
+from rest_framework.routers import DefaultRouter
+
+from core.api.views import ApiTokenViewSet, AuditEventViewSet, CredentialViewSet, UserViewSet
+from inventory.api.views import MachineGroupViewSet, MachineViewSet
+
+
+class Router(DefaultRouter):
+    # One URL per resource: /api/machines/ only, not also /api/machines.json (keeps the role matrix honest).
+    include_format_suffixes = False
+
+
+router = Router()
+router.register("users", UserViewSet, basename="user")
+router.register("tokens", ApiTokenViewSet, basename="token")
+router.register("credentials", CredentialViewSet, basename="credential")
+router.register("audit-events", AuditEventViewSet, basename="audit-event")
+router.register("machine-groups", MachineGroupViewSet, basename="machine-group")
+router.register("machines", MachineViewSet, basename="machine")

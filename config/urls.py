@@ -1,0 +1,14 @@
+"""URL routes. Every route must have an entry in the role matrix (tests/test_role_matrix.py)."""
+
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from config.api import router
+
+urlpatterns = [
+    path("", include("core.urls")),
+    path("", include("inventory.urls")),
+    path("api/", include((router.urls, "api"))),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]

@@ -1,0 +1,32 @@
+"""Navigation fitted to the signed-in user's role: only pages they may open are shown."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+
+from core.access import ADMIN_ONLY, ALL_ROLES, AUDIT_READERS
+
+# (label, URL name, roles, URL names that mark the item as current)
+NAVIGATION = [
+    ("Dashboard", "dashboard", ALL_ROLES, {"dashboard"}),
+    ("Machines", "machine-list", ALL_ROLES, {"machine-list", "machine-detail"}),
+    ("Machine groups", "group-list", ADMIN_ONLY, {"group-list", "group-create", "group-edit"}),
+    ("Users", "user-list", ADMIN_ONLY, {"user-list", "user-create", "user-edit"}),
+    ("Audit log", "audit-log", AUDIT_READERS, {"audit-log"}),
+    ("API", "api-docs", ALL_ROLES, {"api-docs"}),
+]
+
+
+def navigation(request: HttpRequest) -> dict[str, Any]:
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {"navigation": []}
+    current = request.resolver_match.url_name if request.resolver_match else None
+    items = [
+        {"label": label, "url_name": name, "current": current in marks}
+        for label, name, roles, marks in NAVIGATION
+        if user.role in roles
+    ]
+    return {"navigation": items}

@@ -1,0 +1,39 @@
+"""Serve the console: pages, API and WebSockets through uvicorn, plus embedded Celery worker threads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import uvicorn
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+
+class Command(BaseCommand):
+    help = "Serve Bulwark over ASGI; with the in-memory broker, also run Celery worker threads in-process."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+
+    def handle(self, *args: Any, host: str, port: int, **options: Any) -> None:
+        worker = None
+        if settings.BULWARK_EMBEDDED_WORKER:
+            from core.worker import EmbeddedWorker
+
+            worker = EmbeddedWorker(concurrency=settings.BULWARK_EMBEDDED_WORKER_THREADS)
+            worker.start()
+        self.stdout.write(f"Bulwark console at http://{host}:{port}/ (Ctrl+C stops it)")
+        try:
+            uvicorn.run(
+                "config.asgi:application",
+                host=host,
+                port=port,
+                lifespan="off",
+                log_level=settings.LOG_LEVEL.lower(),
+                # Only trust X-Forwarded-* when the operator says a proxy sets them.
+                proxy_headers=bool(getattr(settings, "SECURE_PROXY_SSL_HEADER", None)),
+            )
+        finally:
+            if worker is not None:
+                worker.stop()

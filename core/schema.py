@@ -1,0 +1,15 @@
+"""OpenAPI description of Bulwark's token authentication (drf-spectacular)."""
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+
+
+class ApiTokenScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+    target_class = "core.authentication.ApiTokenAuthentication"
+    name = "bearerToken"
+
+    def get_security_definition(self, auto_schema):  # type: ignore[no-untyped-def]
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API token from POST /api/tokens/: `Authorization: Bearer bwk_<prefix>_<secret>`.",
+        }

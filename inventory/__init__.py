@@ -1,0 +1,1 @@
+"""What exists: sources, machines, disks, and the machine groups that scope who sees what."""

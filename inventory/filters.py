@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import django_filters
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest
+
+from inventory.choices import MachineKind, Platform
+from inventory.models import Machine, MachineGroup
+
+
+def visible_groups(request: HttpRequest | None) -> QuerySet[MachineGroup]:
+    """Only the groups this user may see are valid choices (another scope's group id is "not a choice")."""
+    if request is None:
+        return MachineGroup.objects.none()
+    return MachineGroup.objects.visible_to(request.user)
+
+
+class MachineFilter(django_filters.FilterSet):
+    """Filters shared by the machines page and the machines API."""
+
+    q = django_filters.CharFilter(method="filter_text", label="Search")
+    kind = django_filters.ChoiceFilter(choices=MachineKind.choices)
+    platform = django_filters.ChoiceFilter(choices=Platform.choices)
+    group = django_filters.ModelChoiceFilter(field_name="groups", queryset=visible_groups)
+    gone = django_filters.BooleanFilter(field_name="gone_since", lookup_expr="isnull", exclude=True)
+    owner = django_filters.CharFilter(lookup_expr="icontains")
+    jurisdiction = django_filters.CharFilter(lookup_expr="iexact")
+
+    class Meta:
+        model = Machine
+        fields = ["q", "kind", "platform", "group", "gone", "owner", "jurisdiction"]
+
+    def filter_text(self, queryset: QuerySet[Machine], name: str, value: str) -> QuerySet[Machine]:
+        return queryset.filter(
+            Q(name__icontains=value)
+            | Q(hostname__icontains=value)
+            | Q(guest_os__icontains=value)
+            | Q(owner__icontains=value)
+        )

@@ -1,0 +1,1 @@
+"""Who is protected, how, when and where copies live: policies, rules, assignments, runs and alerts."""

@@ -1,0 +1,1 @@
+"""Restore requests: files, folders and whole machines, with approval and live progress."""
