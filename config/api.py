@@ -1,14 +1,23 @@
 """The one DRF router: each app registers its viewsets here, under /api/."""
 
-from rest_framework.routers import DefaultRouter
+from rest_framework.routers import APIRootView, DefaultRouter
+
+from core.permissions import IsSignedIn
 
 from core.api.views import ApiTokenViewSet, AuditEventViewSet, CredentialViewSet, UserViewSet
 from inventory.api.views import MachineGroupViewSet, MachineViewSet
 
 
+class BulwarkApiRoot(APIRootView):
+    """The index of the API: every signed-in role may browse it; each endpoint checks its own access."""
+
+    permission_classes = [IsSignedIn]
+
+
 class Router(DefaultRouter):
     # One URL per resource: /api/machines/ only, not also /api/machines.json (keeps the role matrix honest).
     include_format_suffixes = False
+    APIRootView = BulwarkApiRoot
 
 
 router = Router()

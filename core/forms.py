@@ -53,18 +53,16 @@ class UserForm(forms.Form):
     def __init__(self, *args: Any, instance: User | None = None, **kwargs: Any) -> None:
         self.instance = instance
         if instance is not None:
-            kwargs.setdefault(
-                "initial",
-                {
-                    "username": instance.username,
-                    "first_name": instance.first_name,
-                    "last_name": instance.last_name,
-                    "email": instance.email,
-                    "role": instance.role,
-                    "is_active": instance.is_active,
-                    "machine_groups": list(instance.machine_groups.all()),
-                },
-            )
+            kwargs["initial"] = {
+                "username": instance.username,
+                "first_name": instance.first_name,
+                "last_name": instance.last_name,
+                "email": instance.email,
+                "role": instance.role,
+                "is_active": instance.is_active,
+                "machine_groups": list(instance.machine_groups.all()),
+                **(kwargs.get("initial") or {}),
+            }
         super().__init__(*args, **kwargs)
         if instance is not None:
             self.fields["username"].disabled = True

@@ -169,7 +169,7 @@ def create_api_token(
 
 def find_api_token(key: str) -> ApiToken | None:
     """The usable token for a presented key, or None (constant-time comparison of digests)."""
-    parts = key.split("_")
+    parts = key.split("_", 2)  # the secret part may itself contain "_"
     if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
         return None
     token = ApiToken.objects.select_related("user").filter(prefix=parts[1]).first()

@@ -25,15 +25,13 @@ class MachineGroupForm(forms.Form):
     def __init__(self, *args: Any, instance: MachineGroup | None = None, **kwargs: Any) -> None:
         self.instance = instance
         if instance is not None:
-            kwargs.setdefault(
-                "initial",
-                {
-                    "name": instance.name,
-                    "description": instance.description,
-                    "members": list(instance.members.all()),
-                    "machines": list(instance.machines.all()),
-                },
-            )
+            kwargs["initial"] = {
+                "name": instance.name,
+                "description": instance.description,
+                "members": list(instance.members.all()),
+                "machines": list(instance.machines.all()),
+                **(kwargs.get("initial") or {}),
+            }
         super().__init__(*args, **kwargs)
 
     def clean_name(self) -> str:

@@ -1,0 +1,102 @@
+"""Fixtures shared by every test: one user per role and two scopes ("finance", in scope; "research", not)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+import pytest
+from django.test import Client
+
+from core.choices import Role
+from core.models import User
+from inventory.models import Machine, MachineGroup
+from tests.factories import DiskFactory, MachineFactory, MachineGroupFactory, UserFactory
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require_peer(reachable: bool, reason: str) -> None:
+    """Skip locally when a peer is missing; under CI=true a missing peer is an error, never a skip."""
+    if reachable:
+        return
+    if IN_CI:
+        pytest.fail(f"required test peer missing in CI: {reason}")
+    pytest.skip(reason)
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Estate:
+    """A small estate: finance machines (seen by helpdesk and owner), research machines (seen by neither)."""
+
+    admin: User
+    helpdesk: User
+    owner: User
+    auditor: User
+    outsider: User  # a help-desk operator in no group
+    finance: MachineGroup
+    research: MachineGroup
+    finance_vm: Machine
+    finance_host: Machine
+    research_vm: Machine
+
+    def user(self, role: str) -> User:
+        return getattr(self, role)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def estate(db: None) -> Estate:
+    admin = UserFactory(username="alice", role=Role.ADMIN)
+    helpdesk = UserFactory(username="hank", role=Role.HELPDESK)
+    owner = UserFactory(username="olga", role=Role.OWNER)
+    auditor = UserFactory(username="audrey", role=Role.AUDITOR)
+    outsider = UserFactory(username="oscar", role=Role.HELPDESK)
+    finance = MachineGroupFactory(name="finance", members=[helpdesk, owner])
+    research = MachineGroupFactory(name="research")
+    finance_vm = MachineFactory(name="fin-db-01", groups=[finance])
+    finance_host = MachineFactory(
+        name="fin-file-01", kind="physical", platform="agent", identity="agent:0f1e2d3c", groups=[finance]
+    )
+    research_vm = MachineFactory(name="lab-gpu-07", groups=[research])
+    DiskFactory(machine=finance_vm, key="2000", label="Hard disk 1")
+    DiskFactory(machine=research_vm, key="2000", label="Hard disk 1")
+    return Estate(admin, helpdesk, owner, auditor, outsider, finance, research, finance_vm, finance_host, research_vm)
+
+
+@pytest.fixture
+def client_for(estate: Estate):  # type: ignore[no-untyped-def]
+    """A test client signed in as the given role (or anonymous for None)."""
+
+    def make(role: str | None) -> Client:
+        client = Client()
+        if role is not None:
+            client.force_login(estate.user(role))
+        return client
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _test_settings(settings):  # type: ignore[no-untyped-def]
+    # collectstatic has not run: serve static files from the source folders, unhashed.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    # PBKDF2 with production iterations costs ~0.3 s per user; the tests create many users.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

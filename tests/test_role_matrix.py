@@ -1,0 +1,178 @@
+"""Every URL pattern and every WebSocket route, for every role and for anonymous visitors.
+
+A new route without an entry here fails test_every_route_is_in_the_matrix: access rules are decided
+deliberately, never by default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from config.asgi import application
+from config.routing import websocket_urlpatterns
+from core.services import create_api_token
+from tests.conftest import Estate
+
+ROLES = ("anonymous", "admin", "helpdesk", "owner", "auditor")
+PAGE_LOGIN = "login"  # expected outcome: redirect to the sign-in page
+
+# Shorthands for GET expectations.
+EVERYONE = {"anonymous": PAGE_LOGIN, "admin": 200, "helpdesk": 200, "owner": 200, "auditor": 200}
+ADMIN_PAGE = {"anonymous": PAGE_LOGIN, "admin": 200, "helpdesk": 403, "owner": 403, "auditor": 403}
+AUDIT_PAGE = {"anonymous": PAGE_LOGIN, "admin": 200, "helpdesk": 403, "owner": 403, "auditor": 200}
+API_EVERYONE = {"anonymous": 401, "admin": 200, "helpdesk": 200, "owner": 200, "auditor": 200}
+API_ADMIN = {"anonymous": 401, "admin": 200, "helpdesk": 403, "owner": 403, "auditor": 403}
+API_AUDIT = {"anonymous": 401, "admin": 200, "helpdesk": 403, "owner": 403, "auditor": 200}
+
+
+@dataclass
+class Entry:
+    get: dict[str, Any]
+    kwargs: Callable[[Estate], dict[str, Any]] = lambda estate: {}
+    # (method, roles that may write): the others must get 401/403, these must get past the permission check.
+    write: tuple[str, frozenset[str]] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+ADMIN_WRITES = frozenset({"admin"})
+ALL_SIGNED_IN = frozenset({"admin", "helpdesk", "owner", "auditor"})
+
+MATRIX: dict[str, Entry] = {
+    # pages
+    "dashboard": Entry(EVERYONE),
+    "login": Entry({"anonymous": 200, "admin": 302, "helpdesk": 302, "owner": 302, "auditor": 302}),
+    "logout": Entry({role: 405 for role in ROLES}, write=("post", frozenset(ROLES))),
+    "health": Entry({role: 200 for role in ROLES}),
+    "audit-log": Entry(AUDIT_PAGE),
+    "user-list": Entry(ADMIN_PAGE),
+    "user-create": Entry(ADMIN_PAGE, write=("post", ADMIN_WRITES)),
+    "user-edit": Entry(ADMIN_PAGE, kwargs=lambda e: {"pk": e.helpdesk.pk}, write=("post", ADMIN_WRITES)),
+    "machine-list": Entry(EVERYONE),
+    "machine-detail": Entry(EVERYONE, kwargs=lambda e: {"pk": e.finance_vm.pk}),
+    "group-list": Entry(ADMIN_PAGE),
+    "group-create": Entry(ADMIN_PAGE, write=("post", ADMIN_WRITES)),
+    "group-edit": Entry(ADMIN_PAGE, kwargs=lambda e: {"pk": e.finance.pk}, write=("post", ADMIN_WRITES)),
+    "api-docs": Entry(EVERYONE),
+    "api-schema": Entry(API_EVERYONE),
+    # API
+    "api:api-root": Entry(API_EVERYONE),
+    "api:user-list": Entry(API_ADMIN, write=("post", ADMIN_WRITES)),
+    "api:user-detail": Entry(API_ADMIN, kwargs=lambda e: {"pk": e.helpdesk.pk}, write=("patch", ADMIN_WRITES)),
+    "api:user-me": Entry(API_EVERYONE),
+    "api:token-list": Entry(API_EVERYONE, write=("post", ALL_SIGNED_IN)),
+    "api:token-detail": Entry(
+        # Tokens are per person: the admin's token is theirs alone to read (others get 404, not 403).
+        {"anonymous": 401, "admin": 200, "helpdesk": 404, "owner": 404, "auditor": 404},
+        kwargs=lambda e: {"pk": create_api_token(actor=e.admin, user=e.admin, name="ci", expires_at=None)[0].pk},
+    ),
+    "api:credential-list": Entry(API_ADMIN, write=("post", ADMIN_WRITES)),
+    "api:credential-detail": Entry(API_ADMIN, kwargs=lambda e: {"pk": e.extra_credential}, write=("patch", ADMIN_WRITES)),
+    "api:audit-event-list": Entry(API_AUDIT, write=("post", frozenset())),
+    "api:audit-event-detail": Entry(API_AUDIT, kwargs=lambda e: {"pk": e.extra_audit_event}),
+    "api:machine-group-list": Entry(API_EVERYONE, write=("post", ADMIN_WRITES)),
+    "api:machine-group-detail": Entry(API_EVERYONE, kwargs=lambda e: {"pk": e.finance.pk}, write=("patch", ADMIN_WRITES)),
+    "api:machine-list": Entry(API_EVERYONE, write=("post", frozenset())),
+    "api:machine-detail": Entry(API_EVERYONE, kwargs=lambda e: {"pk": e.finance_vm.pk}, write=("patch", ADMIN_WRITES)),
+}
+
+# WebSocket routes: roles whose socket is accepted.
+WEBSOCKET_MATRIX: dict[str, frozenset[str]] = {
+    "ws-events": ALL_SIGNED_IN,
+}
+
+
+def iter_url_names(patterns: list[Any], namespace: str | None = None) -> Iterator[str]:
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            inner = pattern.namespace
+            joined = f"{namespace}:{inner}" if namespace and inner else inner or namespace
+            yield from iter_url_names(pattern.url_patterns, joined)
+        elif isinstance(pattern, URLPattern):
+            assert pattern.name, f"URL pattern {pattern.pattern} has no name; every route needs one"
+            yield f"{namespace}:{pattern.name}" if namespace else pattern.name
+
+
+def test_every_route_is_in_the_matrix() -> None:
+    names = set(iter_url_names(get_resolver().url_patterns))
+    assert names - set(MATRIX) == set(), "routes without a role-matrix entry"
+    assert set(MATRIX) - names == set(), "matrix entries for routes that no longer exist"
+    ws_names = {pattern.name for pattern in websocket_urlpatterns}
+    assert ws_names == set(WEBSOCKET_MATRIX)
+
+
+@pytest.fixture
+def matrix_estate(estate: Estate) -> Estate:
+    from core.models import AuditEvent
+    from core.services import create_credential
+
+    credential = create_credential(actor=estate.admin, name="vc", kind="vsphere", username="u", secret="s3cret-pw")
+    estate.extra_credential = credential.pk  # type: ignore[attr-defined]
+    estate.extra_audit_event = AuditEvent.objects.latest("pk").pk  # type: ignore[attr-defined]
+    return estate
+
+
+def _client(estate: Estate, role: str) -> Client:
+    client = Client()
+    if role != "anonymous":
+        client.force_login(estate.user(role))
+    return client
+
+
+@pytest.mark.parametrize("name", sorted(MATRIX))
+@pytest.mark.parametrize("role", ROLES)
+def test_get(matrix_estate: Estate, name: str, role: str) -> None:
+    entry = MATRIX[name]
+    url = reverse(name, kwargs=entry.kwargs(matrix_estate))
+    response = _client(matrix_estate, role).get(url)
+    expected = entry.get[role]
+    if expected == PAGE_LOGIN:
+        assert response.status_code == 302, f"{role} GET {url}"
+        assert response["Location"].startswith(reverse("login")), f"{role} GET {url} → {response['Location']}"
+    else:
+        assert response.status_code == expected, f"{role} GET {url}"
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in MATRIX.items() if e.write))
+@pytest.mark.parametrize("role", ROLES)
+def test_write(matrix_estate: Estate, name: str, role: str) -> None:
+    entry = MATRIX[name]
+    assert entry.write is not None
+    method, allowed = entry.write
+    url = reverse(name, kwargs=entry.kwargs(matrix_estate))
+    client = _client(matrix_estate, role)
+    content_type = "application/json" if name.startswith("api:") else "application/x-www-form-urlencoded"
+    response = getattr(client, method)(url, data="" if content_type.endswith("json") else {}, content_type=content_type)
+    if role in allowed:
+        # Past the permission check: the empty payload is then accepted or refused on its merits.
+        assert response.status_code not in (401, 403, 405), f"{role} {method.upper()} {url}: {response.status_code}"
+    elif role == "anonymous":
+        assert response.status_code in (302, 401, 405), f"{role} {method.upper()} {url}"
+        if response.status_code == 302:
+            assert response["Location"].startswith(reverse("login"))
+    else:
+        assert response.status_code in (403, 405), f"{role} {method.upper()} {url}: {response.status_code}"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("route", sorted(WEBSOCKET_MATRIX))
+@pytest.mark.parametrize("role", ROLES)
+async def test_websocket(estate: Estate, route: str, role: str) -> None:
+    from asgiref.sync import sync_to_async
+
+    path = "/" + next(str(p.pattern) for p in websocket_urlpatterns if p.name == route)
+    headers = [(b"origin", b"http://localhost"), (b"host", b"localhost")]
+    if role != "anonymous":
+        client = Client()
+        await sync_to_async(client.force_login)(estate.user(role))
+        headers.append((b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()))
+    communicator = WebsocketCommunicator(application, path, headers=headers)
+    connected, _ = await communicator.connect()
+    assert connected == (role in WEBSOCKET_MATRIX[route]), f"{role} on {path}"
+    await communicator.disconnect()
