@@ -39,7 +39,7 @@ browser-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; }
 
 lint: install-dev
-	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff check --output-format concise .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
@@ -47,7 +47,7 @@ lint: install-dev
 	$(PY) manage.py check --fail-level WARNING
 
 test: install-dev browser-deps lint
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # Production settings: explicit keys, TLS, real host names. Must pass with no warning.
 check-deploy: install

@@ -2,9 +2,8 @@
 
 from rest_framework.routers import APIRootView, DefaultRouter
 
-from core.permissions import IsSignedIn
-
 from core.api.views import ApiTokenViewSet, AuditEventViewSet, CredentialViewSet, UserViewSet
+from core.permissions import IsSignedIn
 from inventory.api.views import MachineGroupViewSet, MachineViewSet
 
 

@@ -114,6 +114,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+    # A file, not Django's in-memory default: browser tests serve from a second thread with its own connection.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-bulwark.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Live events: channels-redis when REDIS_URL is set, the in-process layer otherwise.
@@ -131,9 +133,13 @@ else:
 # Celery: the in-memory transport runs worker threads inside the web process (embedded); production points
 # CELERY_BROKER_URL at RabbitMQ or Redis and runs `celery -A config worker -Q proxy.<name>` on each proxy.
 CELERY_BROKER_URL = env.url(
-    "CELERY_BROKER_URL", "memory://", schemes=("memory", "amqp", "amqps", "pyamqp", "redis", "rediss")
+    "CELERY_BROKER_URL",
+    "memory://localhost/",
+    schemes=("memory", "amqp", "amqps", "pyamqp", "redis", "rediss"),
 )
-BULWARK_EMBEDDED_WORKER = env.bool("BULWARK_EMBEDDED_WORKER", default=CELERY_BROKER_URL == "memory://")
+BULWARK_EMBEDDED_WORKER = env.bool(
+    "BULWARK_EMBEDDED_WORKER", default=(CELERY_BROKER_URL or "").startswith("memory://")
+)
 BULWARK_EMBEDDED_WORKER_THREADS = env.int("BULWARK_EMBEDDED_WORKER_THREADS", 4, minimum=1, maximum=64)
 # Results are only kept in-process (embedded); the database row is the truth about any run.
 CELERY_RESULT_BACKEND = env.str(

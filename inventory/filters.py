@@ -19,9 +19,9 @@ class MachineFilter(django_filters.FilterSet):
     """Filters shared by the machines page and the machines API."""
 
     q = django_filters.CharFilter(method="filter_text", label="Search")
-    kind = django_filters.ChoiceFilter(choices=MachineKind.choices)
-    platform = django_filters.ChoiceFilter(choices=Platform.choices)
-    group = django_filters.ModelChoiceFilter(field_name="groups", queryset=visible_groups)
+    kind = django_filters.ChoiceFilter(choices=MachineKind.choices, empty_label="any")
+    platform = django_filters.ChoiceFilter(choices=Platform.choices, empty_label="any")
+    group = django_filters.ModelChoiceFilter(field_name="groups", queryset=visible_groups, empty_label="any")
     gone = django_filters.BooleanFilter(field_name="gone_since", lookup_expr="isnull", exclude=True)
     owner = django_filters.CharFilter(lookup_expr="icontains")
     jurisdiction = django_filters.CharFilter(lookup_expr="iexact")

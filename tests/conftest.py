@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from dataclasses import dataclass
 
 import pytest
@@ -75,7 +76,9 @@ def estate(db: None) -> Estate:
     research_vm = MachineFactory(name="lab-gpu-07", groups=[research])
     DiskFactory(machine=finance_vm, key="2000", label="Hard disk 1")
     DiskFactory(machine=research_vm, key="2000", label="Hard disk 1")
-    return Estate(admin, helpdesk, owner, auditor, outsider, finance, research, finance_vm, finance_host, research_vm)
+    return Estate(
+        admin, helpdesk, owner, auditor, outsider, finance, research, finance_vm, finance_host, research_vm
+    )
 
 
 @pytest.fixture
@@ -91,6 +94,16 @@ def client_for(estate: Estate):  # type: ignore[no-untyped-def]
     return make
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """No persistent connections in tests: threads of the live server and of Channels would keep the test
+    database open, and PostgreSQL refuses to drop a database that sessions still use."""
+    from django.conf import settings
+
+    for database in settings.DATABASES.values():
+        database["CONN_MAX_AGE"] = 0
+
+
 @pytest.fixture(autouse=True)
 def _test_settings(settings):  # type: ignore[no-untyped-def]
     # collectstatic has not run: serve static files from the source folders, unhashed.
@@ -100,3 +113,9 @@ def _test_settings(settings):  # type: ignore[no-untyped-def]
     }
     # PBKDF2 with production iterations costs ~0.3 s per user; the tests create many users.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # With REDIS_URL the cache is a real Redis that outlives the test: give each test its own key space so
+    # counters (sign-in throttling) never leak from one test or run into the next.
+    settings.CACHES = {
+        alias: {**config, "KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}"}
+        for alias, config in settings.CACHES.items()
+    }

@@ -64,22 +64,32 @@ MATRIX: dict[str, Entry] = {
     # API
     "api:api-root": Entry(API_EVERYONE),
     "api:user-list": Entry(API_ADMIN, write=("post", ADMIN_WRITES)),
-    "api:user-detail": Entry(API_ADMIN, kwargs=lambda e: {"pk": e.helpdesk.pk}, write=("patch", ADMIN_WRITES)),
+    "api:user-detail": Entry(
+        API_ADMIN, kwargs=lambda e: {"pk": e.helpdesk.pk}, write=("patch", ADMIN_WRITES)
+    ),
     "api:user-me": Entry(API_EVERYONE),
     "api:token-list": Entry(API_EVERYONE, write=("post", ALL_SIGNED_IN)),
     "api:token-detail": Entry(
         # Tokens are per person: the admin's token is theirs alone to read (others get 404, not 403).
         {"anonymous": 401, "admin": 200, "helpdesk": 404, "owner": 404, "auditor": 404},
-        kwargs=lambda e: {"pk": create_api_token(actor=e.admin, user=e.admin, name="ci", expires_at=None)[0].pk},
+        kwargs=lambda e: {
+            "pk": create_api_token(actor=e.admin, user=e.admin, name="ci", expires_at=None)[0].pk
+        },
     ),
     "api:credential-list": Entry(API_ADMIN, write=("post", ADMIN_WRITES)),
-    "api:credential-detail": Entry(API_ADMIN, kwargs=lambda e: {"pk": e.extra_credential}, write=("patch", ADMIN_WRITES)),
+    "api:credential-detail": Entry(
+        API_ADMIN, kwargs=lambda e: {"pk": e.extra_credential}, write=("patch", ADMIN_WRITES)
+    ),
     "api:audit-event-list": Entry(API_AUDIT, write=("post", frozenset())),
     "api:audit-event-detail": Entry(API_AUDIT, kwargs=lambda e: {"pk": e.extra_audit_event}),
     "api:machine-group-list": Entry(API_EVERYONE, write=("post", ADMIN_WRITES)),
-    "api:machine-group-detail": Entry(API_EVERYONE, kwargs=lambda e: {"pk": e.finance.pk}, write=("patch", ADMIN_WRITES)),
+    "api:machine-group-detail": Entry(
+        API_EVERYONE, kwargs=lambda e: {"pk": e.finance.pk}, write=("patch", ADMIN_WRITES)
+    ),
     "api:machine-list": Entry(API_EVERYONE, write=("post", frozenset())),
-    "api:machine-detail": Entry(API_EVERYONE, kwargs=lambda e: {"pk": e.finance_vm.pk}, write=("patch", ADMIN_WRITES)),
+    "api:machine-detail": Entry(
+        API_EVERYONE, kwargs=lambda e: {"pk": e.finance_vm.pk}, write=("patch", ADMIN_WRITES)
+    ),
 }
 
 # WebSocket routes: roles whose socket is accepted.
@@ -112,7 +122,9 @@ def matrix_estate(estate: Estate) -> Estate:
     from core.models import AuditEvent
     from core.services import create_credential
 
-    credential = create_credential(actor=estate.admin, name="vc", kind="vsphere", username="u", secret="s3cret-pw")
+    credential = create_credential(
+        actor=estate.admin, name="vc", kind="vsphere", username="u", secret="s3cret-pw"
+    )
     estate.extra_credential = credential.pk  # type: ignore[attr-defined]
     estate.extra_audit_event = AuditEvent.objects.latest("pk").pk  # type: ignore[attr-defined]
     return estate
@@ -148,10 +160,14 @@ def test_write(matrix_estate: Estate, name: str, role: str) -> None:
     url = reverse(name, kwargs=entry.kwargs(matrix_estate))
     client = _client(matrix_estate, role)
     content_type = "application/json" if name.startswith("api:") else "application/x-www-form-urlencoded"
-    response = getattr(client, method)(url, data="" if content_type.endswith("json") else {}, content_type=content_type)
+    response = getattr(client, method)(
+        url, data="" if content_type.endswith("json") else {}, content_type=content_type
+    )
     if role in allowed:
         # Past the permission check: the empty payload is then accepted or refused on its merits.
-        assert response.status_code not in (401, 403, 405), f"{role} {method.upper()} {url}: {response.status_code}"
+        assert response.status_code not in (401, 403, 405), (
+            f"{role} {method.upper()} {url}: {response.status_code}"
+        )
     elif role == "anonymous":
         assert response.status_code in (302, 401, 405), f"{role} {method.upper()} {url}"
         if response.status_code == 302:

@@ -36,7 +36,9 @@ def test_api_change_records_before_and_after(estate: Estate) -> None:
     client = Client(REMOTE_ADDR="192.0.2.7")
     client.force_login(estate.admin)
     url = reverse("api:machine-detail", kwargs={"pk": estate.finance_vm.pk})
-    response = client.patch(url, {"owner": "Finance IT", "jurisdiction": "EU"}, content_type="application/json")
+    response = client.patch(
+        url, {"owner": "Finance IT", "jurisdiction": "EU"}, content_type="application/json"
+    )
     assert response.status_code == 200, response.content
     event = latest("machine.update")
     assert event.actor == estate.admin
@@ -67,7 +69,12 @@ def test_user_role_change_through_the_page_is_audited(estate: Estate) -> None:
     client.force_login(estate.admin)
     response = client.post(
         reverse("user-edit", kwargs={"pk": estate.owner.pk}),
-        {"role": "helpdesk", "is_active": "on", "machine_groups": [estate.finance.pk], "email": "olga@example.com"},
+        {
+            "role": "helpdesk",
+            "is_active": "on",
+            "machine_groups": [estate.finance.pk],
+            "email": "olga@example.com",
+        },
     )
     assert response.status_code == 302, response.content
     event = latest("user.update")

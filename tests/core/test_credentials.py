@@ -37,7 +37,9 @@ def create(client: Client) -> dict:  # type: ignore[type-arg]
 
 def test_secret_is_stored_encrypted_and_never_returned(admin_client: Client, caplog) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level(logging.DEBUG)
-    with connection.execute_wrapper(lambda execute, sql, params, many, context: execute(sql, params, many, context)):
+    with connection.execute_wrapper(
+        lambda execute, sql, params, many, context: execute(sql, params, many, context)
+    ):
         body = create(admin_client)
     assert "secret" not in body
     listing = admin_client.get(reverse("api:credential-list")).content.decode()
@@ -71,7 +73,9 @@ def test_malformed_payloads_get_field_errors(admin_client: Client) -> None:
     errors = response.json()
     assert set(errors) >= {"name", "kind"}
     response = admin_client.post(
-        reverse("api:credential-list"), {"name": "x", "kind": "s3", "username": "AKIA"}, content_type="application/json"
+        reverse("api:credential-list"),
+        {"name": "x", "kind": "s3", "username": "AKIA"},
+        content_type="application/json",
     )
     assert response.status_code == 400 and "secret" in response.json()
     assert not Credential.objects.exists()

@@ -21,12 +21,16 @@ def bearer(key: str) -> dict[str, str]:
 def test_key_is_shown_once_and_only_its_digest_is_stored(estate: Estate) -> None:
     client = Client()
     client.force_login(estate.helpdesk)
-    response = client.post(reverse("api:token-list"), {"name": "restore script"}, content_type="application/json")
+    response = client.post(
+        reverse("api:token-list"), {"name": "restore script"}, content_type="application/json"
+    )
     assert response.status_code == 201
     key = response.json()["key"]
     assert key.startswith("bwk_")
     token = ApiToken.objects.get()
-    assert key not in (token.digest, token.prefix) and token.digest == hashlib.sha256(key.encode()).hexdigest()
+    assert (
+        key not in (token.digest, token.prefix) and token.digest == hashlib.sha256(key.encode()).hexdigest()
+    )
     listing = client.get(reverse("api:token-list")).json()["results"]
     assert listing[0]["key"] is None
 

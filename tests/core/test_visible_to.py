@@ -36,7 +36,7 @@ def test_a_machine_in_two_of_my_groups_appears_once(estate: Estate) -> None:
     assert visible.count() == 3
     assert visible.filter(name="fin-db-01").count() == 1
     # Still chainable: ordering and aggregation on top of the scoped queryset work.
-    assert list(visible.order_by("-name").values_list("name", flat=True))[0] == "lab-gpu-07"
+    assert visible.order_by("-name").values_list("name", flat=True).first() == "lab-gpu-07"
 
 
 def test_no_group_no_machines(estate: Estate) -> None:

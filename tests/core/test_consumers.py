@@ -1,0 +1,138 @@
+"""/ws/events/ joins only the groups its user may see, on the in-memory layer and on channels-redis."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import channel_layers
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from config.asgi import application
+from core.models import User
+from inventory.services import update_machine
+from tests.conftest import Estate, port_open, require_peer
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def layer(request: pytest.FixtureRequest, settings: Any) -> Iterator[str]:
+    if request.param == "redis":
+        url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+        parsed = urlparse(url)
+        require_peer(
+            port_open(parsed.hostname or "127.0.0.1", parsed.port or 6379), f"Redis at {url} is not reachable"
+        )
+        settings.CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                # A prefix of its own per test: parallel runs and leftovers never cross.
+                "CONFIG": {"hosts": [url], "prefix": f"bulwark-test-{uuid.uuid4().hex[:8]}"},
+            }
+        }
+    else:
+        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    channel_layers.backends.clear()
+    yield request.param
+    channel_layers.backends.clear()
+
+
+async def connect(user: User) -> WebsocketCommunicator:
+    client = Client()
+    await sync_to_async(client.force_login)(user)
+    headers = [
+        (b"origin", b"http://localhost"),
+        (b"host", b"localhost"),
+        (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()),
+    ]
+    communicator = WebsocketCommunicator(application, "/ws/events/", headers=headers)
+    connected, _ = await communicator.connect()
+    assert connected
+    welcome = await communicator.receive_json_from(timeout=5)
+    assert welcome["type"] == "welcome" and welcome["user"] == user.username
+    return communicator
+
+
+async def drain(communicator: WebsocketCommunicator) -> list[dict[str, Any]]:
+    messages = []
+    while not await communicator.receive_nothing(timeout=0.5):
+        messages.append(await communicator.receive_json_from())
+    return messages
+
+
+async def test_each_role_receives_only_events_it_may_see(estate: Estate, layer: str) -> None:
+    admin, helpdesk, auditor = (
+        await connect(estate.admin),
+        await connect(estate.helpdesk),
+        await connect(estate.auditor),
+    )
+    outsider = await connect(estate.outsider)
+
+    await sync_to_async(update_machine)(actor=estate.admin, machine=estate.research_vm, owner="Research")
+    await sync_to_async(update_machine)(actor=estate.admin, machine=estate.finance_vm, owner="Finance")
+
+    admin_seen = await drain(admin)
+    assert [(m["type"], m["data"].get("name")) for m in admin_seen if m["type"] == "machine.changed"] == [
+        ("machine.changed", "lab-gpu-07"),
+        ("machine.changed", "fin-db-01"),
+    ]
+    audited = [m["data"]["action"] for m in admin_seen if m["type"] == "audit.recorded"]
+    assert (
+        audited == ["auth.login"] * 3 + ["machine.update"] * 2
+    )  # the later sockets' sign-ins, then the edits
+    auditor_seen = await drain(auditor)
+    assert {m["type"] for m in auditor_seen} == {"machine.changed", "audit.recorded"}
+
+    helpdesk_seen = await drain(helpdesk)
+    assert [(m["type"], m["data"]["name"]) for m in helpdesk_seen] == [("machine.changed", "fin-db-01")]
+    assert await drain(outsider) == []
+    for communicator in (admin, helpdesk, auditor, outsider):
+        await communicator.disconnect()
+
+
+async def test_subscribing_to_a_machine_is_authorized(estate: Estate, layer: str) -> None:
+    socket = await connect(estate.outsider)
+    await socket.send_json_to({"action": "subscribe", "machine": estate.research_vm.pk})
+    assert (await socket.receive_json_from())["code"] == "not_found"
+    await socket.send_json_to({"action": "subscribe", "machine": "1; DROP TABLE"})
+    assert (await socket.receive_json_from())["code"] == "invalid"
+    await socket.send_json_to({"action": "teleport"})
+    assert (await socket.receive_json_from())["code"] == "unknown_action"
+    await sync_to_async(update_machine)(actor=estate.admin, machine=estate.research_vm, owner="x")
+    assert await drain(socket) == []
+
+    # Once added to the machine's group, a subscription is granted and events flow.
+    await sync_to_async(estate.research.members.add)(estate.outsider)
+    await socket.send_json_to({"action": "subscribe", "machine": estate.research_vm.pk})
+    assert await socket.receive_json_from() == {"type": "subscribed", "machine": estate.research_vm.pk}
+    await sync_to_async(update_machine)(actor=estate.admin, machine=estate.research_vm, owner="y")
+    assert [m["data"]["name"] for m in await drain(socket)] == ["lab-gpu-07"]
+    await socket.disconnect()
+
+
+async def test_an_event_reaching_a_socket_through_two_groups_arrives_once(estate: Estate, layer: str) -> None:
+    await sync_to_async(estate.research.members.add)(estate.helpdesk)
+    await sync_to_async(estate.finance_vm.groups.add)(estate.research)
+    socket = await connect(estate.helpdesk)
+    await sync_to_async(update_machine)(actor=estate.admin, machine=estate.finance_vm, owner="z")
+    assert len(await drain(socket)) == 1
+    await socket.disconnect()
+
+
+async def test_foreign_origins_and_strangers_are_refused(estate: Estate, layer: str) -> None:
+    client = Client()
+    await sync_to_async(client.force_login)(estate.admin)
+    cookie = (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+    evil = WebsocketCommunicator(
+        application, "/ws/events/", headers=[(b"origin", b"https://evil.example"), cookie]
+    )
+    assert (await evil.connect())[0] is False
+    stranger = WebsocketCommunicator(application, "/ws/events/", headers=[(b"origin", b"http://localhost")])
+    assert (await stranger.connect())[0] is False
