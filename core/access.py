@@ -6,7 +6,10 @@ from typing import Any
 
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
+from django.db.models import Model
 from django.http import HttpRequest, HttpResponseBase
+from django.shortcuts import get_object_or_404
+from django.utils.functional import cached_property
 
 from core.choices import Role
 
@@ -27,3 +30,25 @@ class RoleRequiredMixin(LoginRequiredMixin):
         if not user.is_active or user.role not in self.allowed_roles:  # type: ignore[union-attr]
             raise PermissionDenied("Your role does not give access to this page.")
         return super().dispatch(request, *args, **kwargs)  # type: ignore[no-any-return]
+
+
+class ScopedObjectFormMixin:
+    """A form page that edits one object, looked up through visible_to() by the URL's pk.
+
+    The lookup happens lazily, after RoleRequiredMixin.dispatch has checked the role, so a wrong role gets 403
+    and an object outside the user's scope gets 404, never the other way round.
+    """
+
+    model: type[Model]
+    request: HttpRequest
+    kwargs: dict[str, Any]
+
+    @cached_property
+    def object(self) -> Any:
+        return get_object_or_404(self.model.objects.visible_to(self.request.user), pk=self.kwargs["pk"])  # type: ignore[attr-defined]
+
+    def get_form_kwargs(self) -> dict[str, Any]:
+        return {**super().get_form_kwargs(), "instance": self.object}  # type: ignore[misc]
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        return {**super().get_context_data(**kwargs), "object": self.object}  # type: ignore[misc]

@@ -4,13 +4,13 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
-from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 
 from core import throttle
 from core.choices import Role
 from core.middleware import client_address
 from core.models import User
+from core.services import password_problems
 from inventory.models import MachineGroup
 
 
@@ -79,11 +79,11 @@ class UserForm(forms.Form):
         cleaned = super().clean() or {}
         password = cleaned.get("password")
         if password:
-            candidate = self.instance or User(
-                username=cleaned.get("username", ""), email=cleaned.get("email", "")
-            )
-            try:
-                validate_password(password, candidate)
-            except ValidationError as error:
-                self.add_error("password", error)
+            for problem in password_problems(
+                password,
+                user=self.instance,
+                username=cleaned.get("username", ""),
+                email=cleaned.get("email", ""),
+            ):
+                self.add_error("password", problem)
         return cleaned

@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Iterable
 
 from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -140,6 +141,16 @@ def rotate_credentials(*, actor: User | None) -> int:
         count += 1
     audit.record("credential.rotate_keys", actor=actor, after={"rewritten": count})
     return count
+
+
+def password_problems(password: str, *, user: User | None, username: str = "", email: str = "") -> list[str]:
+    """Why a password is refused (empty when it is acceptable), judged against the account it is for."""
+    candidate = user if user is not None else User(username=username, email=email)
+    try:
+        validate_password(password, candidate)
+    except DjangoValidationError as error:
+        return list(error.messages)
+    return []
 
 
 def _digest(key: str) -> str:

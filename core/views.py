@@ -7,13 +7,11 @@ from django.contrib.auth import views as auth_views
 from django.core.paginator import Paginator
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
-from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from django.utils.functional import cached_property
 from django.views.generic import FormView, TemplateView
 
 from core import services
-from core.access import ADMIN_ONLY, ALL_ROLES, AUDIT_READERS, RoleRequiredMixin
+from core.access import ADMIN_ONLY, ALL_ROLES, AUDIT_READERS, RoleRequiredMixin, ScopedObjectFormMixin
 from core.choices import Role
 from core.forms import ThrottledAuthenticationForm, UserForm
 from core.models import AuditEvent, Credential, User
@@ -127,21 +125,11 @@ class UserCreateView(RoleRequiredMixin, FormView):
         return HttpResponseRedirect(reverse("user-list"))
 
 
-class UserUpdateView(RoleRequiredMixin, FormView):
+class UserUpdateView(RoleRequiredMixin, ScopedObjectFormMixin, FormView):
     template_name = "core/user_form.html"
     allowed_roles = ADMIN_ONLY
     form_class = UserForm
-
-    @cached_property
-    def object(self) -> User:
-        # Looked up after RoleRequiredMixin.dispatch has checked the role, so a wrong role gets 403 first.
-        return get_object_or_404(User.objects.visible_to(self.request.user), pk=self.kwargs["pk"])
-
-    def get_form_kwargs(self) -> dict[str, Any]:
-        return {**super().get_form_kwargs(), "instance": self.object}
-
-    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        return {**super().get_context_data(**kwargs), "object": self.object}
+    model = User
 
     def form_valid(self, form: UserForm) -> HttpResponse:
         data = form.cleaned_data

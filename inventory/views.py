@@ -5,12 +5,10 @@ from typing import Any
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from django.utils.functional import cached_property
 from django.views.generic import DetailView, FormView, TemplateView
 
-from core.access import ADMIN_ONLY, ALL_ROLES, RoleRequiredMixin
+from core.access import ADMIN_ONLY, ALL_ROLES, RoleRequiredMixin, ScopedObjectFormMixin
 from inventory import services
 from inventory.filters import MachineFilter
 from inventory.forms import MachineGroupForm
@@ -79,21 +77,11 @@ class MachineGroupCreateView(RoleRequiredMixin, FormView):
         return HttpResponseRedirect(reverse("group-list"))
 
 
-class MachineGroupUpdateView(RoleRequiredMixin, FormView):
+class MachineGroupUpdateView(RoleRequiredMixin, ScopedObjectFormMixin, FormView):
     template_name = "inventory/group_form.html"
     allowed_roles = ADMIN_ONLY
     form_class = MachineGroupForm
-
-    @cached_property
-    def object(self) -> MachineGroup:
-        # Looked up after RoleRequiredMixin.dispatch has checked the role, so a wrong role gets 403 first.
-        return get_object_or_404(MachineGroup.objects.visible_to(self.request.user), pk=self.kwargs["pk"])
-
-    def get_form_kwargs(self) -> dict[str, Any]:
-        return {**super().get_form_kwargs(), "instance": self.object}
-
-    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        return {**super().get_context_data(**kwargs), "object": self.object}
+    model = MachineGroup
 
     def form_valid(self, form: MachineGroupForm) -> HttpResponse:
         services.update_machine_group(

@@ -2,8 +2,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.password_validation import validate_password
-from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from core import services
@@ -43,13 +41,11 @@ class UserSerializer(serializers.ModelSerializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         password = attrs.get("password")
         if password:
-            candidate = self.instance or User(
-                username=attrs.get("username", ""), email=attrs.get("email", "")
+            problems = services.password_problems(
+                password, user=self.instance, username=attrs.get("username", ""), email=attrs.get("email", "")
             )
-            try:
-                validate_password(password, candidate)
-            except DjangoValidationError as error:
-                raise serializers.ValidationError({"password": list(error.messages)}) from None
+            if problems:
+                raise serializers.ValidationError({"password": problems})
         return attrs
 
     def create(self, validated: dict[str, Any]) -> User:
