@@ -128,7 +128,7 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "core.channel_layer.ThreadSafeInMemoryChannelLayer"}}
 
 # Celery: the in-memory transport runs worker threads inside the web process (embedded); production points
 # CELERY_BROKER_URL at RabbitMQ or Redis and runs `celery -A config worker -Q proxy.<name>` on each proxy.

@@ -38,7 +38,9 @@ def layer(request: pytest.FixtureRequest, settings: Any) -> Iterator[str]:
             }
         }
     else:
-        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+        settings.CHANNEL_LAYERS = {
+            "default": {"BACKEND": "core.channel_layer.ThreadSafeInMemoryChannelLayer"}
+        }
     channel_layers.backends.clear()
     yield request.param
     channel_layers.backends.clear()
@@ -136,3 +138,23 @@ async def test_foreign_origins_and_strangers_are_refused(estate: Estate, layer: 
     assert (await evil.connect())[0] is False
     stranger = WebsocketCommunicator(application, "/ws/events/", headers=[(b"origin", b"http://localhost")])
     assert (await stranger.connect())[0] is False
+
+
+async def test_events_published_from_a_worker_thread_reach_sockets(estate: Estate, layer: str) -> None:
+    """Embedded Celery workers are plain threads with no event loop of their own; their events must arrive
+    while the server's loop sleeps with nothing else to wake it."""
+    import threading
+    import time
+
+    from core.events import ALL_MACHINES, publish
+
+    socket = await connect(estate.admin)
+
+    def work() -> None:
+        time.sleep(0.3)  # the loop below is already idle, waiting for the socket
+        publish("run.progress", {"done": 42}, groups=[ALL_MACHINES])
+
+    threading.Thread(target=work, daemon=True).start()
+    message = await socket.receive_json_from(timeout=5)
+    assert (message["type"], message["data"]) == ("run.progress", {"done": 42})
+    await socket.disconnect()
