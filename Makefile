@@ -27,7 +27,6 @@ migrate: install
 	$(PY) manage.py migrate --noinput
 
 run: migrate
-	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py ensure_admin
 	$(PY) manage.py serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 

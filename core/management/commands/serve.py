@@ -6,6 +6,7 @@ from typing import Any
 
 import uvicorn
 from django.conf import settings
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
 
@@ -17,6 +18,10 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
 
     def handle(self, *args: Any, host: str, port: int, **options: Any) -> None:
+        # Pages name static files through the hashed manifest; without it every page fails. Collecting is
+        # incremental (about a second when nothing changed), so serve always does it rather than rely on a
+        # separate step.
+        call_command("collectstatic", interactive=False, verbosity=0)
         worker = None
         if settings.BULWARK_EMBEDDED_WORKER:
             from core.worker import EmbeddedWorker
