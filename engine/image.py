@@ -1,0 +1,343 @@
+"""Disk images: fixed blocks aligned to disk offsets, so a changed-block list maps straight onto blocks.
+
+A disk's manifest entry lists "table" chunks; each holds the ids of up to TABLE_SPAN consecutive blocks (an
+all-zero id stands for an all-zero block, which is never stored). Tables are chunks themselves, so an
+incremental that changes a few blocks stores a few new table chunks and reuses the rest: every snapshot is a
+full manifest, yet a small one.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections import OrderedDict
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, BinaryIO
+
+from engine.errors import IntegrityError
+from engine.progress import NullProgress, Progress
+from engine.repository import Repository, Snapshot, WriteStats, hostname, new_snapshot_id, now_utc
+
+ZERO_ID = bytes(32)
+TABLE_SPAN = 4096  # block ids per table chunk (128 KiB of ids)
+
+
+class ImageWriter:
+    """Writes the disks of one machine into one snapshot. Nothing is visible until commit()."""
+
+    def __init__(
+        self,
+        repository: Repository,
+        *,
+        machine: str,
+        parent: Snapshot | None = None,
+        tags: Iterable[str] = (),
+        threads: int = 2,
+        progress: Progress | None = None,
+    ) -> None:
+        self.repository = repository
+        self.block_size = repository.config.block_size
+        self.machine = machine
+        self.parent = parent
+        self.tags = list(tags)
+        self.progress = progress or NullProgress()
+        self.chunks = repository.writer(threads=threads, progress=self.progress)
+        self.disks: list[dict[str, Any]] = []
+        self._zero = bytes(self.block_size)
+
+    # --- full read ------------------------------------------------------------------------------------------------
+    def write_disk(
+        self, name: str, source: BinaryIO, *, size: int | None = None, change_id: str | None = None
+    ) -> dict[str, Any]:
+        """Read a whole disk sequentially from source (size, when known, is only used for progress)."""
+        table = bytearray()
+        done = 0
+        stats = WriteStats()
+        before = _snapshot_stats(self.chunks.stats)
+        while True:
+            block = source.read(self.block_size)
+            if not block:
+                break
+            table += self._store_block(block, stats)
+            done += len(block)
+            self.progress.step(done, size, f"reading {name}")
+        return self._finish_disk(name, done, table, change_id, stats, before, full_read=True)
+
+    def _store_block(self, block: bytes, stats: WriteStats) -> bytes:
+        if block == self._zero[: len(block)]:
+            stats.zero_bytes += len(block)
+            return ZERO_ID
+        return self.chunks.add(block)
+
+    # --- changed areas -----------------------------------------------------------------------------------------
+    def write_disk_changes(
+        self,
+        name: str,
+        *,
+        size: int,
+        changes: Iterable[tuple[int, bytes]],
+        change_id: str | None = None,
+    ) -> dict[str, Any]:
+        """A new version of the parent's disk `name` where only `changes` (offset, bytes), sorted by offset and
+        not overlapping, differ. Blocks only partly covered take their other bytes from the parent."""
+        if self.parent is None:
+            raise ValueError("an incremental needs the parent snapshot")
+        parent_disk = self.parent.disk(name)
+        if parent_disk["block_size"] != self.block_size:
+            raise ValueError("the parent was written with another block size; read the whole disk")
+        table = bytearray(load_table(self.repository, parent_disk))
+        blocks = -(-size // self.block_size)
+        if len(table) // 32 > blocks:
+            del table[blocks * 32 :]
+        else:
+            table += ZERO_ID * (blocks - len(table) // 32)
+        stats = WriteStats()
+        before = _snapshot_stats(self.chunks.stats)
+        pending: dict[int, bytearray] = {}
+        last_end = 0
+        done = 0
+        for offset, data in changes:
+            if offset < last_end:
+                raise ValueError("changed areas must be sorted by offset and must not overlap")
+            if offset + len(data) > size:
+                raise ValueError(f"a changed area ends at {offset + len(data)}, beyond the disk size {size}")
+            last_end = offset + len(data)
+            # Blocks before this area are complete: store them and free their memory.
+            for number in sorted(n for n in pending if (n + 1) * self.block_size <= offset):
+                table[number * 32 : number * 32 + 32] = self._store_block(bytes(pending.pop(number)), stats)
+            position = 0
+            while position < len(data):
+                absolute = offset + position
+                number, within = divmod(absolute, self.block_size)
+                length = min(self.block_size - within, len(data) - position)
+                block = pending.get(number)
+                if block is None:
+                    block = pending[number] = self._parent_block(table, number, size)
+                block[within : within + length] = data[position : position + length]
+                position += length
+            done += len(data)
+            self.progress.step(done, None, f"writing changed areas of {name}")
+        for number in sorted(pending):
+            table[number * 32 : number * 32 + 32] = self._store_block(bytes(pending.pop(number)), stats)
+        return self._finish_disk(name, size, table, change_id, stats, before, full_read=False)
+
+    def _parent_block(self, table: bytearray, number: int, size: int) -> bytearray:
+        length = min(self.block_size, size - number * self.block_size)
+        chunk_id = bytes(table[number * 32 : number * 32 + 32])
+        if chunk_id == ZERO_ID:
+            return bytearray(length)
+        content = bytearray(self.repository.read_chunk(chunk_id))
+        if len(content) < length:  # the disk grew: the old last block was short
+            content += bytes(length - len(content))
+        return content[:length]
+
+    # --- shared -------------------------------------------------------------------------------------------------
+    def _finish_disk(
+        self,
+        name: str,
+        size: int,
+        table: bytearray,
+        change_id: str | None,
+        stats: WriteStats,
+        before: dict[str, int],
+        *,
+        full_read: bool,
+    ) -> dict[str, Any]:
+        span = TABLE_SPAN * 32
+        tables = [
+            self.chunks.add(bytes(table[i : i + span]), meta=True).hex() for i in range(0, len(table), span)
+        ]
+        after = _snapshot_stats(self.chunks.stats)
+        disk = {
+            "name": name,
+            "size": size,
+            "block_size": self.block_size,
+            "tables": tables,
+            "change_id": change_id,
+            "full_read": full_read,
+            "stats": {
+                **{key: after[key] - before[key] for key in after},
+                "zero_bytes": stats.zero_bytes,
+            },
+        }
+        self.disks.append(disk)
+        return disk
+
+    def commit(self) -> Snapshot:
+        """Store the remaining chunks and the index, then the manifest: from now on the snapshot exists."""
+        self.chunks.flush()
+        when = now_utc()
+        totals = {
+            "new_bytes": self.chunks.stats.new_bytes,
+            "stored_bytes": self.chunks.stats.stored_bytes,
+            "reused_bytes": self.chunks.stats.reused_bytes,
+            "zero_bytes": sum(disk["stats"]["zero_bytes"] for disk in self.disks),
+            "logical_bytes": sum(disk["size"] for disk in self.disks),
+        }
+        snapshot = Snapshot(
+            id=new_snapshot_id(when),
+            kind="image",
+            time=when.isoformat(),
+            hostname=hostname(),
+            machine=self.machine,
+            tags=self.tags,
+            parent=self.parent.id if self.parent else None,
+            disks=self.disks,
+            stats=totals,
+        )
+        self.repository.commit_snapshot(snapshot)
+        self.chunks.close()
+        return snapshot
+
+    def abort(self) -> None:
+        """Give up: chunks already stored stay (a later backup reuses them), no snapshot is written."""
+        self.chunks.close()
+
+
+def _snapshot_stats(stats: WriteStats) -> dict[str, int]:
+    return {
+        "new_bytes": stats.new_bytes,
+        "stored_bytes": stats.stored_bytes,
+        "reused_bytes": stats.reused_bytes,
+    }
+
+
+def load_table(repository: Repository, disk: dict[str, Any]) -> bytes:
+    """The block ids of a disk, concatenated (32 bytes per block)."""
+    return b"".join(repository.read_chunk(bytes.fromhex(table)) for table in disk["tables"])
+
+
+class ImageReader(io.RawIOBase):
+    """A read-only, seekable file over a stored disk: reads fetch only the blocks they cover.
+
+    Memory is bounded: at most `cache_blocks` decoded blocks and `cache_tables` table chunks are kept.
+    """
+
+    def __init__(
+        self, repository: Repository, disk: dict[str, Any], *, cache_blocks: int = 32, cache_tables: int = 4
+    ) -> None:
+        super().__init__()
+        self.repository = repository
+        self.disk = disk
+        self.size: int = disk["size"]
+        self.block_size: int = disk["block_size"]
+        self._position = 0
+        self._blocks: OrderedDict[int, bytes] = OrderedDict()
+        self._tables: OrderedDict[int, bytes] = OrderedDict()
+        self._cache_blocks = cache_blocks
+        self._cache_tables = cache_tables
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self.size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._position = base + offset
+        return self._position
+
+    def block_id(self, number: int) -> bytes:
+        table_number, slot = divmod(number, TABLE_SPAN)
+        table = self._tables.get(table_number)
+        if table is None:
+            table = self.repository.read_chunk(bytes.fromhex(self.disk["tables"][table_number]))
+            self._tables[table_number] = table
+            if len(self._tables) > self._cache_tables:
+                self._tables.popitem(last=False)
+        else:
+            self._tables.move_to_end(table_number)
+        return table[slot * 32 : slot * 32 + 32]
+
+    def block(self, number: int) -> bytes:
+        cached = self._blocks.get(number)
+        if cached is not None:
+            self._blocks.move_to_end(number)
+            return cached
+        length = min(self.block_size, self.size - number * self.block_size)
+        chunk_id = self.block_id(number)
+        data = bytes(length) if chunk_id == ZERO_ID else self.repository.read_chunk(chunk_id)
+        if len(data) != length:
+            raise IntegrityError(
+                f"block {number} of disk {self.disk['name']} has {len(data)} bytes, not {length}"
+            )
+        self._blocks[number] = data
+        if len(self._blocks) > self._cache_blocks:
+            self._blocks.popitem(last=False)
+        return data
+
+    def pread(self, length: int, offset: int) -> bytes:
+        end = min(offset + length, self.size)
+        parts = []
+        while offset < end:
+            number, within = divmod(offset, self.block_size)
+            data = self.block(number)
+            piece = data[within : within + (end - offset)]
+            parts.append(piece)
+            offset += len(piece)
+        return b"".join(parts)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.pread(len(buffer), self._position)
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+
+def restore_image(
+    repository: Repository,
+    snapshot: Snapshot,
+    disk_name: str,
+    target: str | os.PathLike[str],
+    *,
+    sparse: bool = True,
+    threads: int = 2,
+    progress: Progress | None = None,
+) -> int:
+    """Write a stored disk to a file or block device; all-zero blocks become holes in a sparse file.
+
+    Returns the bytes written. Fails (IntegrityError, ObjectMissing) rather than write a wrong block.
+    """
+    progress = progress or NullProgress()
+    disk = snapshot.disk(disk_name)
+    size, block_size = disk["size"], disk["block_size"]
+    reader = ImageReader(repository, disk)
+    blocks = -(-size // block_size)
+    ids = [reader.block_id(number) for number in range(blocks)]
+
+    def fetch(number: int) -> bytes | None:
+        if ids[number] == ZERO_ID:
+            return None
+        return repository.read_chunk(ids[number])
+
+    regular = not os.path.exists(target) or os.path.isfile(target)
+    written = 0
+    # A regular file is truncated first (holes must read as zeros, not as what the file held before); a block
+    # device keeps its size and gets every block written, zeros included, unless the caller knows it is blank.
+    mode = "wb" if regular else "r+b"
+    with open(target, mode) as output, ThreadPoolExecutor(threads) as pool:
+        window = threads * 4
+        futures = {n: pool.submit(fetch, n) for n in range(min(window, blocks))}
+        for number in range(blocks):
+            data = futures.pop(number).result()
+            if number + window < blocks:
+                futures[number + window] = pool.submit(fetch, number + window)
+            length = min(block_size, size - number * block_size)
+            if data is None:
+                if sparse:
+                    output.seek(length, os.SEEK_CUR)
+                    continue
+                data = bytes(length)
+            output.write(data)
+            written += len(data)
+            progress.step(number * block_size + length, size, f"restoring {disk_name}")
+        if regular:
+            output.truncate(size)
+    return written

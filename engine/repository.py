@@ -1,0 +1,431 @@
+"""A repository: config, key slots, packs, index files and snapshot manifests on one Storage.
+
+Write order makes every crash safe: packs are stored first, then the index file naming them, then the
+snapshot manifest last. A manifest therefore only references chunks in packs already stored; a crash leaves at
+worst packs (or an index) that no snapshot uses, which verify reports and prune removes after a grace period.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import zstandard
+
+from engine import format as fmt
+from engine.crypto import SCRYPT_N, SCRYPT_P, SCRYPT_R, MasterKey, counter_nonce, open_sealed, passphrase_key
+from engine.errors import (
+    IntegrityError,
+    ObjectMissing,
+    RepositoryExists,
+    RepositoryNotFound,
+    StorageError,
+    WrongPassphrase,
+)
+from engine.index import ChunkIndex, Location
+from engine.progress import NullProgress, Progress
+from engine.storage import Storage
+
+CONFIG = "config"
+KEYS = "keys/"
+DATA = "data/"
+INDEX = "index/"
+SNAPSHOTS = "snapshots/"
+LOCKS = "locks/"
+
+# Chosen by benchmarks/engine_vs_restic.py (see engine/FORMAT.md, "Sizes").
+DEFAULT_BLOCK_SIZE = 256 * 1024
+PACK_TARGET = 32 * 1024 * 1024
+COMPRESSION_LEVEL = 1
+# Store raw when zstd saves less than this fraction (already compressed or encrypted data).
+INCOMPRESSIBLE_RATIO = 0.97
+UPLOAD_ATTEMPTS = 4
+
+
+def now_utc() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def new_object_name() -> str:
+    return os.urandom(16).hex()
+
+
+def pack_key(name: str) -> str:
+    return f"{DATA}{name[:2]}/{name}"
+
+
+@dataclass(frozen=True)
+class RepositoryConfig:
+    version: int
+    id: str
+    block_size: int
+    created: str
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=1).encode()
+
+
+@dataclass(frozen=True)
+class KeySlot:
+    id: str
+    label: str
+    created: str
+
+
+@dataclass
+class WriteStats:
+    new_chunks: int = 0
+    new_bytes: int = 0  # plaintext bytes of chunks stored for the first time
+    stored_bytes: int = 0  # what they take in packs (compressed, encrypted)
+    reused_chunks: int = 0
+    reused_bytes: int = 0
+    zero_bytes: int = 0  # all-zero blocks, not stored at all
+
+    def add(self, other: WriteStats) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class Snapshot:
+    """A committed recovery point: the manifest, as stored under snapshots/<id>."""
+
+    id: str
+    kind: str  # "image" or "files"
+    time: str
+    hostname: str
+    machine: str
+    tags: list[str]
+    parent: str | None
+    disks: list[dict[str, Any]] = field(default_factory=list)
+    tree: str | None = None  # hex id of the root tree chunk, for file snapshots
+    stats: dict[str, int] = field(default_factory=dict)
+    version: int = fmt.FORMAT_VERSION
+
+    @property
+    def taken_at(self) -> datetime.datetime:
+        return datetime.datetime.fromisoformat(self.time)
+
+    def disk(self, name: str) -> dict[str, Any]:
+        for disk in self.disks:
+            if disk["name"] == name:
+                return disk
+        raise KeyError(f"snapshot {self.id} has no disk {name!r}")
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Snapshot:
+        return cls(**json.loads(data))
+
+
+def new_snapshot_id(when: datetime.datetime) -> str:
+    # Sortable by time, unique without coordination.
+    return f"{when:%Y%m%dT%H%M%S}Z-{os.urandom(4).hex()}"
+
+
+class Repository:
+    def __init__(self, storage: Storage, master: MasterKey, config: RepositoryConfig, slot: str) -> None:
+        self.storage = storage
+        self.master = master
+        self.config = config
+        self.opened_with = slot
+        self._index: ChunkIndex | None = None
+        self._index_files: set[str] = set()
+        self._index_lock = threading.Lock()
+
+    # --- creation and keys ------------------------------------------------------------------------------------
+    @classmethod
+    def init(
+        cls,
+        storage: Storage,
+        passphrase: str,
+        *,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        label: str = "initial",
+    ) -> Repository:
+        if storage.stat(CONFIG) is not None:
+            raise RepositoryExists(f"a repository exists already at {storage.describe()}")
+        if block_size < 4096 or block_size & (block_size - 1):
+            raise ValueError("block size must be a power of two of at least 4096 bytes")
+        master = MasterKey.generate()
+        config = RepositoryConfig(fmt.FORMAT_VERSION, uuid.uuid4().hex, block_size, now_utc().isoformat())
+        repository = cls(storage, master, config, "")
+        slot = repository.add_key(passphrase, label=label)
+        repository.opened_with = slot
+        storage.put(CONFIG, config.to_json())  # last: a repository exists once it has a config and a key
+        return repository
+
+    @classmethod
+    def open(cls, storage: Storage, passphrase: str) -> Repository:
+        try:
+            config_data = storage.get(CONFIG)
+        except ObjectMissing:
+            raise RepositoryNotFound(f"no repository at {storage.describe()}") from None
+        config = RepositoryConfig(**json.loads(config_data))
+        if config.version != fmt.FORMAT_VERSION:
+            raise RepositoryNotFound(f"repository format {config.version} is not supported by this version")
+        for info in storage.list(KEYS):
+            slot = json.loads(storage.get(info.key))
+            aead = passphrase_key(passphrase, base64.b64decode(slot["salt"]), slot["n"], slot["r"], slot["p"])
+            try:
+                material = open_sealed(
+                    aead, counter_nonce(0), base64.b64decode(slot["wrapped"]), config.id.encode(), "key slot"
+                )
+            except IntegrityError:
+                continue
+            return cls(storage, MasterKey.from_bytes(material), config, info.key[len(KEYS) :])
+        raise WrongPassphrase(f"no key of the repository at {storage.describe()} opens with this passphrase")
+
+    def key_slots(self) -> list[KeySlot]:
+        slots = []
+        for info in self.storage.list(KEYS):
+            slot = json.loads(self.storage.get(info.key))
+            slots.append(KeySlot(info.key[len(KEYS) :], slot["label"], slot["created"]))
+        return slots
+
+    def add_key(self, passphrase: str, *, label: str) -> str:
+        """Wrap the master key with a new passphrase in a new slot; no data is rewritten."""
+        if not passphrase:
+            raise ValueError("a passphrase must not be empty")
+        salt = os.urandom(32)
+        aead = passphrase_key(passphrase, salt)
+        wrapped = aead.encrypt(counter_nonce(0), self.master.to_bytes(), self.config.id.encode())
+        slot_id = new_object_name()
+        slot = {
+            "kdf": "scrypt",
+            "n": SCRYPT_N,
+            "r": SCRYPT_R,
+            "p": SCRYPT_P,
+            "salt": base64.b64encode(salt).decode(),
+            "wrapped": base64.b64encode(wrapped).decode(),
+            "label": label,
+            "created": now_utc().isoformat(),
+        }
+        self.storage.put(KEYS + slot_id, json.dumps(slot, indent=1).encode())
+        return slot_id
+
+    def remove_key(self, slot_id: str) -> None:
+        others = [slot for slot in self.key_slots() if slot.id != slot_id]
+        if not others:
+            raise ValueError("refusing to remove the last key: the repository would become unreadable")
+        self.storage.delete(KEYS + slot_id)
+
+    def change_passphrase(self, new_passphrase: str, *, label: str = "changed") -> str:
+        """Replace the slot this repository was opened with by one for the new passphrase."""
+        new_slot = self.add_key(new_passphrase, label=label)
+        old_slot, self.opened_with = self.opened_with, new_slot
+        self.storage.delete(KEYS + old_slot)
+        return new_slot
+
+    # --- index --------------------------------------------------------------------------------------------------
+    @property
+    def index(self) -> ChunkIndex:
+        with self._index_lock:
+            if self._index is None:
+                self._index = ChunkIndex()
+                self._load_index_files(self._index)
+            return self._index
+
+    def refresh_index(self) -> ChunkIndex:
+        """Add index files written since the index was loaded (by other writers)."""
+        index = self.index
+        with self._index_lock:
+            self._load_index_files(index)
+        return index
+
+    def _load_index_files(self, index: ChunkIndex) -> None:
+        for info in self.storage.list(INDEX):
+            if info.key in self._index_files:
+                continue
+            packs = self.read_index_file(info.key)
+            index.add_packs(packs)
+            self._index_files.add(info.key)
+
+    def read_index_file(self, key: str) -> list[tuple[fmt.IndexedPack, list[fmt.PackEntry]]]:
+        data = self.storage.get(key)
+        return fmt.decode_index(fmt.open_object(self.master, fmt.KIND_INDEX, data, key), key)
+
+    def write_index_file(self, packs: list[tuple[fmt.IndexedPack, list[fmt.PackEntry]]]) -> str:
+        key = INDEX + new_object_name()
+        self.storage.put(key, fmt.seal_object(self.master, fmt.KIND_INDEX, fmt.encode_index(packs)))
+        with self._index_lock:
+            self._index_files.add(key)
+            if self._index is not None:
+                self._index.add_packs(packs)
+        return key
+
+    # --- chunks -------------------------------------------------------------------------------------------------
+    def locate(self, chunk_id: bytes) -> Location:
+        location = self.index.lookup(chunk_id)
+        if location is None:
+            location = self.refresh_index().lookup(chunk_id)
+        if location is None:
+            raise ObjectMissing(f"chunk {chunk_id.hex()} is not in the index")
+        return location
+
+    def read_chunk(self, chunk_id: bytes) -> bytes:
+        """The plaintext of a chunk, authenticated and checked against its id."""
+        location = self.locate(chunk_id)
+        key = pack_key(location.pack.name)
+        blob = self.storage.get(key, location.entry.offset, location.entry.stored_length)
+        return fmt.open_chunk(
+            self.master, location.pack.salt, location.entry, blob, f"chunk {chunk_id.hex()} in {key}"
+        )
+
+    # --- snapshots ----------------------------------------------------------------------------------------------
+    def snapshot_ids(self) -> list[str]:
+        return sorted(info.key[len(SNAPSHOTS) :] for info in self.storage.list(SNAPSHOTS))
+
+    def load_snapshot(self, snapshot_id: str) -> Snapshot:
+        key = SNAPSHOTS + snapshot_id
+        data = self.storage.get(key)
+        snapshot = Snapshot.from_json(fmt.open_object(self.master, fmt.KIND_SNAPSHOT, data, key))
+        if snapshot.id != snapshot_id:
+            raise IntegrityError(f"{key}: manifest names itself {snapshot.id}")
+        return snapshot
+
+    def snapshots(self) -> list[Snapshot]:
+        return [self.load_snapshot(snapshot_id) for snapshot_id in self.snapshot_ids()]
+
+    def commit_snapshot(self, snapshot: Snapshot) -> None:
+        """Write a manifest: the last step of a backup, after its packs and index are stored."""
+        self.storage.put(
+            SNAPSHOTS + snapshot.id, fmt.seal_object(self.master, fmt.KIND_SNAPSHOT, snapshot.to_json())
+        )
+
+    def forget_snapshot(self, snapshot_id: str) -> None:
+        self.storage.delete(SNAPSHOTS + snapshot_id)
+
+    def writer(self, *, threads: int = 2, progress: Progress | None = None) -> ChunkWriter:
+        return ChunkWriter(self, threads=threads, progress=progress)
+
+
+def _compress(data: bytes, level: int) -> tuple[int, bytes]:
+    compressed = zstandard.ZstdCompressor(level=level).compress(data)
+    if len(compressed) < len(data) * INCOMPRESSIBLE_RATIO:
+        return fmt.FLAG_ZSTD, compressed
+    return 0, data
+
+
+class ChunkWriter:
+    """Stores chunks for one backup: deduplicates, compresses on a thread pool, fills packs, uploads them in
+    the background, and writes an index file on flush(). Memory stays bounded: a fixed number of chunks in
+    flight and at most two packs waiting for upload."""
+
+    def __init__(self, repository: Repository, *, threads: int, progress: Progress | None) -> None:
+        self.repository = repository
+        self.progress = progress or NullProgress()
+        self.stats = WriteStats()
+        self._index = repository.index
+        self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="compress")
+        self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload")
+        self._inflight: deque[tuple[bytes, int, int, Future[tuple[int, bytes]]]] = deque()
+        self._max_inflight = max(1, threads) * 4
+        self._session: set[bytes] = set()
+        self._pack: fmt.PackBuilder | None = None
+        self._uploads: deque[Future[tuple[fmt.IndexedPack, list[fmt.PackEntry]]]] = deque()
+        self._stored: list[tuple[fmt.IndexedPack, list[fmt.PackEntry]]] = []
+        self._closed = False
+
+    def add(self, data: bytes, *, meta: bool = False) -> bytes:
+        """Store a chunk unless the repository has it already; returns its id."""
+        chunk_id = self.repository.master.chunk_id_of(data)
+        if chunk_id in self._session or self._index.lookup(chunk_id) is not None:
+            self.stats.reused_chunks += 1
+            self.stats.reused_bytes += len(data)
+            return chunk_id
+        self._session.add(chunk_id)
+        future = self._pool.submit(_compress, data, COMPRESSION_LEVEL)
+        self._inflight.append((chunk_id, fmt.FLAG_META if meta else 0, len(data), future))
+        while len(self._inflight) > self._max_inflight:
+            self._place_oldest()
+        return chunk_id
+
+    def _place_oldest(self) -> None:
+        chunk_id, flags, raw_length, future = self._inflight.popleft()
+        compression, payload = future.result()
+        if self._pack is None:
+            self._pack = fmt.PackBuilder(self.repository.master)
+        entry = self._pack.add(chunk_id, flags | compression, payload, raw_length)
+        self.stats.new_chunks += 1
+        self.stats.new_bytes += raw_length
+        self.stats.stored_bytes += entry.stored_length
+        if self._pack.size >= PACK_TARGET:
+            self._seal_pack()
+
+    def _seal_pack(self) -> None:
+        pack, self._pack = self._pack, None
+        if pack is None or not pack.entries:
+            return
+        data = pack.build()
+        indexed = fmt.IndexedPack(pack.name, pack.salt, len(data))
+        # At most two packs wait for upload: the writer slows down rather than buffer without bound.
+        while len(self._uploads) >= 2:
+            self._collect_upload()
+        self._uploads.append(self._uploader.submit(self._upload, indexed, pack.entries, data))
+
+    def _upload(
+        self, indexed: fmt.IndexedPack, entries: list[fmt.PackEntry], data: bytes
+    ) -> tuple[fmt.IndexedPack, list[fmt.PackEntry]]:
+        key = pack_key(indexed.name)
+        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+            try:
+                self.repository.storage.put(key, data)
+                return indexed, entries
+            except StorageError:
+                if attempt == UPLOAD_ATTEMPTS:
+                    raise
+                time.sleep(min(0.5 * 2**attempt, 8))
+        raise AssertionError("unreachable")
+
+    def _collect_upload(self) -> None:
+        stored = self._uploads.popleft().result()  # raises the upload's StorageError
+        self._stored.append(stored)
+
+    def flush(self) -> None:
+        """Store everything added so far and write the index file naming it."""
+        while self._inflight:
+            self._place_oldest()
+        self._seal_pack()
+        while self._uploads:
+            self._collect_upload()
+        if self._stored:
+            self.repository.write_index_file(self._stored)
+            self._stored = []
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._uploader.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> ChunkWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+def iter_chunks(read: Callable[[int], bytes], size: int) -> Iterator[bytes]:
+    while True:
+        data = read(size)
+        if not data:
+            return
+        yield data

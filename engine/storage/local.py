@@ -1,0 +1,105 @@
+"""A repository in a local (or NFS) directory: write to a temporary file, fsync, rename, fsync the folder."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from engine.errors import ObjectMissing, StorageError
+from engine.storage import ObjectInfo
+
+TEMPORARY_SUFFIX = ".tmp"
+
+
+class LocalStorage:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def describe(self) -> str:
+        return f"local:{self.root}"
+
+    def _path(self, key: str) -> Path:
+        if key.startswith("/") or ".." in key.split("/") or not key:
+            raise ValueError(f"invalid object key {key!r}")
+        return self.root / key
+
+    def put(self, key: str, data: bytes, *, retain_until: datetime.datetime | None = None) -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TEMPORARY_SUFFIX}")
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(descriptor, view)
+                    view = view[written:]
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            os.replace(temporary, path)
+            self._fsync_directory(path.parent)
+        except OSError as error:
+            raise StorageError(f"cannot write {key} to {self.root}: {error.strerror}") from error
+
+    @staticmethod
+    def _fsync_directory(directory: Path) -> None:
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as handle:
+                if offset:
+                    handle.seek(offset)
+                data = handle.read() if length is None else handle.read(length)
+        except FileNotFoundError:
+            raise ObjectMissing(f"{key} is missing from {self.root}") from None
+        except OSError as error:
+            raise StorageError(f"cannot read {key} from {self.root}: {error.strerror}") from error
+        if length is not None and len(data) != length:
+            raise ObjectMissing(
+                f"{key} is shorter than expected (truncated): wanted {length} bytes at {offset}"
+            )
+        return data
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            result = self._path(key).stat()
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(key, result.st_size, datetime.datetime.fromtimestamp(result.st_mtime, datetime.UTC))
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        base = self.root / prefix.rstrip("/") if prefix else self.root
+        start = base if base.is_dir() else base.parent
+        if not start.exists():
+            return
+        for directory, _, files in os.walk(start):
+            for name in sorted(files):
+                if name.endswith(TEMPORARY_SUFFIX):
+                    continue
+                path = Path(directory) / name
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    info = self.stat(key)
+                    if info is not None:
+                        yield info
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            raise StorageError(f"cannot delete {key} from {self.root}: {error.strerror}") from error
+
+    def now(self) -> datetime.datetime:
+        return datetime.datetime.now(datetime.UTC)
