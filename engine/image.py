@@ -88,6 +88,7 @@ class ImageWriter:
             raise ValueError("the parent was written with another block size; read the whole disk")
         table = bytearray(load_table(self.repository, parent_disk))
         blocks = -(-size // self.block_size)
+        old_size: int = parent_disk["size"]
         if len(table) // 32 > blocks:
             del table[blocks * 32 :]
         else:
@@ -95,6 +96,11 @@ class ImageWriter:
         stats = WriteStats()
         before = _snapshot_stats(self.chunks.stats)
         pending: dict[int, bytearray] = {}
+        # A resize changes the length of the old or the new last block: rewrite it (padded or cut) even when
+        # no changed area touches it, so every block has exactly the length its position implies.
+        for edge in {(old_size - 1) // self.block_size, blocks - 1}:
+            if 0 <= edge < blocks and old_size != size:
+                pending[edge] = self._parent_block(table, edge, size)
         last_end = 0
         done = 0
         for offset, data in changes:
@@ -330,6 +336,10 @@ def restore_image(
             if number + window < blocks:
                 futures[number + window] = pool.submit(fetch, number + window)
             length = min(block_size, size - number * block_size)
+            if data is not None and len(data) != length:
+                raise IntegrityError(
+                    f"block {number} of disk {disk_name} has {len(data)} bytes, not {length}"
+                )
             if data is None:
                 if sparse:
                     output.seek(length, os.SEEK_CUR)

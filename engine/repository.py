@@ -246,6 +246,12 @@ class Repository:
             self._load_index_files(index)
         return index
 
+    def forget_cached_index(self) -> None:
+        """Drop the in-memory index; the next use reloads it from the index files."""
+        with self._index_lock:
+            self._index = None
+            self._index_files = set()
+
     def _load_index_files(self, index: ChunkIndex) -> None:
         for info in self.storage.list(INDEX):
             if info.key in self._index_files:

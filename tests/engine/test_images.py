@@ -1,0 +1,141 @@
+"""Image backups: full reads, changed-area incrementals, readers and restores give back exactly what was written."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from engine.image import ImageReader, ImageWriter, restore_image
+from engine.repository import Repository
+from engine.storage.local import LocalStorage
+from tests.engine.conftest import BLOCK, PASSPHRASE, backup, make_image
+
+
+def test_full_backup_restores_bit_identical_and_sparse(repository: Repository, tmp_path: Path) -> None:
+    image = make_image(3 * 1024 * 1024 + 123)
+    snapshot = backup(repository, image)
+    assert snapshot.stats["logical_bytes"] == len(image)
+    assert snapshot.stats["zero_bytes"] > 0
+    assert snapshot.stats["stored_bytes"] < snapshot.stats["new_bytes"]  # the text-like runs compressed
+    target = tmp_path / "restored.img"
+    target.write_bytes(b"\xff" * (len(image) + 5000))  # an old, longer file must not leak through holes
+    restore_image(repository, snapshot, "disk-0", target)
+    assert target.read_bytes() == bytes(image)
+    assert target.stat().st_blocks * 512 < len(image)  # zero blocks became holes
+
+
+def test_a_second_full_read_of_the_same_disk_stores_nothing_new(repository: Repository) -> None:
+    image = make_image(2 * 1024 * 1024)
+    first = backup(repository, image)
+    second = backup(repository, image, parent=first)
+    assert second.stats["new_bytes"] == 0
+    assert second.disks[0]["tables"] == first.disks[0]["tables"]
+
+
+def test_a_clone_shares_chunks_with_its_source(repository: Repository) -> None:
+    image = make_image(2 * 1024 * 1024)
+    backup(repository, image, machine="template")
+    clone = bytearray(image)
+    clone[BLOCK * 3 : BLOCK * 3 + 10] = b"hostname=2"
+    snapshot = backup(repository, clone, machine="clone")
+    assert snapshot.stats["new_bytes"] <= 2 * BLOCK + 128 * 1024  # one data block and a table chunk
+
+
+def test_changed_areas_build_a_full_snapshot_from_a_few_blocks(
+    repository: Repository, tmp_path: Path
+) -> None:
+    rng = random.Random(7)
+    image = make_image(4 * 1024 * 1024)
+    first = backup(repository, image)
+    changes = []
+    for offset in sorted(rng.sample(range(0, len(image) - 70_000, 80_000), 12)):
+        data = rng.randbytes(rng.randrange(1, 70_000))  # unaligned: blocks are completed from the parent
+        changes.append((offset, data))
+        image[offset : offset + len(data)] = data
+    writer = ImageWriter(repository, machine="vm-1", parent=first)
+    writer.write_disk_changes("disk-0", size=len(image), changes=changes, change_id="52 d3 ... 7/12")
+    second = writer.commit()
+    assert second.disk("disk-0")["change_id"] == "52 d3 ... 7/12"
+    assert second.stats["new_bytes"] <= 2 * 12 * BLOCK + 128 * 1024
+    restore_image(repository, second, "disk-0", tmp_path / "day2.img")
+    assert (tmp_path / "day2.img").read_bytes() == bytes(image)
+    # The older point is untouched.
+    restore_image(repository, first, "disk-0", tmp_path / "day1.img")
+    assert (tmp_path / "day1.img").read_bytes() != bytes(image)
+
+
+def test_changed_areas_on_a_disk_that_grew(repository: Repository, tmp_path: Path) -> None:
+    image = make_image(BLOCK * 5 + 100)
+    first = backup(repository, image)
+    grown = bytearray(image) + bytes(BLOCK * 3)
+    grown[-10:] = b"0123456789"
+    writer = ImageWriter(repository, machine="vm-1", parent=first)
+    writer.write_disk_changes("disk-0", size=len(grown), changes=[(len(grown) - 10, b"0123456789")])
+    snapshot = writer.commit()
+    restore_image(repository, snapshot, "disk-0", tmp_path / "grown.img")
+    assert (tmp_path / "grown.img").read_bytes() == bytes(grown)
+
+
+def test_changed_areas_must_be_sorted_and_inside_the_disk(repository: Repository) -> None:
+    first = backup(repository, make_image(BLOCK * 4))
+    writer = ImageWriter(repository, machine="vm-1", parent=first)
+    with pytest.raises(ValueError, match="sorted"):
+        writer.write_disk_changes("disk-0", size=BLOCK * 4, changes=[(BLOCK * 2, b"a"), (BLOCK, b"b")])
+    with pytest.raises(ValueError, match="beyond the disk size"):
+        writer.write_disk_changes("disk-0", size=BLOCK * 4, changes=[(BLOCK * 4 - 1, b"ab")])
+    writer.abort()
+    assert len(Repository.open(repository.storage, PASSPHRASE).snapshot_ids()) == 1
+
+
+def test_reader_is_a_seekable_file(repository: Repository) -> None:
+    image = make_image(BLOCK * 9 + 77)
+    snapshot = backup(repository, image)
+    reader = ImageReader(repository, snapshot.disk("disk-0"))
+    rng = random.Random(3)
+    for _ in range(200):
+        offset = rng.randrange(0, len(image))
+        length = rng.randrange(0, 3 * BLOCK)
+        assert reader.pread(length, offset) == bytes(image[offset : offset + length])
+    reader.seek(-77, os.SEEK_END)
+    assert reader.read() == bytes(image[-77:])
+    assert reader.read(10) == b""
+    buffered = io.BufferedReader(reader)  # what the catalog's file-system readers will wrap
+    buffered.seek(BLOCK - 3)
+    assert buffered.read(6) == bytes(image[BLOCK - 3 : BLOCK + 3])
+
+
+def test_several_disks_and_writers_at_once(storage: LocalStorage) -> None:
+    import threading
+
+    Repository.init(storage, PASSPHRASE, block_size=BLOCK)
+    images = {f"vm-{n}": make_image(1024 * 1024, seed=n) for n in range(4)}
+    results = {}
+
+    def run(machine: str) -> None:
+        repository = Repository.open(storage, PASSPHRASE)  # each writer with its own handle, like processes
+        results[machine] = backup(repository, images[machine], machine=machine).id
+
+    threads = [threading.Thread(target=run, args=(machine,)) for machine in images]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    fresh = Repository.open(storage, PASSPHRASE)
+    for machine, snapshot_id in results.items():
+        reader = ImageReader(fresh, fresh.load_snapshot(snapshot_id).disk("disk-0"))
+        assert reader.read() == bytes(images[machine])
+
+
+def test_changed_areas_on_a_disk_that_shrank(repository: Repository, tmp_path: Path) -> None:
+    image = make_image(BLOCK * 6)
+    first = backup(repository, image)
+    shrunk = bytearray(image[: BLOCK * 3 + 500])
+    writer = ImageWriter(repository, machine="vm-1", parent=first)
+    writer.write_disk_changes("disk-0", size=len(shrunk), changes=[])
+    snapshot = writer.commit()
+    restore_image(repository, snapshot, "disk-0", tmp_path / "shrunk.img")
+    assert (tmp_path / "shrunk.img").read_bytes() == bytes(shrunk)

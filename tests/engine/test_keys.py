@@ -1,0 +1,50 @@
+"""Key slots: passphrases open the repository; adding, removing or changing one never rewrites data."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.errors import RepositoryExists, RepositoryNotFound, WrongPassphrase
+from engine.repository import Repository
+from engine.storage.local import LocalStorage
+from tests.engine.conftest import PASSPHRASE, backup, make_image
+
+
+def data_objects(storage: LocalStorage) -> dict[str, bytes]:
+    return {
+        info.key: storage.get(info.key)
+        for prefix in ("data/", "index/", "snapshots/")
+        for info in storage.list(prefix)
+    }
+
+
+def test_wrong_passphrase_and_missing_repository(storage: LocalStorage, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    Repository.init(storage, PASSPHRASE)
+    with pytest.raises(WrongPassphrase, match="no key"):
+        Repository.open(storage, "not it")
+    with pytest.raises(RepositoryExists):
+        Repository.init(storage, "again")
+    with pytest.raises(RepositoryNotFound):
+        Repository.open(LocalStorage(tmp_path / "nothing"), PASSPHRASE)
+
+
+def test_slots_change_without_rewriting_data(repository: Repository) -> None:
+    snapshot = backup(repository, make_image(512 * 1024))
+    before = data_objects(repository.storage)  # type: ignore[arg-type]
+
+    second = repository.add_key("second passphrase", label="dr-site")
+    assert {slot.label for slot in repository.key_slots()} == {"initial", "dr-site"}
+    Repository.open(repository.storage, "second passphrase").load_snapshot(snapshot.id)
+
+    repository.change_passphrase("new passphrase")
+    with pytest.raises(WrongPassphrase):
+        Repository.open(repository.storage, PASSPHRASE)
+    reopened = Repository.open(repository.storage, "new passphrase")
+    assert reopened.load_snapshot(snapshot.id).id == snapshot.id
+
+    reopened.remove_key(second)
+    with pytest.raises(WrongPassphrase):
+        Repository.open(repository.storage, "second passphrase")
+    with pytest.raises(ValueError, match="last key"):
+        reopened.remove_key(reopened.opened_with)
+    assert data_objects(repository.storage) == before  # type: ignore[arg-type]
