@@ -142,6 +142,8 @@ class Repository:
         self.master = master
         self.config = config
         self.opened_with = slot
+        # Size at which a pack is closed; tests lower it to get many packs from small images.
+        self.pack_target = PACK_TARGET
         self._index: ChunkIndex | None = None
         self._index_files: set[str] = set()
         self._index_lock = threading.Lock()
@@ -369,7 +371,7 @@ class ChunkWriter:
         self.stats.new_chunks += 1
         self.stats.new_bytes += raw_length
         self.stats.stored_bytes += entry.stored_length
-        if self._pack.size >= PACK_TARGET:
+        if self._pack.size >= self.repository.pack_target:
             self._seal_pack()
 
     def _seal_pack(self) -> None:

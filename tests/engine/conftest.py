@@ -21,6 +21,7 @@ from tests.conftest import free_port, require_peer
 
 PASSPHRASE = "correct horse battery staple"
 BLOCK = 64 * 1024  # small blocks keep test images small while crossing many block boundaries
+SMALL_PACK = 128 * 1024  # many packs from small images
 
 
 def make_image(size: int, seed: int = 1) -> bytearray:
@@ -48,7 +49,9 @@ def storage(tmp_path: Path) -> LocalStorage:
 
 @pytest.fixture
 def repository(storage: LocalStorage) -> Repository:
-    return Repository.init(storage, PASSPHRASE, block_size=BLOCK)
+    repository = Repository.init(storage, PASSPHRASE, block_size=BLOCK)
+    repository.pack_target = SMALL_PACK
+    return repository
 
 
 def backup(

@@ -1,0 +1,154 @@
+"""Damage is found by verify, named precisely, and never restored silently."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from engine.errors import EngineError, IntegrityError, ObjectMissing
+from engine.image import ImageReader, restore_image
+from engine.maintenance import rebuild_index, verify
+from engine.repository import Repository, Snapshot
+from engine.storage.local import LocalStorage
+from tests.engine.conftest import PASSPHRASE, backup, make_image
+
+
+@pytest.fixture
+def two_points(repository: Repository) -> tuple[Repository, list[Snapshot], bytearray, bytearray]:
+    first_image = make_image(2 * 1024 * 1024, seed=11)
+    second_image = bytearray(first_image)
+    second_image[100_000:400_000] = random.Random(5).randbytes(300_000)
+    first = backup(repository, first_image)
+    second = backup(repository, second_image, parent=first)
+    return repository, [first, second], first_image, second_image
+
+
+def flip(storage: LocalStorage, key: str, rng: random.Random, count: int = 1, start: int = 0) -> list[int]:
+    path = storage.root / key
+    data = bytearray(path.read_bytes())
+    offsets = [rng.randrange(start, len(data)) for _ in range(count)]
+    for offset in offsets:
+        data[offset] ^= rng.randrange(1, 256)  # XOR with a non-zero value: the byte really changes
+    path.write_bytes(bytes(data))
+    return offsets
+
+
+def restores(repository: Repository, snapshot: Snapshot, image: bytes, target: Path) -> bool:
+    """True when the snapshot restores bit-identical; False when restore refuses. Never wrong bytes."""
+    try:
+        restore_image(repository, snapshot, "disk-0", target)
+    except EngineError:
+        return False
+    assert target.read_bytes() == bytes(image), "restore returned wrong bytes without an error"
+    return True
+
+
+def test_a_healthy_repository_verifies_clean(two_points) -> None:  # type: ignore[no-untyped-def]
+    repository, snapshots, _, _ = two_points
+    report = verify(repository, full=True)
+    assert report.ok, [str(p) for p in report.problems]
+    assert report.snapshots == 2 and report.chunks_checked > 0
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_flipped_bytes_in_packs_are_reported_and_never_restored(
+    two_points, tmp_path: Path, seed: int
+) -> None:  # type: ignore[no-untyped-def]
+    repository, snapshots, first_image, second_image = two_points
+    rng = random.Random(seed)
+    storage: LocalStorage = repository.storage  # type: ignore[assignment]
+    pack = rng.choice([info.key for info in storage.list("data/")])
+    flip(storage, pack, rng, count=rng.randrange(1, 4))
+    report = verify(Repository.open(storage, PASSPHRASE), full=True)
+    assert not report.ok
+    assert all(pack in problem.object for problem in report.errors), [str(p) for p in report.errors]
+    fresh = Repository.open(storage, PASSPHRASE)
+    for snapshot, image in zip(snapshots, (first_image, second_image), strict=True):
+        restored = restores(fresh, snapshot, image, tmp_path / f"{snapshot.id}.img")
+        assert restored == (snapshot.id not in report.damaged_snapshots), str(report.errors)
+
+
+@pytest.mark.parametrize("prefix", ["index/", "snapshots/"])
+@pytest.mark.parametrize("seed", range(4))
+def test_flipped_bytes_in_index_files_and_manifests_are_reported(two_points, prefix: str, seed: int) -> None:  # type: ignore[no-untyped-def]
+    repository, _, _, _ = two_points
+    rng = random.Random(seed)
+    storage: LocalStorage = repository.storage  # type: ignore[assignment]
+    key = rng.choice([info.key for info in storage.list(prefix)])
+    flip(storage, key, rng)
+    report = verify(Repository.open(storage, PASSPHRASE), full=False)
+    assert any(problem.object == key or key in str(problem) for problem in report.errors), [
+        str(p) for p in report.problems
+    ]
+
+
+def test_missing_truncated_and_empty_packs_are_named(two_points, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    repository, snapshots, first_image, _ = two_points
+    storage: LocalStorage = repository.storage  # type: ignore[assignment]
+    packs = sorted(info.key for info in storage.list("data/"))
+    assert len(packs) >= 3, "make the test image larger or the packs smaller"
+    (storage.root / packs[0]).unlink()
+    with open(storage.root / packs[1], "r+b") as handle:
+        handle.truncate(100)
+    (storage.root / packs[2]).write_bytes(b"")
+    report = verify(Repository.open(storage, PASSPHRASE))
+    kinds = {(problem.kind, problem.object) for problem in report.errors}
+    assert ("missing-pack", packs[0]) in kinds
+    assert ("pack-size", packs[1]) in kinds
+    assert ("pack-size", packs[2]) in kinds
+    with pytest.raises((ObjectMissing, IntegrityError)):
+        ImageReader(Repository.open(storage, PASSPHRASE), snapshots[0].disk("disk-0")).read()
+
+
+def test_a_lost_index_is_rebuilt_from_the_packs(two_points, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    repository, snapshots, first_image, second_image = two_points
+    storage: LocalStorage = repository.storage  # type: ignore[assignment]
+    for info in list(storage.list("index/")):
+        storage.delete(info.key)
+    broken = verify(Repository.open(storage, PASSPHRASE))
+    assert {p.kind for p in broken.errors} == {"missing-chunk"}
+    assert broken.damaged_snapshots == {s.id for s in snapshots}
+
+    fresh = Repository.open(storage, PASSPHRASE)
+    result = rebuild_index(fresh)
+    assert result.unreadable_packs == [] and result.index_files_written == 1
+    assert verify(Repository.open(storage, PASSPHRASE), full=True).ok
+    for snapshot, image in zip(snapshots, (first_image, second_image), strict=True):
+        assert restores(
+            Repository.open(storage, PASSPHRASE), snapshot, image, tmp_path / f"{snapshot.id}.img"
+        )
+
+
+def test_repair_keeps_intact_snapshots_and_names_the_damaged(two_points, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    repository, snapshots, first_image, second_image = two_points
+    storage: LocalStorage = repository.storage  # type: ignore[assignment]
+    # Damage the pack header of one pack that only the second snapshot needs, and lose the index too.
+    second_only = _packs_only_used_by(repository, snapshots[1], snapshots[0])
+    assert second_only, "the day-2 changes should live in packs of their own"
+    flip(storage, second_only[0], random.Random(1), count=3)
+    (storage.root / second_only[0]).write_bytes((storage.root / second_only[0]).read_bytes()[:-40])
+    for info in list(storage.list("index/")):
+        storage.delete(info.key)
+    result = rebuild_index(Repository.open(storage, PASSPHRASE))
+    assert result.unreadable_packs == [second_only[0]]
+    report = verify(Repository.open(storage, PASSPHRASE), full=True)
+    assert report.damaged_snapshots == {snapshots[1].id}
+    fresh = Repository.open(storage, PASSPHRASE)
+    assert restores(fresh, snapshots[0], first_image, tmp_path / "first.img")
+    assert not restores(fresh, snapshots[1], second_image, tmp_path / "second.img")
+
+
+def _packs_only_used_by(repository: Repository, snapshot: Snapshot, other: Snapshot) -> list[str]:
+    from engine.image import load_table
+    from engine.repository import pack_key
+
+    def packs_of(s: Snapshot) -> set[str]:
+        table = load_table(repository, s.disk("disk-0"))
+        ids = {table[i : i + 32] for i in range(0, len(table), 32)} | {
+            bytes.fromhex(t) for t in s.disk("disk-0")["tables"]
+        }
+        return {pack_key(loc.pack.name) for i in ids if (loc := repository.index.lookup(i)) is not None}
+
+    return sorted(packs_of(snapshot) - packs_of(other))
