@@ -144,6 +144,8 @@ class Repository:
         self.opened_with = slot
         # Size at which a pack is closed; tests lower it to get many packs from small images.
         self.pack_target = PACK_TARGET
+        # Pack uploads that fail are retried UPLOAD_ATTEMPTS times, waiting this long, doubled each time.
+        self.upload_retry_delay = 0.5
         self._index: ChunkIndex | None = None
         self._index_files: set[str] = set()
         self._index_lock = threading.Lock()
@@ -396,7 +398,7 @@ class ChunkWriter:
             except StorageError:
                 if attempt == UPLOAD_ATTEMPTS:
                     raise
-                time.sleep(min(0.5 * 2**attempt, 8))
+                time.sleep(min(self.repository.upload_retry_delay * 2 ** (attempt - 1), 8))
         raise AssertionError("unreachable")
 
     def _collect_upload(self) -> None:

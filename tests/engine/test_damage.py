@@ -46,7 +46,7 @@ def restores(repository: Repository, snapshot: Snapshot, image: bytes, target: P
 
 
 def test_a_healthy_repository_verifies_clean(two_points) -> None:  # type: ignore[no-untyped-def]
-    repository, snapshots, _, _ = two_points
+    repository, _snapshots, _, _ = two_points
     report = verify(repository, full=True)
     assert report.ok, [str(p) for p in report.problems]
     assert report.snapshots == 2 and report.chunks_checked > 0
@@ -85,7 +85,7 @@ def test_flipped_bytes_in_index_files_and_manifests_are_reported(two_points, pre
 
 
 def test_missing_truncated_and_empty_packs_are_named(two_points, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    repository, snapshots, first_image, _ = two_points
+    repository, snapshots, _first_image, _ = two_points
     storage: LocalStorage = repository.storage  # type: ignore[assignment]
     packs = sorted(info.key for info in storage.list("data/"))
     assert len(packs) >= 3, "make the test image larger or the packs smaller"
