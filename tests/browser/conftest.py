@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from tests.conftest import free_port, require_peer
+from tests.peers import free_port, require_peer
 
 CHROMIUM = "/usr/bin/chromium"
 # Flags that keep Chromium quiet on a closed network (PEERS.md).

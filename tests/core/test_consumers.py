@@ -17,7 +17,8 @@ from django.test import Client
 from config.asgi import application
 from core.models import User
 from inventory.services import update_machine
-from tests.conftest import Estate, port_open, require_peer
+from tests.conftest import Estate
+from tests.peers import port_open, require_peer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import os
-import random
 import subprocess
 import sys
 import time
@@ -14,32 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.image import ImageWriter
-from engine.repository import Repository, Snapshot
+from engine.repository import Repository
 from engine.storage.local import LocalStorage
-from tests.conftest import free_port, require_peer
-
-PASSPHRASE = "correct horse battery staple"
-BLOCK = 64 * 1024  # small blocks keep test images small while crossing many block boundaries
-SMALL_PACK = 128 * 1024  # many packs from small images
-
-
-def make_image(size: int, seed: int = 1) -> bytearray:
-    """A disk-like image: random (incompressible) runs, text-like (compressible) runs and zero runs."""
-    rng = random.Random(seed)
-    image = bytearray()
-    while len(image) < size:
-        kind = rng.random()
-        length = rng.randrange(1, 6) * BLOCK + rng.randrange(0, 4096)
-        if kind < 0.35:
-            image += rng.randbytes(length)
-        elif kind < 0.7:
-            words = [b"backup", b"restore", b"volume", b"sector", b"inode", b"journal"]
-            image += b" ".join(rng.choice(words) for _ in range(length // 6))[:length]
-        else:
-            image += bytes(length)
-    del image[size:]
-    return image
+from tests.engine.helpers import BLOCK, PASSPHRASE, SMALL_PACK, backup, make_image  # noqa: F401  (shared)
+from tests.peers import free_port, require_peer
 
 
 @pytest.fixture
@@ -52,14 +28,6 @@ def repository(storage: LocalStorage) -> Repository:
     repository = Repository.init(storage, PASSPHRASE, block_size=BLOCK)
     repository.pack_target = SMALL_PACK
     return repository
-
-
-def backup(
-    repository: Repository, image: bytes | bytearray, *, parent: Snapshot | None = None, machine: str = "vm-1"
-) -> Snapshot:
-    writer = ImageWriter(repository, machine=machine, parent=parent)
-    writer.write_disk("disk-0", io.BytesIO(bytes(image)), size=len(image))
-    return writer.commit()
 
 
 @pytest.fixture(scope="session")

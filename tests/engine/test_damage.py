@@ -12,7 +12,7 @@ from engine.image import ImageReader, restore_image
 from engine.maintenance import rebuild_index, verify
 from engine.repository import Repository, Snapshot
 from engine.storage.local import LocalStorage
-from tests.engine.conftest import PASSPHRASE, backup, make_image
+from tests.engine.helpers import PASSPHRASE, backup, make_image
 
 
 @pytest.fixture

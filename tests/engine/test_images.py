@@ -12,7 +12,7 @@ import pytest
 from engine.image import ImageReader, ImageWriter, restore_image
 from engine.repository import Repository
 from engine.storage.local import LocalStorage
-from tests.engine.conftest import BLOCK, PASSPHRASE, backup, make_image
+from tests.engine.helpers import BLOCK, PASSPHRASE, backup, make_image
 
 
 def test_full_backup_restores_bit_identical_and_sparse(repository: Repository, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import pytest
 from engine.errors import RepositoryExists, RepositoryNotFound, WrongPassphrase
 from engine.repository import Repository
 from engine.storage.local import LocalStorage
-from tests.engine.conftest import PASSPHRASE, backup, make_image
+from tests.engine.helpers import PASSPHRASE, backup, make_image
 
 
 def data_objects(storage: LocalStorage) -> dict[str, bytes]:

@@ -14,8 +14,8 @@ from engine.image import restore_image
 from engine.maintenance import verify
 from engine.repository import Repository
 from engine.storage.s3 import MULTIPART_THRESHOLD, S3Storage
-from tests.engine.conftest import BLOCK, PASSPHRASE, SMALL_PACK, backup, make_image
 from tests.engine.faulty_proxy import FaultPlan, faulty_proxy
+from tests.engine.helpers import BLOCK, PASSPHRASE, SMALL_PACK, backup, make_image
 
 
 def new_bucket(endpoint: str, *, locked: bool = False) -> str:
