@@ -1,0 +1,224 @@
+"""bulwark-engine: the engine on the command line (python -m engine ...).
+
+The repository is a folder or s3://bucket/prefix (with --s3-endpoint for S3-compatible stores). The passphrase
+comes from BULWARK_PASSPHRASE, from the file named by BULWARK_PASSPHRASE_FILE, or from a prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from engine.errors import EngineError
+from engine.image import ImageWriter, restore_image
+from engine.maintenance import rebuild_index, verify
+from engine.repository import DEFAULT_BLOCK_SIZE, Repository, Snapshot
+from engine.storage import Storage
+from engine.storage.local import LocalStorage
+
+
+class ProgressBar:
+    """A one-line progress bar with rate and ETA on a terminal; silent when output is not a terminal."""
+
+    def __init__(self, stream: TextIO = sys.stderr, *, interval: float = 0.2) -> None:
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.interval = interval
+        self.started = time.monotonic()
+        self._last = 0.0
+
+    def step(self, done: int, total: int | None, phase: str) -> None:
+        now = time.monotonic()
+        if not self.enabled or (now - self._last < self.interval and (total is None or done < total)):
+            return
+        self._last = now
+        elapsed = max(now - self.started, 1e-6)
+        rate = done / elapsed
+        text = f"{phase}: {done / 1e6:,.0f} MB  {rate / 1e6:,.0f} MB/s"
+        if total:
+            fraction = min(done / total, 1.0)
+            bar = "#" * int(fraction * 30)
+            eta = (total - done) / rate if rate > 0 else 0
+            text = f"{phase}: [{bar:<30}] {fraction:5.1%}  {rate / 1e6:,.0f} MB/s  ETA {eta:,.0f} s"
+        self.stream.write("\r" + text[:110].ljust(110))
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+
+
+def open_storage(location: str, endpoint: str | None) -> Storage:
+    if location.startswith("s3://"):
+        from engine.storage.s3 import S3Storage
+
+        bucket, _, prefix = location[5:].partition("/")
+        return S3Storage(bucket=bucket, prefix=prefix, endpoint_url=endpoint)
+    return LocalStorage(location)
+
+
+def passphrase(confirm: bool = False) -> str:
+    if "BULWARK_PASSPHRASE" in os.environ:
+        return os.environ["BULWARK_PASSPHRASE"]
+    if "BULWARK_PASSPHRASE_FILE" in os.environ:
+        return Path(os.environ["BULWARK_PASSPHRASE_FILE"]).read_text(encoding="utf-8").strip()
+    first = getpass.getpass("Repository passphrase: ")
+    if confirm and getpass.getpass("Again: ") != first:
+        raise SystemExit("the passphrases differ")
+    return first
+
+
+def pick_snapshot(repository: Repository, wanted: str, machine: str | None = None) -> Snapshot:
+    if wanted == "latest":
+        snapshots = [s for s in repository.snapshots() if machine is None or s.machine == machine]
+        if not snapshots:
+            raise SystemExit("no snapshot to use as 'latest'")
+        return max(snapshots, key=lambda s: s.time)
+    matches = [i for i in repository.snapshot_ids() if i.startswith(wanted)]
+    if len(matches) != 1:
+        raise SystemExit(f"{len(matches)} snapshots match {wanted!r}")
+    return repository.load_snapshot(matches[0])
+
+
+def command_backup_image(repository: Repository, args: argparse.Namespace) -> dict[str, Any]:
+    bar = ProgressBar()
+    parent = pick_snapshot(repository, args.parent, args.machine) if args.parent else None
+    writer = ImageWriter(
+        repository, machine=args.machine, parent=parent, tags=args.tag, threads=args.threads, progress=bar
+    )
+    size = os.path.getsize(args.image)
+    disk = args.disk or Path(args.image).name
+    try:
+        if args.changed_areas:
+            areas = json.loads(Path(args.changed_areas).read_text())
+            with open(args.image, "rb") as source:
+
+                def changes() -> Any:
+                    for offset, length in areas:
+                        source.seek(offset)
+                        yield offset, source.read(length)
+
+                writer.write_disk_changes(disk, size=size, changes=changes())
+        else:
+            with open(args.image, "rb", buffering=0) as raw:
+                writer.write_disk(disk, raw, size=size)
+        snapshot = writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    bar.finish()
+    return {"snapshot": snapshot.id, **snapshot.stats}
+
+
+def command_restore(repository: Repository, args: argparse.Namespace) -> dict[str, Any]:
+    bar = ProgressBar()
+    snapshot = pick_snapshot(repository, args.snapshot)
+    disk = args.disk or snapshot.disks[0]["name"]
+    written = restore_image(repository, snapshot, disk, args.target, threads=args.threads, progress=bar)
+    bar.finish()
+    return {"snapshot": snapshot.id, "disk": disk, "written_bytes": written}
+
+
+def command_stats(repository: Repository, args: argparse.Namespace) -> dict[str, Any]:
+    storage = repository.storage
+    stored = sum(
+        info.size for prefix in ("data/", "index/", "snapshots/", "keys/") for info in storage.list(prefix)
+    )
+    index = repository.index
+    snapshots = repository.snapshots()
+    return {
+        "snapshots": len(snapshots),
+        "chunks": len(index),
+        "packs": len(index.packs),
+        "stored_bytes": stored,
+        "logical_bytes": sum(s.stats.get("logical_bytes", 0) for s in snapshots),
+        "index_memory_bytes": index.memory_bytes(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bulwark-engine", description=__doc__)
+    parser.add_argument("--repo", required=True, help="folder or s3://bucket/prefix")
+    parser.add_argument("--s3-endpoint", help="endpoint URL of an S3-compatible store")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print results as one line of JSON")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, parents=[common])
+
+    init = command("init", "create a repository")
+    init.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE)
+    image = command("backup-image", "back up a disk image or block device")
+    image.add_argument("image")
+    image.add_argument("--machine", required=True)
+    image.add_argument("--disk", help="disk name (default: the file name)")
+    image.add_argument("--parent", help="snapshot id or 'latest' (needed with --changed-areas)")
+    image.add_argument("--changed-areas", help="JSON file of [offset, length] pairs changed since the parent")
+    image.add_argument("--tag", action="append", default=[])
+    image.add_argument("--threads", type=int, default=2)
+    command("snapshots", "list snapshots")
+    restore = command("restore", "restore a disk image to a file or device")
+    restore.add_argument("snapshot", help="snapshot id (or a unique prefix) or 'latest'")
+    restore.add_argument("target")
+    restore.add_argument("--disk")
+    restore.add_argument("--threads", type=int, default=2)
+    check = command("verify", "check the repository")
+    check.add_argument("--full", action="store_true", help="re-read every pack")
+    check.add_argument("--sample", type=float, help="re-read this fraction of packs")
+    command("stats", "sizes and counts")
+    command("rebuild-index", "write a new index from the packs")
+    args = parser.parse_args(argv)
+
+    try:
+        storage = open_storage(args.repo, args.s3_endpoint)
+        if args.command == "init":
+            repository = Repository.init(storage, passphrase(confirm=True), block_size=args.block_size)
+            result: Any = {"repository": repository.config.id, "block_size": repository.config.block_size}
+        else:
+            repository = Repository.open(storage, passphrase())
+            if args.command == "backup-image":
+                result = command_backup_image(repository, args)
+            elif args.command == "restore":
+                result = command_restore(repository, args)
+            elif args.command == "snapshots":
+                result = [
+                    {"id": s.id, "time": s.time, "machine": s.machine, "kind": s.kind, **s.stats}
+                    for s in repository.snapshots()
+                ]
+            elif args.command == "verify":
+                report = verify(repository, full=args.full, sample=args.sample, progress=ProgressBar())
+                for problem in report.problems:
+                    sys.stderr.write(str(problem) + "\n")
+                result = {
+                    "ok": report.ok,
+                    "snapshots": report.snapshots,
+                    "packs": report.packs,
+                    "chunks_checked": report.chunks_checked,
+                    "errors": len(report.errors),
+                }
+                if not report.ok:
+                    sys.stdout.write(json.dumps(result) + "\n")
+                    return 1
+            elif args.command == "stats":
+                result = command_stats(repository, args)
+            else:
+                rebuilt = rebuild_index(repository, progress=ProgressBar())
+                result = rebuilt.__dict__
+    except EngineError as error:
+        sys.stderr.write(f"bulwark-engine: {error}\n")
+        return 2
+    except OSError as error:
+        sys.stderr.write(f"bulwark-engine: {error.filename or ''}: {error.strerror or error}\n")
+        return 2
+    except ValueError as error:  # malformed --changed-areas, bad sizes
+        sys.stderr.write(f"bulwark-engine: {error}\n")
+        return 2
+    sys.stdout.write(json.dumps(result, indent=None if args.json else 1) + "\n")
+    return 0
