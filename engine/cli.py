@@ -88,6 +88,7 @@ def pick_snapshot(repository: Repository, wanted: str, machine: str | None = Non
 
 def command_backup_image(repository: Repository, args: argparse.Namespace) -> dict[str, Any]:
     bar = ProgressBar()
+    started = time.perf_counter()
     parent = pick_snapshot(repository, args.parent, args.machine) if args.parent else None
     writer = ImageWriter(
         repository, machine=args.machine, parent=parent, tags=args.tag, threads=args.threads, progress=bar
@@ -96,15 +97,12 @@ def command_backup_image(repository: Repository, args: argparse.Namespace) -> di
     disk = args.disk or Path(args.image).name
     try:
         if args.changed_areas:
-            areas = json.loads(Path(args.changed_areas).read_text())
+            areas = [
+                (int(offset), int(length))
+                for offset, length in json.loads(Path(args.changed_areas).read_text())
+            ]
             with open(args.image, "rb") as source:
-
-                def changes() -> Any:
-                    for offset, length in areas:
-                        source.seek(offset)
-                        yield offset, source.read(length)
-
-                writer.write_disk_changes(disk, size=size, changes=changes())
+                writer.write_disk_areas(disk, source, size=size, areas=areas)
         else:
             with open(args.image, "rb", buffering=0) as raw:
                 writer.write_disk(disk, raw, size=size)
@@ -113,7 +111,11 @@ def command_backup_image(repository: Repository, args: argparse.Namespace) -> di
         writer.abort()
         raise
     bar.finish()
-    return {"snapshot": snapshot.id, **snapshot.stats}
+    return {
+        "snapshot": snapshot.id,
+        "engine_seconds": round(time.perf_counter() - started, 4),
+        **snapshot.stats,
+    }
 
 
 def command_restore(repository: Repository, args: argparse.Namespace) -> dict[str, Any]:

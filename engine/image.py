@@ -119,7 +119,11 @@ class ImageWriter:
                 length = min(self.block_size - within, len(data) - position)
                 block = pending.get(number)
                 if block is None:
-                    block = pending[number] = self._parent_block(table, number, size)
+                    block_length = min(self.block_size, size - number * self.block_size)
+                    if within == 0 and length == block_length:
+                        block = pending[number] = bytearray(block_length)  # fully replaced: no parent read
+                    else:
+                        block = pending[number] = self._parent_block(table, number, size)
                 block[within : within + length] = data[position : position + length]
                 position += length
             done += len(data)
@@ -127,6 +131,36 @@ class ImageWriter:
         for number in sorted(pending):
             table[number * 32 : number * 32 + 32] = self._store_block(bytes(pending.pop(number)), stats)
         return self._finish_disk(name, size, table, change_id, stats, before, full_read=False)
+
+    def write_disk_areas(
+        self,
+        name: str,
+        source: BinaryIO,
+        *,
+        size: int,
+        areas: Iterable[tuple[int, int]],
+        change_id: str | None = None,
+    ) -> dict[str, Any]:
+        """A new version of the parent's disk `name` where only `areas` (offset, length) changed, reading
+        whole aligned blocks from `source` (the snapshot's disk): no block of the parent is read back.
+
+        This is the path the connectors use with changed-block tracking."""
+
+        def blocks() -> Iterable[tuple[int, bytes]]:
+            wanted: list[int] = []
+            for offset, length in areas:
+                if length <= 0:
+                    continue
+                if offset < 0 or offset + length > size:
+                    raise ValueError(f"changed area {offset}+{length} lies outside the disk size {size}")
+                first, last = offset // self.block_size, (offset + length - 1) // self.block_size
+                wanted.extend(range(first, last + 1))
+            for number in sorted(set(wanted)):
+                start = number * self.block_size
+                source.seek(start)
+                yield start, _read_exactly(source, min(self.block_size, size - start))
+
+        return self.write_disk_changes(name, size=size, changes=blocks(), change_id=change_id)
 
     def _parent_block(self, table: bytearray, number: int, size: int) -> bytearray:
         length = min(self.block_size, size - number * self.block_size)
@@ -199,6 +233,17 @@ class ImageWriter:
     def abort(self) -> None:
         """Give up: chunks already stored stay (a later backup reuses them), no snapshot is written."""
         self.chunks.close()
+
+
+def _read_exactly(source: BinaryIO, length: int) -> bytes:
+    parts = []
+    while length > 0:
+        data = source.read(length)
+        if not data:
+            raise ValueError("the source ended before the disk size: it does not match the changed areas")
+        parts.append(data)
+        length -= len(data)
+    return b"".join(parts)
 
 
 def _snapshot_stats(stats: WriteStats) -> dict[str, int]:

@@ -139,3 +139,32 @@ def test_changed_areas_on_a_disk_that_shrank(repository: Repository, tmp_path: P
     snapshot = writer.commit()
     restore_image(repository, snapshot, "disk-0", tmp_path / "shrunk.img")
     assert (tmp_path / "shrunk.img").read_bytes() == bytes(shrunk)
+
+
+def test_changed_areas_read_whole_blocks_from_the_source(repository: Repository, tmp_path: Path) -> None:
+    rng = random.Random(12)
+    image = make_image(2 * 1024 * 1024 + 999)
+    first = backup(repository, image)
+    areas = []
+    for offset in [*sorted(rng.sample(range(0, len(image) - 5000, 50000), 10)), len(image) - 10]:
+        length = min(rng.randrange(1, 5000), len(image) - offset)
+        image[offset : offset + length] = rng.randbytes(length)
+        areas.append((offset, length))
+    source = tmp_path / "day2.img"
+    source.write_bytes(bytes(image))
+    reads = []
+    real_read_chunk = repository.read_chunk
+
+    def counting_read_chunk(chunk_id: bytes) -> bytes:
+        reads.append(chunk_id)
+        return real_read_chunk(chunk_id)
+
+    repository.read_chunk = counting_read_chunk  # type: ignore[method-assign]
+    writer = ImageWriter(repository, machine="vm-1", parent=first)
+    with open(source, "rb") as handle:
+        writer.write_disk_areas("disk-0", handle, size=len(image), areas=areas)
+    snapshot = writer.commit()
+    assert len(reads) == len(first.disk("disk-0")["tables"])  # only the parent's block table, no data block
+    repository.read_chunk = real_read_chunk  # type: ignore[method-assign]
+    restore_image(repository, snapshot, "disk-0", tmp_path / "restored.img")
+    assert (tmp_path / "restored.img").read_bytes() == bytes(image)
