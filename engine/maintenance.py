@@ -73,25 +73,32 @@ def _load_index(repository: Repository, report: VerifyReport) -> ChunkIndex:
 
 def _referenced_ids(
     repository: Repository, snapshot: Snapshot, index: ChunkIndex
-) -> Iterable[tuple[bytes, str]]:
-    """(chunk id, what it is) for every chunk a snapshot needs; tables are read through `index`."""
+) -> Iterable[tuple[bytes, str, Problem | None]]:
+    """(chunk id, what it is, problem) for every chunk a snapshot needs; tables are read through `index`.
+
+    A table that cannot be read comes with a problem naming its pack; the walk goes on with the next table."""
     for disk in snapshot.disks:
         for table_hex in disk["tables"]:
             table_id = bytes.fromhex(table_hex)
-            yield table_id, f"block table of disk {disk['name']}"
+            what = f"block table of disk {disk['name']}"
             location = index.lookup(table_id)
             if location is None:
+                yield table_id, what, None  # reported as missing by the caller
                 continue
-            blob = repository.storage.get(
-                pack_key(location.pack.name), location.entry.offset, location.entry.stored_length
-            )
-            table = fmt.open_chunk(
-                repository.master, location.pack.salt, location.entry, blob, f"table {table_hex}"
-            )
+            key = pack_key(location.pack.name)
+            try:
+                blob = repository.storage.get(key, location.entry.offset, location.entry.stored_length)
+                table = fmt.open_chunk(
+                    repository.master, location.pack.salt, location.entry, blob, f"{what} in {key}"
+                )
+            except EngineError as error:
+                yield table_id, what, Problem(ERROR, "chunk-damaged", key, str(error), table_hex)
+                continue
+            yield table_id, what, None
             for position in range(0, len(table), 32):
                 block_id = table[position : position + 32]
                 if block_id != ZERO_ID:
-                    yield block_id, f"block {position // 32} of disk {disk['name']}"
+                    yield block_id, f"block {position // 32} of disk {disk['name']}", None
 
 
 def verify(
@@ -143,9 +150,11 @@ def verify(
         report.snapshots += 1
         try:
             snapshot = repository.load_snapshot(snapshot_id)
-            for chunk_id, what in _referenced_ids(repository, snapshot, index):
+            for chunk_id, what, problem in _referenced_ids(repository, snapshot, index):
                 location = index.lookup(chunk_id)
-                if location is None:
+                if problem is not None:
+                    problem_key = (problem.kind, problem.object, problem.detail, chunk_id.hex())
+                elif location is None:
                     problem_key = (
                         "missing-chunk",
                         f"snapshot {snapshot_id}",
