@@ -122,7 +122,9 @@ def command_restore(repository: Repository, args: argparse.Namespace) -> dict[st
     bar = ProgressBar()
     snapshot = pick_snapshot(repository, args.snapshot)
     disk = args.disk or snapshot.disks[0]["name"]
-    written = restore_image(repository, snapshot, disk, args.target, threads=args.threads, progress=bar)
+    written = restore_image(
+        repository, snapshot, disk, args.target, threads=args.threads, durable=not args.no_fsync, progress=bar
+    )
     bar.finish()
     return {"snapshot": snapshot.id, "disk": disk, "written_bytes": written}
 
@@ -171,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     restore.add_argument("target")
     restore.add_argument("--disk")
     restore.add_argument("--threads", type=int, default=2)
+    restore.add_argument("--no-fsync", action="store_true", help="do not wait for the data to reach the disk")
     check = command("verify", "check the repository")
     check.add_argument("--full", action="store_true", help="re-read every pack")
     check.add_argument("--sample", type=float, help="re-read this fraction of packs")
