@@ -21,6 +21,7 @@ FLAG_META = 0x02  # a metadata chunk (an image's block table, a file tree), not 
 OBJECT_MAGIC = b"BWO1"
 KIND_INDEX = b"I"
 KIND_SNAPSHOT = b"S"
+KIND_PENDING = b"P"  # packs prune took out of the index, waiting out the grace period
 _OBJECT_HEADER = len(OBJECT_MAGIC) + 1 + SALT_BYTES
 
 
@@ -198,3 +199,14 @@ def decode_index(data: bytes, what: str) -> list[tuple[IndexedPack, list[PackEnt
     if position != len(data):
         raise IntegrityError(f"{what}: index file has trailing bytes")
     return packs
+
+
+def encode_pending(marked_at_microseconds: int, packs: list[tuple[IndexedPack, list[PackEntry]]]) -> bytes:
+    return struct.pack(">Q", marked_at_microseconds) + encode_index(packs)
+
+
+def decode_pending(data: bytes, what: str) -> tuple[int, list[tuple[IndexedPack, list[PackEntry]]]]:
+    if len(data) < 8:
+        raise IntegrityError(f"{what}: pending marker is malformed")
+    (marked_at,) = struct.unpack_from(">Q", data)
+    return marked_at, decode_index(data[8:], what)

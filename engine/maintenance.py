@@ -62,12 +62,22 @@ class VerifyReport:
 
 
 def _load_index(repository: Repository, report: VerifyReport) -> ChunkIndex:
+    """Index files plus prune's pending markers: packs set aside but not deleted still hold valid data."""
     index = ChunkIndex()
     for info in repository.storage.list(INDEX):
         try:
             index.add_packs(repository.read_index_file(info.key))
         except (IntegrityError, ObjectMissing) as error:
             report.problems.append(Problem(ERROR, "index-unreadable", info.key, str(error)))
+    try:
+        for key, _, packs in repository.read_pending():
+            index.add_packs(packs)
+            for pack, _ in packs:
+                report.problems.append(
+                    Problem(NOTICE, "pending-deletion", pack_key(pack.name), f"set aside by prune ({key})")
+                )
+    except (IntegrityError, ObjectMissing) as error:
+        report.problems.append(Problem(ERROR, "pending-unreadable", "pending/", str(error)))
     return index
 
 

@@ -34,6 +34,7 @@ from engine.errors import (
     WrongPassphrase,
 )
 from engine.index import ChunkIndex, Location
+from engine.locks import LeaseHolder
 from engine.progress import NullProgress, Progress
 from engine.storage import Storage
 
@@ -42,7 +43,7 @@ KEYS = "keys/"
 DATA = "data/"
 INDEX = "index/"
 SNAPSHOTS = "snapshots/"
-LOCKS = "locks/"
+PENDING = "pending/"
 
 # Chosen by benchmarks/engine_vs_restic.py (see engine/FORMAT.md, "Sizes").
 DEFAULT_BLOCK_SIZE = 256 * 1024
@@ -149,6 +150,7 @@ class Repository:
         self._index: ChunkIndex | None = None
         self._index_files: set[str] = set()
         self._index_lock = threading.Lock()
+        self._pending: ChunkIndex | None = None
 
     # --- creation and keys ------------------------------------------------------------------------------------
     @classmethod
@@ -255,6 +257,7 @@ class Repository:
         with self._index_lock:
             self._index = None
             self._index_files = set()
+            self._pending = None
 
     def _load_index_files(self, index: ChunkIndex) -> None:
         for info in self.storage.list(INDEX):
@@ -278,10 +281,28 @@ class Repository:
         return key
 
     # --- chunks -------------------------------------------------------------------------------------------------
+    def read_pending(self) -> list[tuple[str, int, list[tuple[fmt.IndexedPack, list[fmt.PackEntry]]]]]:
+        """Prune's pending markers: (key, marked at in microseconds since the epoch, packs)."""
+        markers = []
+        for info in self.storage.list(PENDING):
+            data = fmt.open_object(self.master, fmt.KIND_PENDING, self.storage.get(info.key), info.key)
+            marked_at, packs = fmt.decode_pending(data, info.key)
+            markers.append((info.key, marked_at, packs))
+        return markers
+
     def locate(self, chunk_id: bytes) -> Location:
         location = self.index.lookup(chunk_id)
         if location is None:
             location = self.refresh_index().lookup(chunk_id)
+        if location is None:
+            # A pack prune has set aside but not yet deleted still holds good data (a backup that started
+            # before prune marked it may have used it).
+            with self._index_lock:
+                if self._pending is None:
+                    self._pending = ChunkIndex()
+                    for _, _, packs in self.read_pending():
+                        self._pending.add_packs(packs)
+            location = self._pending.lookup(chunk_id)
         if location is None:
             raise ObjectMissing(f"chunk {chunk_id.hex()} is not in the index")
         return location
@@ -349,11 +370,14 @@ class ChunkWriter:
         self._uploads: deque[Future[tuple[fmt.IndexedPack, list[fmt.PackEntry]]]] = deque()
         self._stored: list[tuple[fmt.IndexedPack, list[fmt.PackEntry]]] = []
         self._closed = False
+        # While this lease lives, prune deletes nothing this backup might still reference.
+        self._lease = LeaseHolder(repository.storage, "backup").acquire()
 
-    def add(self, data: bytes, *, meta: bool = False) -> bytes:
-        """Store a chunk unless the repository has it already; returns its id."""
+    def add(self, data: bytes, *, meta: bool = False, force: bool = False) -> bytes:
+        """Store a chunk unless the repository has it already; returns its id. `force` stores it again even
+        if the index has it (prune copying live chunks out of a mostly unused pack)."""
         chunk_id = self.repository.master.chunk_id_of(data)
-        if chunk_id in self._session or self._index.lookup(chunk_id) is not None:
+        if chunk_id in self._session or (not force and self._index.lookup(chunk_id) is not None):
             self.stats.reused_chunks += 1
             self.stats.reused_bytes += len(data)
             return chunk_id
@@ -421,6 +445,7 @@ class ChunkWriter:
             self._closed = True
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._uploader.shutdown(wait=True, cancel_futures=True)
+            self._lease.release()
 
     def __enter__(self) -> ChunkWriter:
         return self

@@ -35,5 +35,9 @@ def backup(
     repository: Repository, image: bytes | bytearray, *, parent: Snapshot | None = None, machine: str = "vm-1"
 ) -> Snapshot:
     writer = ImageWriter(repository, machine=machine, parent=parent)
-    writer.write_disk("disk-0", io.BytesIO(bytes(image)), size=len(image))
-    return writer.commit()
+    try:
+        writer.write_disk("disk-0", io.BytesIO(bytes(image)), size=len(image))
+        return writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
