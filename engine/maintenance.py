@@ -6,6 +6,7 @@ restore would meet. Every problem names the stored object, and the chunk and sna
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -109,6 +110,36 @@ def _referenced_ids(
                 block_id = table[position : position + 32]
                 if block_id != ZERO_ID:
                     yield block_id, f"block {position // 32} of disk {disk['name']}", None
+    if snapshot.tree is not None:
+        yield from _tree_ids(repository, index, snapshot.tree, "")
+
+
+def _tree_ids(
+    repository: Repository, index: ChunkIndex, tree_hex: str, path: str
+) -> Iterable[tuple[bytes, str, Problem | None]]:
+    """Every chunk under a file tree: the tree chunks themselves and the files' chunks."""
+    tree_id = bytes.fromhex(tree_hex)
+    what = f"directory {path or '/'}"
+    location = index.lookup(tree_id)
+    if location is None:
+        yield tree_id, what, None
+        return
+    key = pack_key(location.pack.name)
+    try:
+        blob = repository.storage.get(key, location.entry.offset, location.entry.stored_length)
+        data = fmt.open_chunk(repository.master, location.pack.salt, location.entry, blob, f"{what} in {key}")
+        entries = json.loads(data)["entries"]
+    except (EngineError, ValueError, KeyError) as error:
+        yield tree_id, what, Problem(ERROR, "chunk-damaged", key, str(error), tree_hex)
+        return
+    yield tree_id, what, None
+    for entry in entries:
+        child = f"{path}/{entry.get('name')}"
+        if entry.get("type") == "dir":
+            yield from _tree_ids(repository, index, entry["tree"], child)
+        elif entry.get("type") == "file":
+            for number, chunk_hex in enumerate(entry.get("chunks", [])):
+                yield bytes.fromhex(chunk_hex), f"chunk {number} of file {child}", None
 
 
 def verify(

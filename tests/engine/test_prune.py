@@ -193,3 +193,24 @@ def test_orphan_packs_of_a_killed_backup_go_after_the_grace_period(clocked: Cloc
     report = prune(open_fresh(clocked), grace=datetime.timedelta(minutes=30))
     assert report.deleted_orphans
     assert not any(p.kind == "unindexed-pack" for p in verify(open_fresh(clocked)).problems)
+
+
+def test_prune_keeps_what_file_snapshots_use(clocked: ClockedStorage, tmp_path: Path) -> None:
+    from engine.files import FileTreeWriter, restore_tree
+
+    tree = tmp_path / "tree"
+    (tree / "deep" / "er").mkdir(parents=True)
+    (tree / "deep" / "er" / "data.bin").write_bytes(random.Random(3).randbytes(700_000))
+    (tree / "top.txt").write_text("top")
+    snapshot = FileTreeWriter(open_fresh(clocked), machine="fs").write(tree)
+    three_machines_days(clocked)
+    forget(open_fresh(clocked), RetentionSpec(last=1))  # per machine: the file snapshot stays
+    prune(open_fresh(clocked), grace=NO_GRACE)
+    clocked.clock += datetime.timedelta(hours=1)
+    prune(open_fresh(clocked), grace=NO_GRACE)
+    fresh = open_fresh(clocked)
+    assert verify(fresh, full=True).ok
+    restore_tree(fresh, fresh.load_snapshot(snapshot.id), tmp_path / "restored")
+    assert (tmp_path / "restored" / "deep" / "er" / "data.bin").read_bytes() == (
+        tree / "deep" / "er" / "data.bin"
+    ).read_bytes()
