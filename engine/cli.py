@@ -7,6 +7,7 @@ comes from BULWARK_PASSPHRASE, from the file named by BULWARK_PASSPHRASE_FILE, o
 from __future__ import annotations
 
 import argparse
+import datetime
 import getpass
 import json
 import os
@@ -15,10 +16,14 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from engine.copy import copy_snapshot
 from engine.errors import EngineError
+from engine.files import FileTreeWriter, restore_tree
 from engine.image import ImageWriter, restore_image
 from engine.maintenance import rebuild_index, verify
+from engine.prune import forget, prune
 from engine.repository import DEFAULT_BLOCK_SIZE, Repository, Snapshot
+from engine.retention import RetentionSpec
 from engine.storage import Storage
 from engine.storage.local import LocalStorage
 
@@ -121,12 +126,57 @@ def command_backup_image(repository: Repository, args: argparse.Namespace) -> di
 def command_restore(repository: Repository, args: argparse.Namespace) -> dict[str, Any]:
     bar = ProgressBar()
     snapshot = pick_snapshot(repository, args.snapshot)
+    if snapshot.kind == "files":
+        stats = restore_tree(repository, snapshot, args.target, progress=bar)
+        bar.finish()
+        return {
+            "snapshot": snapshot.id,
+            "files": stats.files,
+            "directories": stats.directories,
+            "symlinks": stats.symlinks,
+        }
     disk = args.disk or snapshot.disks[0]["name"]
     written = restore_image(
         repository, snapshot, disk, args.target, threads=args.threads, durable=not args.no_fsync, progress=bar
     )
     bar.finish()
     return {"snapshot": snapshot.id, "disk": disk, "written_bytes": written}
+
+
+def command_backup_dir(repository: Repository, args: argparse.Namespace) -> dict[str, Any]:
+    bar = ProgressBar()
+    parent = pick_snapshot(repository, args.parent, args.machine) if args.parent else None
+    writer = FileTreeWriter(repository, machine=args.machine, parent=parent, tags=args.tag, progress=bar)
+    try:
+        snapshot = writer.write(args.path)
+    except BaseException:
+        writer.abort()
+        raise
+    bar.finish()
+    for error in writer.errors:
+        sys.stderr.write(f"skipped: {error}\n")
+    return {"snapshot": snapshot.id, **snapshot.stats}
+
+
+def command_forget(repository: Repository, args: argparse.Namespace) -> dict[str, Any]:
+    spec = RetentionSpec(
+        last=args.keep_last,
+        hourly=args.keep_hourly,
+        daily=args.keep_daily,
+        weekly=args.keep_weekly,
+        monthly=args.keep_monthly,
+        yearly=args.keep_yearly,
+    )
+    decisions = forget(repository, spec, dry_run=args.dry_run)
+    return {
+        "dry_run": args.dry_run,
+        "keep": [
+            {"id": d.snapshot.id, "machine": d.snapshot.machine, "why": d.reasons}
+            for d in decisions
+            if d.keep
+        ],
+        "forget": [{"id": d.snapshot.id, "machine": d.snapshot.machine} for d in decisions if not d.keep],
+    }
 
 
 def command_stats(repository: Repository, args: argparse.Namespace) -> dict[str, Any]:
@@ -179,6 +229,25 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--sample", type=float, help="re-read this fraction of packs")
     command("stats", "sizes and counts")
     command("rebuild-index", "write a new index from the packs")
+    tree = command("backup-dir", "back up a directory tree (file level)")
+    tree.add_argument("path")
+    tree.add_argument("--machine", required=True)
+    tree.add_argument("--parent", help="snapshot id or 'latest': unchanged files are not read again")
+    tree.add_argument("--tag", action="append", default=[])
+    retention = command("forget", "apply GFS retention (--dry-run: the prune simulator)")
+    for rule in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
+        retention.add_argument(f"--keep-{rule}", type=int, default=0)
+    retention.add_argument("--dry-run", action="store_true")
+    sweep = command("prune", "remove data no snapshot uses (two phases, with a grace period)")
+    sweep.add_argument("--grace-minutes", type=int, default=120)
+    sweep.add_argument("--dry-run", action="store_true")
+    duplicate = command("copy", "copy a snapshot to another repository (another tier)")
+    duplicate.add_argument("snapshot")
+    duplicate.add_argument("--to", required=True, help="destination folder or s3://bucket/prefix")
+    keys = command("key", "manage passphrases (key slots)")
+    keys.add_argument("action", choices=["list", "add", "remove", "passwd"])
+    keys.add_argument("--slot", help="slot id, for remove")
+    keys.add_argument("--label", default="added")
     args = parser.parse_args(argv)
 
     try:
@@ -213,6 +282,42 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
             elif args.command == "stats":
                 result = command_stats(repository, args)
+            elif args.command == "backup-dir":
+                result = command_backup_dir(repository, args)
+            elif args.command == "forget":
+                result = command_forget(repository, args)
+            elif args.command == "prune":
+                pruned = prune(
+                    repository, grace=datetime.timedelta(minutes=args.grace_minutes), dry_run=args.dry_run
+                )
+                result = pruned.__dict__
+            elif args.command == "copy":
+                destination_passphrase = os.environ.get("BULWARK_DESTINATION_PASSPHRASE") or getpass.getpass(
+                    "Destination passphrase: "
+                )
+                destination = Repository.open(open_storage(args.to, args.s3_endpoint), destination_passphrase)
+                copied, stats = copy_snapshot(
+                    repository, destination, pick_snapshot(repository, args.snapshot), progress=ProgressBar()
+                )
+                result = {
+                    "snapshot": copied.id,
+                    "new_bytes": stats.new_bytes,
+                    "stored_bytes": stats.stored_bytes,
+                }
+            elif args.command == "key":
+                if args.action == "list":
+                    result = [slot.__dict__ for slot in repository.key_slots()]
+                elif args.action == "add":
+                    result = {
+                        "slot": repository.add_key(getpass.getpass("New passphrase: "), label=args.label)
+                    }
+                elif args.action == "remove":
+                    if not args.slot:
+                        raise SystemExit("key remove needs --slot")
+                    repository.remove_key(args.slot)
+                    result = {"removed": args.slot}
+                else:
+                    result = {"slot": repository.change_passphrase(getpass.getpass("New passphrase: "))}
             else:
                 rebuilt = rebuild_index(repository, progress=ProgressBar())
                 result = rebuilt.__dict__
