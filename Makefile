@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 export SSL_CERT_FILE ?= /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: run test install install-dev migrate lint check-deploy browser-deps clean
+.PHONY: run test test-crash-long install install-dev migrate lint check-deploy browser-deps clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -47,6 +47,10 @@ lint: install-dev
 
 test: install-dev browser-deps lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The engine's crash harness at 500 kill points (CI runs 50).
+test-crash-long: install-dev
+	BULWARK_CRASH_POINTS=500 $(VENV)/bin/pytest tests/engine/test_crash.py --timeout 3600
 
 # Production settings: explicit keys, TLS, real host names. Must pass with no warning.
 check-deploy: install

@@ -265,6 +265,27 @@ def bench(
     return results
 
 
+def index_memory_per_million() -> float:
+    """MB the in-memory chunk index holds for one million chunks (measured with tracemalloc)."""
+    import tracemalloc
+
+    from engine.format import IndexedPack, PackEntry
+    from engine.index import ChunkIndex
+
+    rng = random.Random(1)
+    tracemalloc.start()
+    index = ChunkIndex()
+    for pack_number in range(1000):
+        pack = IndexedPack(f"{pack_number:032x}", bytes(32), 32 << 20)
+        entries = [PackEntry(rng.randbytes(32), 1, n * 100, 100, 262144, n) for n in range(1000)]
+        index.add_packs([(pack, entries)])
+    index.compact()
+    current, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(index) == 1_000_000
+    return current / 1e6
+
+
 def report(results: dict[str, dict[str, Run | int]], size: int) -> None:
     mb = size / 1e6
     rows = [
@@ -299,6 +320,10 @@ def report(results: dict[str, dict[str, Run | int]], size: int) -> None:
     print(
         f"{'day-2, changed areas':<24}{'bulwark':<9}{engine_seconds:>9.2f}   (inside a worker: repository already open)"
     )
+    index_mb = index_memory_per_million()
+    print(
+        f"index memory: {index_mb:.0f} MB per million chunks (one million chunks = 256 GB of unique blocks)"
+    )
     figures = {
         "full_backup_x": seconds("restic", "full") / seconds("bulwark", "full"),
         "incremental_x": seconds("restic", "day2_full") / seconds("bulwark", "day2_cbt"),
@@ -308,6 +333,7 @@ def report(results: dict[str, dict[str, Run | int]], size: int) -> None:
         "size_ratio": int(results["bulwark"]["size"]) / int(results["restic"]["size"]),
         "vs_borg_full_x": seconds("borg", "full") / seconds("bulwark", "full"),
         "identical": int(all(results[t]["identical"] for t in results)),
+        "index_mb_per_million_chunks": index_mb,
     }
     print(
         " ".join(

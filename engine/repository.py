@@ -34,7 +34,7 @@ from engine.errors import (
     WrongPassphrase,
 )
 from engine.index import ChunkIndex, Location
-from engine.locks import LeaseHolder
+from engine.locks import LEASE_SECONDS, LeaseHolder
 from engine.progress import NullProgress, Progress
 from engine.storage import Storage
 
@@ -147,6 +147,8 @@ class Repository:
         self.pack_target = PACK_TARGET
         # Pack uploads that fail are retried UPLOAD_ATTEMPTS times, waiting this long, doubled each time.
         self.upload_retry_delay = 0.5
+        # How long a backup's lease lives without a refresh (a killed backup blocks prune at most this long).
+        self.lease_seconds = LEASE_SECONDS
         self._index: ChunkIndex | None = None
         self._index_files: set[str] = set()
         self._index_lock = threading.Lock()
@@ -371,7 +373,7 @@ class ChunkWriter:
         self._stored: list[tuple[fmt.IndexedPack, list[fmt.PackEntry]]] = []
         self._closed = False
         # While this lease lives, prune deletes nothing this backup might still reference.
-        self._lease = LeaseHolder(repository.storage, "backup").acquire()
+        self._lease = LeaseHolder(repository.storage, "backup", seconds=repository.lease_seconds).acquire()
 
     def add(self, data: bytes, *, meta: bool = False, force: bool = False) -> bytes:
         """Store a chunk unless the repository has it already; returns its id. `force` stores it again even

@@ -1,4 +1,4 @@
-"""Kill a backing-up process at random moments: the repository stays consistent and usable.
+"""Kill a process that backs up, forgets and prunes at random moments: the repository stays consistent.
 
 CI runs 50 kill points (BULWARK_CRASH_POINTS raises it: the long mode runs 500).
 """
@@ -29,7 +29,8 @@ ROUNDS = 5  # each round: one child killed after a random delay, several points 
 
 
 def run_and_kill(repository_root: Path, image: Path, seed: int, delay: float) -> list[tuple[str, str]]:
-    """Start a child, let it work for `delay` seconds after it is ready, SIGKILL it; return what it committed."""
+    """Start a child, let it work for `delay` seconds after it is ready, SIGKILL it; return what it committed
+    (digest) and what it started forgetting (digest "forgotten")."""
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.engine.crash_child", str(repository_root), str(image), str(seed)],
         cwd=ROOT,
@@ -48,6 +49,8 @@ def run_and_kill(repository_root: Path, image: Path, seed: int, delay: float) ->
             if line.startswith("committed"):
                 _, snapshot_id, digest = line.split()
                 committed.append((snapshot_id, digest))
+            elif line.startswith("forgetting"):
+                committed.append((line.split()[1], "forgotten"))
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     # Lines written just before the kill still count: the manifest existed when they were printed.
@@ -55,6 +58,8 @@ def run_and_kill(repository_root: Path, image: Path, seed: int, delay: float) ->
         if line.startswith("committed"):
             _, snapshot_id, digest = line.split()
             committed.append((snapshot_id, digest))
+        elif line.startswith("forgetting"):
+            committed.append((line.split()[1], "forgotten"))
     return committed
 
 
@@ -78,15 +83,19 @@ def test_random_kills_leave_a_consistent_repository(tmp_path: Path) -> None:
         fresh = Repository.open(LocalStorage(root), PASSPHRASE)
         report = verify(fresh)
         assert report.ok, f"after kill {kills}: " + "; ".join(str(p) for p in report.errors)
-        # Nothing committed is lost. (A manifest stored just before the kill, whose "committed" line never
-        # came out, may exist too: verify above has shown it complete.)
-        assert set(committed) <= set(fresh.snapshot_ids())
+        # Nothing committed and not forgotten is lost. (A manifest stored just before the kill, whose
+        # "committed" line never came out, may exist too: verify above has shown it complete.)
+        alive = {snapshot_id for snapshot_id, digest in committed.items() if digest != "forgotten"}
+        assert alive <= set(fresh.snapshot_ids())
 
     fresh = Repository.open(LocalStorage(root), PASSPHRASE)
     assert verify(fresh, full=True).ok
     restore_dir = tmp_path / "restored"
     restore_dir.mkdir()
-    for snapshot_id, digest in rng.sample(sorted(committed.items()), min(10, len(committed))):
+    assert any(digest == "forgotten" for digest in committed.values()), "no forget/prune round ran"
+    survivors = sorted((i, d) for i, d in committed.items() if d != "forgotten" and i in fresh.snapshot_ids())
+    assert survivors, "no snapshot survived to restore"
+    for snapshot_id, digest in rng.sample(survivors, min(10, len(survivors))):
         target = restore_dir / snapshot_id
         restore_image(fresh, fresh.load_snapshot(snapshot_id), "disk-0", target)
         assert hashlib.sha256(target.read_bytes()).hexdigest() == digest
