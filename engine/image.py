@@ -366,9 +366,10 @@ def restore_image(
     disk = snapshot.disk(disk_name)
     size: int = disk["size"]
     block_size: int = disk["block_size"]
+    # Block ids are looked up as blocks are submitted (a few table chunks cached), never all at once: a
+    # 2 TB disk has 8 million of them.
     reader = ImageReader(repository, disk)
     blocks = -(-size // block_size)
-    ids = [reader.block_id(number) for number in range(blocks)]
     regular = not os.path.exists(target) or os.path.isfile(target)
     # A regular file is truncated first (holes must read as zeros, not as what the file held before); a block
     # device keeps its size and gets every block written, zeros included.
@@ -378,15 +379,15 @@ def restore_image(
         if regular:
             os.ftruncate(descriptor, size)
 
-        def restore_block(number: int) -> int:
+        def restore_block(number: int, chunk_id: bytes) -> int:
             offset = number * block_size
             length = min(block_size, size - offset)
-            if ids[number] == ZERO_ID:
+            if chunk_id == ZERO_ID:
                 if sparse and regular:
                     return 0
                 data = bytes(length)
             else:
-                data = repository.read_chunk(ids[number])
+                data = repository.read_chunk(chunk_id)
                 if len(data) != length:
                     raise IntegrityError(
                         f"block {number} of disk {disk_name} has {len(data)} bytes, not {length}"
@@ -400,11 +401,14 @@ def restore_image(
         written_total = 0
         with ThreadPoolExecutor(threads) as pool:
             window = threads * 4
-            futures = {n: pool.submit(restore_block, n) for n in range(min(window, blocks))}
+            futures = {
+                n: pool.submit(restore_block, n, reader.block_id(n)) for n in range(min(window, blocks))
+            }
             for number in range(blocks):
                 written_total += futures.pop(number).result()
                 if number + window < blocks:
-                    futures[number + window] = pool.submit(restore_block, number + window)
+                    ahead = number + window
+                    futures[ahead] = pool.submit(restore_block, ahead, reader.block_id(ahead))
                 progress.step(min((number + 1) * block_size, size), size, f"restoring {disk_name}")
         if durable:
             os.fsync(descriptor)

@@ -152,3 +152,15 @@ def _packs_only_used_by(repository: Repository, snapshot: Snapshot, other: Snaps
         return {pack_key(loc.pack.name) for i in ids if (loc := repository.index.lookup(i)) is not None}
 
     return sorted(packs_of(snapshot) - packs_of(other))
+
+
+def test_an_emptied_index_file_is_named_and_the_index_rebuilds(two_points, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    repository, snapshots, _, second_image = two_points
+    storage: LocalStorage = repository.storage  # type: ignore[assignment]
+    emptied = sorted(info.key for info in storage.list("index/"))[0]
+    (storage.root / emptied).write_bytes(b"")
+    report = verify(Repository.open(storage, PASSPHRASE))
+    assert ("index-unreadable", emptied) in {(p.kind, p.object) for p in report.errors}
+    rebuild_index(Repository.open(storage, PASSPHRASE))
+    assert verify(Repository.open(storage, PASSPHRASE), full=True).ok
+    assert restores(Repository.open(storage, PASSPHRASE), snapshots[1], second_image, tmp_path / "day2.img")

@@ -168,3 +168,55 @@ def test_changed_areas_read_whole_blocks_from_the_source(repository: Repository,
     repository.read_chunk = real_read_chunk  # type: ignore[method-assign]
     restore_image(repository, snapshot, "disk-0", tmp_path / "restored.img")
     assert (tmp_path / "restored.img").read_bytes() == bytes(image)
+
+
+def test_separate_processes_write_while_another_reads(storage: LocalStorage, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    Repository.init(storage, PASSPHRASE, block_size=BLOCK)
+    base = make_image(2 * 1024 * 1024, seed=50)
+    reference = backup(Repository.open(storage, PASSPHRASE), base)
+    images = []
+    for number in range(2):
+        path = tmp_path / f"vm-{number}.img"
+        path.write_bytes(bytes(make_image(2 * 1024 * 1024, seed=60 + number)))
+        images.append(path)
+    root = Path(__file__).resolve().parents[2]
+    env = {"BULWARK_PASSPHRASE": PASSPHRASE, "PATH": os.environ.get("PATH", "")}
+    writers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "engine",
+                "--repo",
+                str(storage.root),
+                "backup-image",
+                str(path),
+                "--machine",
+                path.stem,
+                "--json",
+            ],
+            cwd=root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for path in images
+    ]
+    # Meanwhile this process reads the reference snapshot, again and again, while packs and indexes appear.
+    reader_repository = Repository.open(storage, PASSPHRASE)
+    while any(writer.poll() is None for writer in writers):
+        assert ImageReader(reader_repository, reference.disk("disk-0")).read() == bytes(base)
+    for writer in writers:
+        assert writer.wait() == 0, writer.stderr.read() if writer.stderr else ""
+    fresh = Repository.open(storage, PASSPHRASE)
+    by_machine = {s.machine: s for s in fresh.snapshots()}
+    for path in images:
+        snapshot = by_machine[path.stem]
+        assert ImageReader(fresh, snapshot.disk(snapshot.disks[0]["name"])).read() == path.read_bytes()
+    from engine.maintenance import verify
+
+    assert verify(fresh, full=True).ok
