@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     restore.add_argument("snapshot", help="snapshot id (or a unique prefix) or 'latest'")
     restore.add_argument("target")
     restore.add_argument("--disk")
-    restore.add_argument("--threads", type=int, default=2)
+    restore.add_argument("--threads", type=int, default=4)
     restore.add_argument("--no-fsync", action="store_true", help="do not wait for the data to reach the disk")
     check = command("verify", "check the repository")
     check.add_argument("--full", action="store_true", help="re-read every pack")
