@@ -12,7 +12,7 @@ import errno
 import json
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from pyfastcdc.cy import FastCDC
 
 from engine.errors import UnsafePath
 from engine.progress import NullProgress, Progress
-from engine.repository import Repository, Snapshot, hostname, new_snapshot_id, now_utc
+from engine.repository import Repository, Snapshot, SnapshotWriter
 
 # Content-defined chunk sizes (pyfastcdc's normalized chunking): small enough to deduplicate edits inside
 # large files, large enough to keep the index at ~53 bytes per MiB.
@@ -48,25 +48,11 @@ def check_name(name: str) -> str:
     return name
 
 
-class FileTreeWriter:
+class FileTreeWriter(SnapshotWriter):
     """Backs up directory trees into one snapshot."""
 
-    def __init__(
-        self,
-        repository: Repository,
-        *,
-        machine: str,
-        parent: Snapshot | None = None,
-        tags: Iterable[str] = (),
-        threads: int = 2,
-        progress: Progress | None = None,
-    ) -> None:
-        self.repository = repository
-        self.machine = machine
-        self.parent = parent
-        self.tags = list(tags)
-        self.progress = progress or NullProgress()
-        self.chunks = repository.writer(threads=threads, progress=self.progress)
+    def __init__(self, repository: Repository, **options: Any) -> None:
+        super().__init__(repository, **options)
         self.chunker = FastCDC(avg_size=AVERAGE_CHUNK, min_size=MIN_CHUNK, max_size=MAX_CHUNK)
         self.stats = FileStats()
         self.errors: list[str] = []
@@ -169,34 +155,18 @@ class FileTreeWriter:
     def write(self, root: str | os.PathLike[str]) -> Snapshot:
         """Back up the tree under root and commit the snapshot."""
         tree = self._directory(os.fspath(root), self.parent.tree if self.parent else None)
-        self.chunks.flush()
-        when = now_utc()
-        snapshot = Snapshot(
-            id=new_snapshot_id(when),
-            kind="files",
-            time=when.isoformat(),
-            hostname=hostname(),
-            machine=self.machine,
-            tags=self.tags,
-            parent=self.parent.id if self.parent else None,
-            tree=tree,
-            stats={
-                "files": self.stats.files,
-                "directories": self.stats.directories,
-                "read_bytes": self.stats.read_bytes,
-                "unchanged_files": self.stats.unchanged_files,
-                "skipped": self.stats.skipped,
-                "new_bytes": self.chunks.stats.new_bytes,
-                "stored_bytes": self.chunks.stats.stored_bytes,
-                "reused_bytes": self.chunks.stats.reused_bytes,
+        stats = self.stats
+        return self._commit(
+            "files",
+            {
+                "files": stats.files,
+                "directories": stats.directories,
+                "read_bytes": stats.read_bytes,
+                "unchanged_files": stats.unchanged_files,
+                "skipped": stats.skipped,
             },
+            tree=tree,
         )
-        self.repository.commit_snapshot(snapshot)
-        self.chunks.close()
-        return snapshot
-
-    def abort(self) -> None:
-        self.chunks.close()
 
 
 def read_tree(repository: Repository, tree_id: str) -> list[dict[str, Any]]:

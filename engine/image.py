@@ -17,32 +17,18 @@ from typing import Any, BinaryIO
 
 from engine.errors import IntegrityError
 from engine.progress import NullProgress, Progress
-from engine.repository import Repository, Snapshot, WriteStats, hostname, new_snapshot_id, now_utc
+from engine.repository import Repository, Snapshot, SnapshotWriter, WriteStats
 
 ZERO_ID = bytes(32)
 TABLE_SPAN = 4096  # block ids per table chunk (128 KiB of ids)
 
 
-class ImageWriter:
+class ImageWriter(SnapshotWriter):
     """Writes the disks of one machine into one snapshot. Nothing is visible until commit()."""
 
-    def __init__(
-        self,
-        repository: Repository,
-        *,
-        machine: str,
-        parent: Snapshot | None = None,
-        tags: Iterable[str] = (),
-        threads: int = 2,
-        progress: Progress | None = None,
-    ) -> None:
-        self.repository = repository
+    def __init__(self, repository: Repository, **options: Any) -> None:
+        super().__init__(repository, **options)
         self.block_size = repository.config.block_size
-        self.machine = machine
-        self.parent = parent
-        self.tags = list(tags)
-        self.progress = progress or NullProgress()
-        self.chunks = repository.writer(threads=threads, progress=self.progress)
         self.disks: list[dict[str, Any]] = []
         self._zero = bytes(self.block_size)
 
@@ -206,33 +192,14 @@ class ImageWriter:
 
     def commit(self) -> Snapshot:
         """Store the remaining chunks and the index, then the manifest: from now on the snapshot exists."""
-        self.chunks.flush()
-        when = now_utc()
-        totals = {
-            "new_bytes": self.chunks.stats.new_bytes,
-            "stored_bytes": self.chunks.stats.stored_bytes,
-            "reused_bytes": self.chunks.stats.reused_bytes,
-            "zero_bytes": sum(disk["stats"]["zero_bytes"] for disk in self.disks),
-            "logical_bytes": sum(disk["size"] for disk in self.disks),
-        }
-        snapshot = Snapshot(
-            id=new_snapshot_id(when),
-            kind="image",
-            time=when.isoformat(),
-            hostname=hostname(),
-            machine=self.machine,
-            tags=self.tags,
-            parent=self.parent.id if self.parent else None,
+        return self._commit(
+            "image",
+            {
+                "zero_bytes": sum(disk["stats"]["zero_bytes"] for disk in self.disks),
+                "logical_bytes": sum(disk["size"] for disk in self.disks),
+            },
             disks=self.disks,
-            stats=totals,
         )
-        self.repository.commit_snapshot(snapshot)
-        self.chunks.close()
-        return snapshot
-
-    def abort(self) -> None:
-        """Give up: chunks already stored stay (a later backup reuses them), no snapshot is written."""
-        self.chunks.close()
 
 
 def _read_exactly(source: BinaryIO, length: int) -> bytes:

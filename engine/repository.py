@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -458,6 +458,55 @@ class ChunkWriter:
 
 def hostname() -> str:
     return socket.gethostname()
+
+
+class SnapshotWriter:
+    """What every backup shares: a chunk writer, and a commit that stores the last chunks and the index
+    before the manifest (from then on the snapshot exists), or an abort that writes no manifest."""
+
+    def __init__(
+        self,
+        repository: Repository,
+        *,
+        machine: str,
+        parent: Snapshot | None = None,
+        tags: Iterable[str] = (),
+        threads: int = 2,
+        progress: Progress | None = None,
+    ) -> None:
+        self.repository = repository
+        self.machine = machine
+        self.parent = parent
+        self.tags = list(tags)
+        self.progress = progress or NullProgress()
+        self.chunks = repository.writer(threads=threads, progress=self.progress)
+
+    def _commit(self, kind: str, stats: dict[str, int], **content: Any) -> Snapshot:
+        self.chunks.flush()
+        when = now_utc()
+        snapshot = Snapshot(
+            id=new_snapshot_id(when),
+            kind=kind,
+            time=when.isoformat(),
+            hostname=hostname(),
+            machine=self.machine,
+            tags=self.tags,
+            parent=self.parent.id if self.parent else None,
+            stats={
+                "new_bytes": self.chunks.stats.new_bytes,
+                "stored_bytes": self.chunks.stats.stored_bytes,
+                "reused_bytes": self.chunks.stats.reused_bytes,
+                **stats,
+            },
+            **content,
+        )
+        self.repository.commit_snapshot(snapshot)
+        self.chunks.close()
+        return snapshot
+
+    def abort(self) -> None:
+        """Give up: chunks already stored stay (a later backup reuses them), no snapshot is written."""
+        self.chunks.close()
 
 
 def iter_chunks(read: Callable[[int], bytes], size: int) -> Iterator[bytes]:

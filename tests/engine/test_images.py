@@ -179,7 +179,7 @@ def test_separate_processes_write_while_another_reads(storage: LocalStorage, tmp
     reference = backup(Repository.open(storage, PASSPHRASE), base)
     images = []
     for number in range(2):
-        path = tmp_path / f"vm-{number}.img"
+        path = tmp_path / f"writer-{number}.img"  # machine names distinct from the reference's "vm-1"
         path.write_bytes(bytes(make_image(2 * 1024 * 1024, seed=60 + number)))
         images.append(path)
     root = Path(__file__).resolve().parents[2]
