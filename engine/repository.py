@@ -149,6 +149,9 @@ class Repository:
         self.upload_retry_delay = 0.5
         # How long a backup's lease lives without a refresh (a killed backup blocks prune at most this long).
         self.lease_seconds = LEASE_SECONDS
+        # Immutable copies: packs and manifests are stored with an Object Lock retention this long (on the
+        # storage's clock). Index files are not locked: they can always be rebuilt from the packs.
+        self.retain_for: datetime.timedelta | None = None
         self._index: ChunkIndex | None = None
         self._index_files: set[str] = set()
         self._index_lock = threading.Lock()
@@ -333,11 +336,13 @@ class Repository:
     def snapshots(self) -> list[Snapshot]:
         return [self.load_snapshot(snapshot_id) for snapshot_id in self.snapshot_ids()]
 
+    def retain_until(self) -> datetime.datetime | None:
+        return self.storage.now() + self.retain_for if self.retain_for else None
+
     def commit_snapshot(self, snapshot: Snapshot) -> None:
         """Write a manifest: the last step of a backup, after its packs and index are stored."""
-        self.storage.put(
-            SNAPSHOTS + snapshot.id, fmt.seal_object(self.master, fmt.KIND_SNAPSHOT, snapshot.to_json())
-        )
+        sealed = fmt.seal_object(self.master, fmt.KIND_SNAPSHOT, snapshot.to_json())
+        self.storage.put(SNAPSHOTS + snapshot.id, sealed, retain_until=self.retain_until())
 
     def forget_snapshot(self, snapshot_id: str) -> None:
         self.storage.delete(SNAPSHOTS + snapshot_id)
@@ -419,7 +424,7 @@ class ChunkWriter:
         key = pack_key(indexed.name)
         for attempt in range(1, UPLOAD_ATTEMPTS + 1):
             try:
-                self.repository.storage.put(key, data)
+                self.repository.storage.put(key, data, retain_until=self.repository.retain_until())
                 return indexed, entries
             except StorageError:
                 if attempt == UPLOAD_ATTEMPTS:

@@ -98,3 +98,20 @@ def test_a_backup_whose_packs_are_not_stored_never_commits(s3_endpoint: str, mod
     fresh = Repository.open(S3Storage(bucket=bucket, endpoint_url=s3_endpoint), PASSPHRASE)
     assert fresh.snapshot_ids() == []
     assert verify(fresh).ok
+
+
+def test_an_immutable_copy_cannot_be_forgotten_or_pruned_early(s3_endpoint: str, tmp_path: Path) -> None:
+    storage = S3Storage(bucket=new_bucket(s3_endpoint, locked=True), endpoint_url=s3_endpoint)
+    repository = Repository.init(storage, PASSPHRASE, block_size=BLOCK)
+    repository.pack_target = SMALL_PACK
+    repository.retain_for = datetime.timedelta(days=30)
+    image = make_image(512 * 1024, seed=14)
+    snapshot = backup(repository, image)
+    pack = next(iter(storage.list("data/"))).key
+    assert storage.retention_of(pack) > datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=29)  # type: ignore[operator]
+    with pytest.raises(StorageError, match="AccessDenied"):
+        repository.forget_snapshot(snapshot.id)
+    with pytest.raises(StorageError, match="AccessDenied"):
+        storage.delete(pack)
+    restore_image(Repository.open(storage, PASSPHRASE), snapshot, "disk-0", tmp_path / "disk.img")
+    assert (tmp_path / "disk.img").read_bytes() == bytes(image)
