@@ -6,7 +6,8 @@ Builds an ext4 image with `mkfs.ext4 -d` from real files (/usr/lib, /usr/share),
 4 % of its bytes overwritten in scattered 64 KiB areas (the granularity of vSphere changed-block tracking).
 Measures, for each tool: first full backup, day-2 backup (Bulwark with the list of changed areas and without
 it), full restore, and repository size. Every restore is compared with its source. Wall time and peak RSS are
-taken per process (wait4), with the page cache warm for every tool alike.
+taken per process (wait4), with the page cache warm and dirty pages flushed before every step, for every tool
+alike.
 """
 
 from __future__ import annotations
@@ -37,7 +38,11 @@ class Run:
 
 
 def run(command: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> Run:
-    """Run a command; wall time and its own peak RSS (wait4 on its pid, before anything else reaps it)."""
+    """Run a command; wall time and its own peak RSS (wait4 on its pid, before anything else reaps it).
+
+    Dirty pages are flushed first, so no step pays for the writeback of the one before it (the tool that
+    runs first would otherwise be measured while gigabytes of freshly written images drain to disk)."""
+    os.sync()
     started = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         process = subprocess.Popen(
