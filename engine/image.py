@@ -12,15 +12,19 @@ import io
 import os
 from collections import OrderedDict
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO
 
+from engine import format as fmt
 from engine.errors import IntegrityError
+from engine.index import Location
 from engine.progress import NullProgress, Progress
-from engine.repository import Repository, Snapshot, SnapshotWriter, WriteStats
+from engine.repository import Repository, Snapshot, SnapshotWriter, WriteStats, pack_key
 
 ZERO_ID = bytes(32)
 TABLE_SPAN = 4096  # block ids per table chunk (128 KiB of ids)
+# Restore reads up to this many bytes of consecutive blocks per task, in one ranged read per pack run.
+RESTORE_READ_SPAN = 4 * 1024 * 1024
 
 
 class ImageWriter(SnapshotWriter):
@@ -325,10 +329,11 @@ def restore_image(
     With `durable` (the default) the data is fsynced before this returns: a restore reported done survives a
     power cut.
 
-    Blocks sit at fixed offsets, so each worker fetches, checks and pwrite()s its own blocks: decryption,
-    decompression and the kernel's copy run on every core. Workers mostly wait on reads and writes, so
-    there are more of them than cores (4 on 2 cores: 1.49 s against 1.99 s for 1 GiB, averaged over 3 runs). Returns the bytes written. Fails (IntegrityError,
-    ObjectMissing) rather than write a wrong block.
+    Workers take runs of consecutive blocks (RESTORE_READ_SPAN bytes); blocks stored back to back in one pack
+    arrive with one ranged read, and each worker decrypts, checks and pwrite()s its own blocks, so the work
+    spreads over every core. Workers mostly wait on reads and writes, so there are more of them than cores
+    (4 on 2 cores). Returns the bytes written. Fails (IntegrityError, ObjectMissing) rather than write a
+    wrong block.
     """
     progress = progress or NullProgress()
     disk = snapshot.disk(disk_name)
@@ -347,39 +352,84 @@ def restore_image(
         if regular:
             os.ftruncate(descriptor, size)
 
-        def restore_block(number: int, chunk_id: bytes) -> int:
-            offset = number * block_size
-            length = min(block_size, size - offset)
-            if chunk_id == ZERO_ID:
-                if sparse and regular:
-                    return 0
-                data = bytes(length)
-            else:
-                data = repository.read_chunk(chunk_id)
-                if len(data) != length:
-                    raise IntegrityError(
-                        f"block {number} of disk {disk_name} has {len(data)} bytes, not {length}"
+        def restore_run(first: int, run: list[tuple[bytes, Location | None]]) -> int:
+            """Blocks first, first+1, ...: zero blocks are holes; stored ones that sit back to back in one pack
+            come with one ranged read (far fewer reads, and far fewer GETs on S3)."""
+            written = 0
+            position = 0
+            while position < len(run):
+                _chunk_id, location = run[position]
+                number = first + position
+                if location is None:  # an all-zero block
+                    length = min(block_size, size - number * block_size)
+                    if not (sparse and regular):
+                        written += _pwrite_all(descriptor, bytes(length), number * block_size)
+                    position += 1
+                    continue
+                end = position + 1
+                while (
+                    end < len(run)
+                    and (following := run[end][1]) is not None
+                    and following.pack.name == location.pack.name
+                    and following.entry.offset
+                    == run[end - 1][1].entry.offset + run[end - 1][1].entry.stored_length  # type: ignore[union-attr]
+                ):
+                    end += 1
+                last = run[end - 1][1]
+                assert last is not None
+                span_start = location.entry.offset
+                key = pack_key(location.pack.name)
+                data = repository.storage.get(
+                    key, span_start, last.entry.offset + last.entry.stored_length - span_start
+                )
+                for index in range(position, end):
+                    block_id, block_location = run[index]
+                    assert block_location is not None
+                    entry = block_location.entry
+                    blob = data[entry.offset - span_start : entry.offset - span_start + entry.stored_length]
+                    content = fmt.open_chunk(
+                        repository.master,
+                        block_location.pack.salt,
+                        entry,
+                        blob,
+                        f"chunk {block_id.hex()} in {key}",
                     )
-            view = memoryview(data)
-            while view:
-                written = os.pwrite(descriptor, view, offset)
-                view, offset = view[written:], offset + written
-            return length
+                    offset = (first + index) * block_size
+                    length = min(block_size, size - offset)
+                    if len(content) != length:
+                        raise IntegrityError(
+                            f"block {first + index} of disk {disk_name} has {len(content)} bytes, not {length}"
+                        )
+                    written += _pwrite_all(descriptor, content, offset)
+                position = end
+            return written
 
+        run_blocks = max(1, RESTORE_READ_SPAN // block_size)
         written_total = 0
         with ThreadPoolExecutor(threads) as pool:
-            window = threads * 4
-            futures = {
-                n: pool.submit(restore_block, n, reader.block_id(n)) for n in range(min(window, blocks))
-            }
-            for number in range(blocks):
-                written_total += futures.pop(number).result()
-                if number + window < blocks:
-                    ahead = number + window
-                    futures[ahead] = pool.submit(restore_block, ahead, reader.block_id(ahead))
-                progress.step(min((number + 1) * block_size, size), size, f"restoring {disk_name}")
+            pending: list[Future[int]] = []
+            for first in range(0, blocks, run_blocks):
+                run = []
+                for number in range(first, min(first + run_blocks, blocks)):
+                    chunk_id = reader.block_id(number)
+                    run.append((chunk_id, None if chunk_id == ZERO_ID else repository.locate(chunk_id)))
+                pending.append(pool.submit(restore_run, first, run))
+                while len(pending) > threads * 2:
+                    written_total += pending.pop(0).result()
+                progress.step(min(first * block_size, size), size, f"restoring {disk_name}")
+            for future in pending:
+                written_total += future.result()
+        progress.step(size, size, f"restoring {disk_name}")
         if durable:
             os.fsync(descriptor)
     finally:
         os.close(descriptor)
     return written_total
+
+
+def _pwrite_all(descriptor: int, data: bytes, offset: int) -> int:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(descriptor, view, offset)
+        view, offset = view[written:], offset + written
+    return len(data)
