@@ -29,13 +29,21 @@ def create_user(
     username: str,
     role: Role | str,
     password: str | None,
+    is_active: bool = True,
     email: str = "",
     first_name: str = "",
     last_name: str = "",
     machine_groups: Iterable[object] = (),
 ) -> User:
     """Create an account; without a password it cannot sign in until one is set."""
-    user = User(username=username, email=email, first_name=first_name, last_name=last_name, role=role)
+    user = User(
+        username=username,
+        email=email,
+        first_name=first_name,
+        last_name=last_name,
+        role=role,
+        is_active=is_active,
+    )
     if password:
         validate_password(password, user)
         user.set_password(password)

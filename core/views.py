@@ -114,13 +114,12 @@ class UserCreateView(RoleRequiredMixin, FormView):
             username=data["username"],
             role=data["role"],
             password=data["password"] or None,
+            is_active=data["is_active"],
             email=data["email"],
             first_name=data["first_name"],
             last_name=data["last_name"],
             machine_groups=data["machine_groups"],
         )
-        if not data["is_active"]:
-            services.update_user(actor=self.request.user, user=user, is_active=False)  # type: ignore[arg-type]
         messages.success(self.request, f"User {user.username} created.")
         return HttpResponseRedirect(reverse("user-list"))
 

@@ -42,21 +42,22 @@ class ImageWriter(SnapshotWriter):
     ) -> dict[str, Any]:
         """Read a whole disk sequentially from source (size, when known, is only used for progress)."""
         table = bytearray()
-        done = 0
-        stats = WriteStats()
+        done = zero_bytes = 0
         before = _snapshot_stats(self.chunks.stats)
         while True:
             block = source.read(self.block_size)
             if not block:
                 break
-            table += self._store_block(block, stats)
+            chunk_id = self._store_block(block)
+            zero_bytes += len(block) if chunk_id == ZERO_ID else 0
+            table += chunk_id
             done += len(block)
             self.progress.step(done, size, f"reading {name}")
-        return self._finish_disk(name, done, table, change_id, stats, before, full_read=True)
+        return self._finish_disk(name, done, table, change_id, zero_bytes, before, full_read=True)
 
-    def _store_block(self, block: bytes, stats: WriteStats) -> bytes:
+    def _store_block(self, block: bytes) -> bytes:
+        """The block's id; an all-zero block is not stored and gets ZERO_ID."""
         if block == self._zero[: len(block)]:
-            stats.zero_bytes += len(block)
             return ZERO_ID
         return self.chunks.add(block)
 
@@ -83,9 +84,17 @@ class ImageWriter(SnapshotWriter):
             del table[blocks * 32 :]
         else:
             table += ZERO_ID * (blocks - len(table) // 32)
-        stats = WriteStats()
         before = _snapshot_stats(self.chunks.stats)
         pending: dict[int, bytearray] = {}
+        zero_bytes = 0
+
+        def store(number: int) -> None:
+            nonlocal zero_bytes
+            block = bytes(pending.pop(number))
+            chunk_id = self._store_block(block)
+            zero_bytes += len(block) if chunk_id == ZERO_ID else 0
+            table[number * 32 : number * 32 + 32] = chunk_id
+
         # A resize changes the length of the old or the new last block: rewrite it (padded or cut) even when
         # no changed area touches it, so every block has exactly the length its position implies.
         for edge in {(old_size - 1) // self.block_size, blocks - 1}:
@@ -101,7 +110,7 @@ class ImageWriter(SnapshotWriter):
             last_end = offset + len(data)
             # Blocks before this area are complete: store them and free their memory.
             for number in sorted(n for n in pending if (n + 1) * self.block_size <= offset):
-                table[number * 32 : number * 32 + 32] = self._store_block(bytes(pending.pop(number)), stats)
+                store(number)
             position = 0
             while position < len(data):
                 absolute = offset + position
@@ -119,8 +128,8 @@ class ImageWriter(SnapshotWriter):
             done += len(data)
             self.progress.step(done, None, f"writing changed areas of {name}")
         for number in sorted(pending):
-            table[number * 32 : number * 32 + 32] = self._store_block(bytes(pending.pop(number)), stats)
-        return self._finish_disk(name, size, table, change_id, stats, before, full_read=False)
+            store(number)
+        return self._finish_disk(name, size, table, change_id, zero_bytes, before, full_read=False)
 
     def write_disk_areas(
         self,
@@ -169,7 +178,7 @@ class ImageWriter(SnapshotWriter):
         size: int,
         table: bytearray,
         change_id: str | None,
-        stats: WriteStats,
+        zero_bytes: int,
         before: dict[str, int],
         *,
         full_read: bool,
@@ -188,7 +197,7 @@ class ImageWriter(SnapshotWriter):
             "full_read": full_read,
             "stats": {
                 **{key: after[key] - before[key] for key in after},
-                "zero_bytes": stats.zero_bytes,
+                "zero_bytes": zero_bytes,
             },
         }
         self.disks.append(disk)

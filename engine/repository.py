@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -92,10 +92,6 @@ class WriteStats:
     reused_chunks: int = 0
     reused_bytes: int = 0
     zero_bytes: int = 0  # all-zero blocks, not stored at all
-
-    def add(self, other: WriteStats) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 @dataclass
@@ -512,11 +508,3 @@ class SnapshotWriter:
     def abort(self) -> None:
         """Give up: chunks already stored stay (a later backup reuses them), no snapshot is written."""
         self.chunks.close()
-
-
-def iter_chunks(read: Callable[[int], bytes], size: int) -> Iterator[bytes]:
-    while True:
-        data = read(size)
-        if not data:
-            return
-        yield data

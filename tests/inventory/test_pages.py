@@ -87,3 +87,14 @@ def test_an_admin_cannot_demote_themselves(estate: Estate) -> None:
     )
     assert response.status_code == 200
     assert "cannot remove your own admin role" in response.content.decode()
+
+
+def test_an_inactive_user_is_created_in_one_audited_step(estate: Estate) -> None:
+    from core.models import AuditEvent, User
+
+    client = signed_in(estate, "admin")
+    response = client.post(reverse("user-create"), {"username": "temp", "role": "helpdesk"})
+    assert response.status_code == 302, response.content
+    assert User.objects.get(username="temp").is_active is False
+    events = AuditEvent.objects.filter(target_repr="temp")
+    assert [(e.action, e.after["is_active"]) for e in events] == [("user.create", False)]
