@@ -77,6 +77,6 @@ def passphrase_key(
 def open_sealed(aead: AESGCM, nonce: bytes, ciphertext: bytes | memoryview, aad: bytes, what: str) -> bytes:
     """Decrypt and authenticate, turning a bad tag into an IntegrityError that names the object."""
     try:
-        return aead.decrypt(nonce, bytes(ciphertext), aad)
+        return aead.decrypt(nonce, ciphertext, aad)
     except InvalidTag:
         raise IntegrityError(f"{what}: authentication failed (damaged or tampered)") from None

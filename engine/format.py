@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 from dataclasses import dataclass
 
 import zstandard
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from engine.crypto import NONCE_BYTES, SALT_BYTES, TAG_BYTES, MasterKey, counter_nonce, open_sealed
 from engine.errors import IntegrityError
@@ -29,9 +31,16 @@ def _zstd_compress(data: bytes, level: int = 3) -> bytes:
     return zstandard.ZstdCompressor(level=level).compress(data)
 
 
+_local = threading.local()
+
+
 def _zstd_decompress(data: bytes, what: str) -> bytes:
+    # One decompression context per thread (contexts are not thread-safe, and making one per chunk costs).
+    decompressor = getattr(_local, "decompressor", None)
+    if decompressor is None:
+        decompressor = _local.decompressor = zstandard.ZstdDecompressor()
     try:
-        return zstandard.ZstdDecompressor().decompress(data)
+        return decompressor.decompress(data)
     except zstandard.ZstdError as error:
         raise IntegrityError(f"{what}: cannot decompress: {error}") from None
 
@@ -79,45 +88,82 @@ def pack_aead_purpose() -> bytes:
     return b"pack"
 
 
+def pack_aead(master: MasterKey, salt: bytes) -> AESGCM:
+    return master.object_key(salt, pack_aead_purpose())
+
+
+def seal_chunk(aead: AESGCM, counter: int, chunk_id: bytes, flags: int, payload: bytes) -> bytes:
+    """A chunk's blob in its pack: AES-256-GCM under the pack's key, nonce = its counter, id and flags bound."""
+    return aead.encrypt(counter_nonce(counter), payload, chunk_aad(chunk_id, flags))
+
+
 def chunk_aad(chunk_id: bytes, flags: int) -> bytes:
     # Binds a blob to its id and flags: a blob moved or relabelled inside a pack fails authentication.
     return chunk_id + bytes([flags])
 
 
 class PackBuilder:
-    """Accumulates encrypted chunks for one pack; build() returns the finished bytes and its entries."""
+    """Accumulates encrypted chunks for one pack; build() returns the finished bytes and its entries.
+
+    Chunks can be sealed on other threads: reserve() hands out the next nonce counter, seal_chunk() encrypts
+    with the pack's `aead` anywhere, and place() appends the sealed blobs in counter order."""
 
     def __init__(self, master: MasterKey) -> None:
         self.salt = os.urandom(SALT_BYTES)
         self.name = os.urandom(16).hex()
-        self._aead = master.object_key(self.salt, pack_aead_purpose())
+        self.aead = pack_aead(master, self.salt)
         self._parts: list[bytes] = [PACK_MAGIC + self.salt]
         self.size = PACK_PREFIX
         self.entries: list[PackEntry] = []
+        self.reserved = 0
+        # The size once every reserved chunk is placed, counting those still in flight at their raw length
+        # (an upper bound: a sealed chunk is at most its raw length plus the tag).
+        self.projected_size = self.size
 
-    def add(self, chunk_id: bytes, flags: int, payload: bytes, raw_length: int) -> PackEntry:
-        counter = len(self.entries)
-        blob = self._aead.encrypt(counter_nonce(counter), payload, chunk_aad(chunk_id, flags))
+    def reserve(self, raw_length: int) -> int:
+        """The nonce counter of the next chunk (each is used once: nonces never repeat under this key)."""
+        self.reserved += 1
+        self.projected_size += raw_length + TAG_BYTES
+        return self.reserved - 1
+
+    def place(self, chunk_id: bytes, flags: int, blob: bytes, raw_length: int, counter: int) -> PackEntry:
+        if counter != len(self.entries):
+            raise ValueError("chunks must be placed in the order their counters were reserved")
         entry = PackEntry(chunk_id, flags, self.size, len(blob), raw_length, counter)
         self._parts.append(blob)
         self.size += len(blob)
+        self.projected_size += len(blob) - raw_length - TAG_BYTES
         self.entries.append(entry)
         return entry
+
+    def add(self, chunk_id: bytes, flags: int, payload: bytes, raw_length: int) -> PackEntry:
+        counter = self.reserve(len(payload))
+        return self.place(
+            chunk_id, flags, seal_chunk(self.aead, counter, chunk_id, flags, payload), raw_length, counter
+        )
 
     def build(self) -> bytes:
         header = b"".join(
             ENTRY.pack(e.chunk_id, e.flags, e.offset, e.stored_length, e.raw_length, e.counter)
             for e in self.entries
         )
-        sealed = self._aead.encrypt(HEADER_NONCE, struct.pack(">I", len(self.entries)) + header, PACK_MAGIC)
+        sealed = self.aead.encrypt(HEADER_NONCE, struct.pack(">I", len(self.entries)) + header, PACK_MAGIC)
         return b"".join([*self._parts, sealed, _TRAILER.pack(len(sealed), PACK_TRAILER_MAGIC)])
 
 
 def open_chunk(
-    master: MasterKey, salt: bytes, entry: PackEntry, blob: bytes, what: str, *, verify_id: bool = True
+    master: MasterKey,
+    salt: bytes,
+    entry: PackEntry,
+    blob: bytes | memoryview,
+    what: str,
+    *,
+    verify_id: bool = True,
+    aead: AESGCM | None = None,
 ) -> bytes:
-    """Decrypt, decompress and check one chunk: wrong bytes are never returned."""
-    aead = master.object_key(salt, pack_aead_purpose())
+    """Decrypt, decompress and check one chunk: wrong bytes are never returned. `aead` is the pack's key
+    (pack_aead(master, salt)) when the caller opens many chunks of one pack."""
+    aead = aead or pack_aead(master, salt)
     payload = open_sealed(
         aead, counter_nonce(entry.counter), blob, chunk_aad(entry.chunk_id, entry.flags), what
     )

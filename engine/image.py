@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import os
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO
 
@@ -62,6 +62,29 @@ class ImageWriter(SnapshotWriter):
         return self.chunks.add(block)
 
     # --- changed areas -----------------------------------------------------------------------------------------
+    def _parent_table(self, name: str, size: int) -> tuple[bytearray, int]:
+        """The parent's block ids for disk `name`, cut or zero-extended to `size`, and the parent's size."""
+        if self.parent is None:
+            raise ValueError("an incremental needs the parent snapshot")
+        parent_disk = self.parent.disk(name)
+        if parent_disk["block_size"] != self.block_size:
+            raise ValueError("the parent was written with another block size; read the whole disk")
+        table = bytearray(load_table(self.repository, parent_disk))
+        blocks = -(-size // self.block_size)
+        if len(table) // 32 > blocks:
+            del table[blocks * 32 :]
+        else:
+            table += ZERO_ID * (blocks - len(table) // 32)
+        return table, parent_disk["size"]
+
+    def _resized_edges(self, old_size: int, size: int) -> set[int]:
+        """A resize changes the length of the old or the new last block: those are rewritten (padded or cut)
+        even when no changed area touches them, so every block has exactly the length its position implies."""
+        if old_size == size:
+            return set()
+        blocks = -(-size // self.block_size)
+        return {n for n in ((old_size - 1) // self.block_size, blocks - 1) if 0 <= n < blocks}
+
     def write_disk_changes(
         self,
         name: str,
@@ -72,18 +95,7 @@ class ImageWriter(SnapshotWriter):
     ) -> dict[str, Any]:
         """A new version of the parent's disk `name` where only `changes` (offset, bytes), sorted by offset and
         not overlapping, differ. Blocks only partly covered take their other bytes from the parent."""
-        if self.parent is None:
-            raise ValueError("an incremental needs the parent snapshot")
-        parent_disk = self.parent.disk(name)
-        if parent_disk["block_size"] != self.block_size:
-            raise ValueError("the parent was written with another block size; read the whole disk")
-        table = bytearray(load_table(self.repository, parent_disk))
-        blocks = -(-size // self.block_size)
-        old_size: int = parent_disk["size"]
-        if len(table) // 32 > blocks:
-            del table[blocks * 32 :]
-        else:
-            table += ZERO_ID * (blocks - len(table) // 32)
+        table, old_size = self._parent_table(name, size)
         before = _snapshot_stats(self.chunks.stats)
         pending: dict[int, bytearray] = {}
         zero_bytes = 0
@@ -95,11 +107,8 @@ class ImageWriter(SnapshotWriter):
             zero_bytes += len(block) if chunk_id == ZERO_ID else 0
             table[number * 32 : number * 32 + 32] = chunk_id
 
-        # A resize changes the length of the old or the new last block: rewrite it (padded or cut) even when
-        # no changed area touches it, so every block has exactly the length its position implies.
-        for edge in {(old_size - 1) // self.block_size, blocks - 1}:
-            if 0 <= edge < blocks and old_size != size:
-                pending[edge] = self._parent_block(table, edge, size)
+        for edge in self._resized_edges(old_size, size):
+            pending[edge] = self._parent_block(table, edge, size)
         last_end = 0
         done = 0
         for offset, data in changes:
@@ -143,23 +152,41 @@ class ImageWriter(SnapshotWriter):
         """A new version of the parent's disk `name` where only `areas` (offset, length) changed, reading
         whole aligned blocks from `source` (the snapshot's disk): no block of the parent is read back.
 
-        This is the path the connectors use with changed-block tracking."""
-
-        def blocks() -> Iterable[tuple[int, bytes]]:
-            wanted: list[int] = []
-            for offset, length in areas:
-                if length <= 0:
-                    continue
-                if offset < 0 or offset + length > size:
-                    raise ValueError(f"changed area {offset}+{length} lies outside the disk size {size}")
-                first, last = offset // self.block_size, (offset + length - 1) // self.block_size
-                wanted.extend(range(first, last + 1))
-            for number in sorted(set(wanted)):
+        This is the path the connectors use with changed-block tracking. Each block is read once, straight
+        into the chunk writer (no intermediate copies), however many areas touch it; memory stays bounded by
+        the number of areas, not of blocks."""
+        table, old_size = self._parent_table(name, size)
+        spans: list[tuple[int, int]] = []  # first and last block of each area
+        for offset, length in areas:
+            if length <= 0:
+                continue
+            if offset < 0 or offset + length > size:
+                raise ValueError(f"changed area {offset}+{length} lies outside the disk size {size}")
+            spans.append((offset // self.block_size, (offset + length - 1) // self.block_size))
+        spans.extend((edge, edge) for edge in self._resized_edges(old_size, size))
+        spans.sort()
+        merged: list[list[int]] = []
+        for first, last in spans:
+            if merged and first <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], last)
+            else:
+                merged.append([first, last])
+        total = sum(
+            min(size, (last + 1) * self.block_size) - first * self.block_size for first, last in merged
+        )
+        read = _positional_reader(source)
+        before = _snapshot_stats(self.chunks.stats)
+        zero_bytes = done = 0
+        for first, last in merged:
+            for number in range(first, last + 1):
                 start = number * self.block_size
-                source.seek(start)
-                yield start, _read_exactly(source, min(self.block_size, size - start))
-
-        return self.write_disk_changes(name, size=size, changes=blocks(), change_id=change_id)
+                block = read(start, min(self.block_size, size - start))
+                chunk_id = self._store_block(block)
+                zero_bytes += len(block) if chunk_id == ZERO_ID else 0
+                table[number * 32 : number * 32 + 32] = chunk_id
+                done += len(block)
+                self.progress.step(done, total, f"reading changed areas of {name}")
+        return self._finish_disk(name, size, table, change_id, zero_bytes, before, full_read=False)
 
     def _parent_block(self, table: bytearray, number: int, size: int) -> bytearray:
         length = min(self.block_size, size - number * self.block_size)
@@ -223,7 +250,36 @@ def _read_exactly(source: BinaryIO, length: int) -> bytes:
             raise ValueError("the source ended before the disk size: it does not match the changed areas")
         parts.append(data)
         length -= len(data)
-    return b"".join(parts)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _positional_reader(source: BinaryIO) -> Callable[[int, int], bytes]:
+    """read(offset, length) over a source: pread() on a real file (one copy, no seek), else seek and read."""
+    try:
+        descriptor = source.fileno()
+        os.pread(descriptor, 0, 0)
+    except (AttributeError, OSError, io.UnsupportedOperation):
+
+        def seek_and_read(offset: int, length: int) -> bytes:
+            source.seek(offset)
+            return _read_exactly(source, length)
+
+        return seek_and_read
+
+    def pread(offset: int, length: int) -> bytes:
+        data = os.pread(descriptor, length, offset)
+        if len(data) == length:
+            return data
+        parts = [data]
+        while length > sum(map(len, parts)):
+            got = sum(map(len, parts))
+            more = os.pread(descriptor, length - got, offset + got)
+            if not more:
+                raise ValueError("the source ended before the disk size: it does not match the changed areas")
+            parts.append(more)
+        return b"".join(parts)
+
+    return pread
 
 
 def _snapshot_stats(stats: WriteStats) -> dict[str, int]:
@@ -388,9 +444,12 @@ def restore_image(
                 assert last is not None
                 span_start = location.entry.offset
                 key = pack_key(location.pack.name)
-                data = repository.storage.get(
-                    key, span_start, last.entry.offset + last.entry.stored_length - span_start
+                data = memoryview(
+                    repository.storage.get(
+                        key, span_start, last.entry.offset + last.entry.stored_length - span_start
+                    )
                 )
+                aead = fmt.pack_aead(repository.master, location.pack.salt)
                 for index in range(position, end):
                     block_id, block_location = run[index]
                     assert block_location is not None
@@ -402,6 +461,7 @@ def restore_image(
                         entry,
                         blob,
                         f"chunk {block_id.hex()} in {key}",
+                        aead=aead,
                     )
                     offset = (first + index) * block_size
                     length = min(block_size, size - offset)

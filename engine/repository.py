@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import zstandard
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from engine import format as fmt
 from engine.crypto import SCRYPT_N, SCRYPT_P, SCRYPT_R, MasterKey, counter_nonce, open_sealed, passphrase_key
@@ -347,11 +348,20 @@ class Repository:
         return ChunkWriter(self, threads=threads, progress=progress)
 
 
-def _compress(data: bytes, level: int) -> tuple[int, bytes]:
-    compressed = zstandard.ZstdCompressor(level=level).compress(data)
+_worker_state = threading.local()
+
+
+def _compress_and_seal(
+    aead: AESGCM, counter: int, chunk_id: bytes, flags: int, data: bytes
+) -> tuple[int, bytes]:
+    """On a worker thread: zstd (kept raw when it saves too little), then encryption. Both release the GIL."""
+    compressor = getattr(_worker_state, "compressor", None)
+    if compressor is None:  # one context per thread: they are not thread-safe, and cost to make
+        compressor = _worker_state.compressor = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL)
+    compressed = compressor.compress(data)
     if len(compressed) < len(data) * INCOMPRESSIBLE_RATIO:
-        return fmt.FLAG_ZSTD, compressed
-    return 0, data
+        flags, data = flags | fmt.FLAG_ZSTD, compressed
+    return flags, fmt.seal_chunk(aead, counter, chunk_id, flags, data)
 
 
 class ChunkWriter:
@@ -366,7 +376,8 @@ class ChunkWriter:
         self._index = repository.index
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="compress")
         self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload")
-        self._inflight: deque[tuple[bytes, int, int, Future[tuple[int, bytes]]]] = deque()
+        # Chunks being compressed and sealed, in the order they are placed into their packs.
+        self._inflight: deque[tuple[fmt.PackBuilder, bytes, int, int, Future[tuple[int, bytes]]]] = deque()
         self._max_inflight = max(1, threads) * 4
         self._session: set[bytes] = set()
         self._pack: fmt.PackBuilder | None = None
@@ -385,27 +396,31 @@ class ChunkWriter:
             self.stats.reused_bytes += len(data)
             return chunk_id
         self._session.add(chunk_id)
-        future = self._pool.submit(_compress, data, COMPRESSION_LEVEL)
-        self._inflight.append((chunk_id, fmt.FLAG_META if meta else 0, len(data), future))
+        if self._pack is None:
+            self._pack = fmt.PackBuilder(self.repository.master)
+        pack = self._pack
+        counter = pack.reserve(len(data))
+        if pack.projected_size >= self.repository.pack_target:
+            self._pack = None  # full once the chunks in flight land: later chunks open a new pack
+        flags = fmt.FLAG_META if meta else 0
+        future = self._pool.submit(_compress_and_seal, pack.aead, counter, chunk_id, flags, data)
+        self._inflight.append((pack, chunk_id, counter, len(data), future))
         while len(self._inflight) > self._max_inflight:
             self._place_oldest()
         return chunk_id
 
     def _place_oldest(self) -> None:
-        chunk_id, flags, raw_length, future = self._inflight.popleft()
-        compression, payload = future.result()
-        if self._pack is None:
-            self._pack = fmt.PackBuilder(self.repository.master)
-        entry = self._pack.add(chunk_id, flags | compression, payload, raw_length)
+        pack, chunk_id, counter, raw_length, future = self._inflight.popleft()
+        flags, blob = future.result()
+        entry = pack.place(chunk_id, flags, blob, raw_length, counter)
         self.stats.new_chunks += 1
         self.stats.new_bytes += raw_length
         self.stats.stored_bytes += entry.stored_length
-        if self._pack.size >= self.repository.pack_target:
-            self._seal_pack()
+        if pack is not self._pack and len(pack.entries) == pack.reserved:
+            self._seal_pack(pack)  # a closed pack's last chunk in flight has landed
 
-    def _seal_pack(self) -> None:
-        pack, self._pack = self._pack, None
-        if pack is None or not pack.entries:
+    def _seal_pack(self, pack: fmt.PackBuilder) -> None:
+        if not pack.entries:
             return
         data = pack.build()
         indexed = fmt.IndexedPack(pack.name, pack.salt, len(data))
@@ -432,13 +447,19 @@ class ChunkWriter:
         stored = self._uploads.popleft().result()  # raises the upload's StorageError
         self._stored.append(stored)
 
-    def flush(self) -> None:
-        """Store everything added so far and write the index file naming it."""
+    def store_packs(self) -> None:
+        """Wait until every chunk added so far sits in a pack confirmed stored (no index file yet)."""
         while self._inflight:
             self._place_oldest()
-        self._seal_pack()
+        if self._pack is not None:
+            pack, self._pack = self._pack, None
+            self._seal_pack(pack)
         while self._uploads:
             self._collect_upload()
+
+    def flush(self) -> None:
+        """Store everything added so far and write the index file naming it."""
+        self.store_packs()
         if self._stored:
             self.repository.write_index_file(self._stored)
             self._stored = []

@@ -170,6 +170,29 @@ def test_changed_areas_read_whole_blocks_from_the_source(repository: Repository,
     assert (tmp_path / "restored.img").read_bytes() == bytes(image)
 
 
+def test_changed_areas_from_a_stream_in_any_order_on_a_grown_disk(
+    repository: Repository, tmp_path: Path
+) -> None:
+    """Connectors hand over HTTP range readers (no file descriptor), CBT lists that touch a block several
+    times, and disks that grew since the parent."""
+    image = make_image(BLOCK * 5 + 123)
+    first = backup(repository, image)
+    grown = image + bytearray(b"\x07" * (BLOCK * 2))
+    grown[BLOCK * 3 + 5 : BLOCK * 3 + 9] = b"edit"
+    grown[BLOCK * 3 + 100 : BLOCK * 3 + 104] = b"more"
+    areas = [(BLOCK * 3 + 100, 4), (BLOCK * 3 + 5, 4), (BLOCK * 3, BLOCK), (len(image), BLOCK * 2)]
+    writer = ImageWriter(repository, machine="vm-1", parent=first)
+    disk = writer.write_disk_areas("disk-0", io.BytesIO(bytes(grown)), size=len(grown), areas=areas)
+    snapshot = writer.commit()
+    assert disk["stats"]["new_bytes"] <= BLOCK * 4  # block 3, the old last block, and the two new ones
+    restore_image(repository, snapshot, "disk-0", tmp_path / "grown.img")
+    assert (tmp_path / "grown.img").read_bytes() == bytes(grown)
+    with pytest.raises(ValueError, match="outside the disk"):
+        ImageWriter(repository, machine="vm-1", parent=snapshot).write_disk_areas(
+            "disk-0", io.BytesIO(bytes(grown)), size=len(grown), areas=[(len(grown) - 1, 2)]
+        )
+
+
 def test_separate_processes_write_while_another_reads(storage: LocalStorage, tmp_path: Path) -> None:
     import subprocess
     import sys

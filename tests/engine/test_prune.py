@@ -180,11 +180,7 @@ def test_orphan_packs_of_a_killed_backup_go_after_the_grace_period(clocked: Cloc
     repository = open_fresh(clocked)
     writer = ImageWriter(repository, machine="vm-9")
     writer.write_disk("disk-0", io.BytesIO(random.Random(77).randbytes(512 * 1024)))
-    while writer.chunks._inflight:
-        writer.chunks._place_oldest()
-    writer.chunks._seal_pack()  # packs stored, then the process "dies": no index, no manifest
-    while writer.chunks._uploads:
-        writer.chunks._collect_upload()
+    writer.chunks.store_packs()  # packs stored, then the process "dies": no index, no manifest
     writer.chunks._lease.release()  # its lease expires (as a killed process's would)
     orphans = verify(open_fresh(clocked)).problems
     assert any(p.kind == "unindexed-pack" for p in orphans)
