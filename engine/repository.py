@@ -47,11 +47,15 @@ SNAPSHOTS = "snapshots/"
 PENDING = "pending/"
 
 # Chosen by benchmarks/engine_vs_restic.py (see engine/FORMAT.md, "Sizes").
-DEFAULT_BLOCK_SIZE = 256 * 1024
+DEFAULT_BLOCK_SIZE = 64 * 1024
 PACK_TARGET = 32 * 1024 * 1024
 COMPRESSION_LEVEL = 1
 # Store raw when zstd saves less than this fraction (already compressed or encrypted data).
 INCOMPRESSIBLE_RATIO = 0.97
+# Chunks this large are first tested on SAMPLE_COUNT slices of SAMPLE_BYTES (see _looks_incompressible).
+SAMPLE_MIN_CHUNK = 32 * 1024
+SAMPLE_COUNT = 8
+SAMPLE_BYTES = 1024
 UPLOAD_ATTEMPTS = 4
 
 
@@ -358,10 +362,22 @@ def _compress_and_seal(
     compressor = getattr(_worker_state, "compressor", None)
     if compressor is None:  # one context per thread: they are not thread-safe, and cost to make
         compressor = _worker_state.compressor = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL)
-    compressed = compressor.compress(data)
-    if len(compressed) < len(data) * INCOMPRESSIBLE_RATIO:
-        flags, data = flags | fmt.FLAG_ZSTD, compressed
+    if not _looks_incompressible(compressor, data):
+        compressed = compressor.compress(data)
+        if len(compressed) < len(data) * INCOMPRESSIBLE_RATIO:
+            flags, data = flags | fmt.FLAG_ZSTD, compressed
     return flags, fmt.seal_chunk(aead, counter, chunk_id, flags, data)
+
+
+def _looks_incompressible(compressor: zstandard.ZstdCompressor, data: bytes) -> bool:
+    """True when evenly spread samples of a large chunk do not compress at all (encrypted, compressed or
+    random data): compressing the whole chunk would cost its full zstd time for nothing. A chunk with any
+    compressible sample is compressed whole (the same idea as borg's "auto" compression)."""
+    if len(data) < SAMPLE_MIN_CHUNK:
+        return False
+    step = len(data) // SAMPLE_COUNT
+    sample = b"".join(data[i * step : i * step + SAMPLE_BYTES] for i in range(SAMPLE_COUNT))
+    return len(compressor.compress(sample)) >= len(sample) * INCOMPRESSIBLE_RATIO
 
 
 class ChunkWriter:
