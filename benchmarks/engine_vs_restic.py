@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "benchmark passphrase"
 AREA = 64 * 1024
+CBT_RUNS = 3
 SOURCES = [Path("/usr/lib"), Path("/usr/share")]
 
 
@@ -162,7 +163,7 @@ def bench(
     environment = {"BULWARK_PASSPHRASE": PASSWORD}
 
     # Bulwark: repository A takes day 1 and a full re-read of day 2; B (a copy after day 1) the changed areas.
-    repo_a, repo_b = work / "bulwark-a", work / "bulwark-b"
+    repo_a = work / "bulwark-a"
     init = [*engine, "--repo", str(repo_a), "init"] + (
         ["--block-size", str(block_size)] if block_size else []
     )
@@ -173,7 +174,11 @@ def bench(
         env=environment,
         cwd=ROOT,
     )
-    shutil.copytree(repo_a, repo_b)
+    # Three copies of the day-1 repository: the changed-area day 2 is short enough (~0.1-0.3 s) for the shared
+    # disk's writeback to swing one run by 2x, so it runs three times and the median counts.
+    copies = [work / f"bulwark-b{n}" for n in range(CBT_RUNS)]
+    for copy in copies:
+        shutil.copytree(repo_a, copy)
     b["day2_full"] = run(
         [
             *engine,
@@ -191,25 +196,34 @@ def bench(
         env=environment,
         cwd=ROOT,
     )
-    b["day2_cbt"] = run(
-        [
-            *engine,
-            "--repo",
-            str(repo_b),
-            "backup-image",
-            str(day2),
-            "--machine",
-            "vm",
-            "--disk",
-            "disk",
-            "--parent",
-            "latest",
-            "--changed-areas",
-            str(work / "areas.json"),
-        ],
-        env=environment,
-        cwd=ROOT,
-    )
+    cbt_runs = [
+        run(
+            [
+                *engine,
+                "--repo",
+                str(copy),
+                "backup-image",
+                str(day2),
+                "--machine",
+                "vm",
+                "--disk",
+                "disk",
+                "--parent",
+                "latest",
+                "--changed-areas",
+                str(work / "areas.json"),
+            ],
+            env=environment,
+            cwd=ROOT,
+        )
+        for copy in copies
+    ]
+    b["day2_cbt"] = sorted(cbt_runs, key=lambda r: float(json.loads(r.output)["engine_seconds"]))[
+        CBT_RUNS // 2
+    ]
+    repo_b = copies[0]
+    for copy in copies[1:]:
+        shutil.rmtree(copy)
     b["restore"] = run(
         [*engine, "--repo", str(repo_a), "restore", "latest", str(work / "bulwark.img")],
         env=environment,
@@ -325,7 +339,7 @@ def report(results: dict[str, dict[str, Run | int]], size: int) -> None:
     assert isinstance(cbt, Run)
     engine_seconds = float(json.loads(cbt.output)["engine_seconds"])
     print(
-        f"{'day-2, changed areas':<24}{'bulwark':<9}{engine_seconds:>9.2f}   (inside a worker: repository already open)"
+        f"{'day-2, changed areas':<24}{'bulwark':<9}{engine_seconds:>9.2f}   (inside a worker: repository open; median of 3)"
     )
     index_mb = index_memory_per_million()
     print(
