@@ -4,7 +4,14 @@ from rest_framework.routers import APIRootView, DefaultRouter
 
 from core.api.views import ApiTokenViewSet, AuditEventViewSet, CredentialViewSet, UserViewSet
 from core.permissions import IsSignedIn
-from inventory.api.views import MachineGroupViewSet, MachineViewSet
+from inventory.api.views import (
+    DiscoveryRunViewSet,
+    EnrolmentTokenViewSet,
+    MachineGroupViewSet,
+    MachineViewSet,
+    SourceViewSet,
+)
+from protection.api.views import AlertViewSet, MachineProtectionViewSet, PolicyViewSet, ProtectionRuleViewSet
 
 
 class BulwarkApiRoot(APIRootView):
@@ -26,3 +33,10 @@ router.register("credentials", CredentialViewSet, basename="credential")
 router.register("audit-events", AuditEventViewSet, basename="audit-event")
 router.register("machine-groups", MachineGroupViewSet, basename="machine-group")
 router.register("machines", MachineViewSet, basename="machine")
+router.register("sources", SourceViewSet, basename="source")
+router.register("discovery-runs", DiscoveryRunViewSet, basename="discovery-run")
+router.register("enrolment-tokens", EnrolmentTokenViewSet, basename="enrolment-token")
+router.register("policies", PolicyViewSet, basename="policy")
+router.register("rules", ProtectionRuleViewSet, basename="rule")
+router.register("alerts", AlertViewSet, basename="alert")
+router.register("machine-protection", MachineProtectionViewSet, basename="machine-protection")

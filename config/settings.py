@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "django_celery_beat",
     "core",
     "inventory",
     "protection",
@@ -154,6 +155,19 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# Periodic work. Production runs `celery -A config beat` with django-celery-beat's database scheduler (these
+# entries are synced into it, and admins can add their own); the embedded install runs a beat thread.
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULE = {
+    "discover-due-sources": {"task": "inventory.discover_due", "schedule": 60.0},
+    "check-agents": {"task": "inventory.check_agents", "schedule": 60.0},
+    "check-unprotected": {"task": "protection.check_unprotected", "schedule": 300.0},
+}
+
+# A machine discovered this long ago that still has no policy raises an "unprotected" alert.
+BULWARK_UNPROTECTED_GRACE_MINUTES = env.int("BULWARK_UNPROTECTED_GRACE_MINUTES", 60, minimum=0)
+# Follow vSphere changes live (WaitForUpdatesEx) in the web process of the embedded install.
+BULWARK_EMBEDDED_WATCH = env.bool("BULWARK_EMBEDDED_WATCH", default=BULWARK_EMBEDDED_WORKER)
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 if REDIS_URL:

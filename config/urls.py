@@ -5,10 +5,13 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.api import router
+from inventory.api.views import AgentEnrolView, AgentHeartbeatView
 
 urlpatterns = [
     path("", include("core.urls")),
     path("", include("inventory.urls")),
+    path("api/agent/enrol/", AgentEnrolView.as_view(), name="agent-enrol"),
+    path("api/agent/heartbeat/", AgentHeartbeatView.as_view(), name="agent-heartbeat"),
     path("api/", include((router.urls, "api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # A page for people: anonymous visitors are sent to sign in rather than shown a bare 401.

@@ -1,7 +1,7 @@
 """Live events: who receives what over /ws/events/.
 
 A socket joins groups chosen from its user's role and scope when it connects:
-- admins and auditors join ALL_MACHINES and AUDIT;
+- admins and auditors join ALL_MACHINES and AUDIT, admins also ADMINS (sources, discovery runs);
 - help-desk operators and owners join one group per machine group they belong to;
 - a socket may also subscribe to one machine (authorized with visible_to at that moment).
 Publishers name the machine (or the audit log) an event is about; this module picks the groups. Events are
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from core.choices import GLOBAL_ROLES
+from core.choices import GLOBAL_ROLES, Role
 
 if TYPE_CHECKING:
     from core.models import AuditEvent, User
@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 ALL_MACHINES = "events.machines.all"
 AUDIT = "events.audit"
+ADMINS = "events.admins"  # sources, discovery runs, alerts not tied to a machine
 MESSAGE_TYPE = "bulwark.event"  # dispatched to EventsConsumer.bulwark_event
 
 
@@ -43,6 +44,8 @@ def groups_for(user: User) -> list[str]:
     """The channel-layer groups a socket of this user joins on connect."""
     if not (user.is_authenticated and user.is_active):
         return []
+    if user.role == Role.ADMIN:
+        return [ALL_MACHINES, AUDIT, ADMINS]
     if user.role in GLOBAL_ROLES:
         return [ALL_MACHINES, AUDIT]
     return [machine_group_channel(pk) for pk in user.machine_groups.values_list("pk", flat=True)]

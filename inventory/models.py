@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from inventory.choices import MachineKind, Platform
-from inventory.querysets import DiskQuerySet, MachineGroupQuerySet, MachineQuerySet
+from core.models import Credential
+from core.querysets import AdminOnlyQuerySet
+from inventory.choices import (
+    ChangeKind,
+    DiscoveryState,
+    DiscoveryTrigger,
+    MachineKind,
+    Platform,
+    SourceKind,
+    SourceState,
+)
+from inventory.querysets import (
+    AgentQuerySet,
+    DiskQuerySet,
+    MachineChangeQuerySet,
+    MachineGroupQuerySet,
+    MachineQuerySet,
+)
+
+if TYPE_CHECKING:
+    from connectors.base import Endpoint
 
 
 class MachineGroup(models.Model):
@@ -25,6 +46,110 @@ class MachineGroup(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Source(models.Model):
+    """A vCenter, an ESXi host or a Hyper-V host or cluster that Bulwark discovers machines from."""
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=16, choices=SourceKind.choices)
+    address = models.CharField(max_length=255, help_text="Host name or IP address.")
+    port = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Empty: 443 (vSphere), 5986/5985 (WinRM)."
+    )
+    credential = models.ForeignKey(Credential, on_delete=models.PROTECT, related_name="sources")
+    verify_tls = models.BooleanField(
+        default=True, help_text="Check the server certificate (strongly advised)."
+    )
+    ca_certificate = models.TextField(blank=True, help_text="Extra trusted CA certificate(s), PEM.")
+    thumbprint = models.CharField(
+        max_length=100, blank=True, help_text="Or pin the server certificate by its SHA-256 fingerprint."
+    )
+    options = models.JSONField(default=dict, blank=True)
+    site = models.CharField(max_length=64, blank=True)
+    jurisdiction = models.CharField(
+        max_length=64, blank=True, help_text="Given to discovered machines that have none, e.g. EU."
+    )
+    enabled = models.BooleanField(default=True)
+    discovery_interval_minutes = models.PositiveIntegerField(default=60)
+    watch = models.BooleanField(default=True, help_text="Follow changes live between discoveries (vSphere).")
+    remote_id = models.CharField(max_length=100, blank=True, editable=False)
+    product = models.CharField(max_length=255, blank=True, editable=False)
+    topology = models.JSONField(default=dict, blank=True, editable=False)
+    state = models.CharField(max_length=16, choices=SourceState.choices, default=SourceState.NEW)
+    last_error = models.TextField(blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    objects = AdminOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def platform(self) -> str:
+        return SourceKind(self.kind).platform
+
+    def endpoint(self, *, timeout: float = 20.0) -> Endpoint:
+        """What a connector needs, with the secret decrypted (only for the connection; never logged)."""
+        from connectors.base import Endpoint
+
+        return Endpoint(
+            kind=self.platform,
+            address=self.address,
+            port=self.port,
+            username=self.credential.username,
+            secret=self.credential.reveal(),
+            verify_tls=self.verify_tls,
+            ca_pem=self.ca_certificate,
+            thumbprint=self.thumbprint,
+            timeout=timeout,
+            options=dict(self.options),
+        )
+
+
+class DiscoveryRun(models.Model):
+    """One discovery of one source: queued, running, then succeeded or failed with its reason."""
+
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="discoveries")
+    state = models.CharField(max_length=16, choices=DiscoveryState.choices, default=DiscoveryState.QUEUED)
+    trigger = models.CharField(max_length=16, choices=DiscoveryTrigger.choices)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    queued_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    phase = models.CharField(max_length=100, blank=True)
+    found = models.PositiveIntegerField(default=0)
+    added = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    gone = models.PositiveIntegerField(default=0)
+    returned = models.PositiveIntegerField(default=0)
+    error_code = models.CharField(max_length=32, blank=True)
+    error = models.TextField(blank=True)
+
+    objects = AdminOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-queued_at", "-pk"]
+        indexes = [models.Index(fields=["source", "-queued_at"])]
+
+    def __str__(self) -> str:
+        return f"discovery of {self.source} ({self.state})"
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
 
 
 class Machine(models.Model):
@@ -47,6 +172,24 @@ class Machine(models.Model):
     first_seen = models.DateTimeField(default=timezone.now)
     last_seen = models.DateTimeField(default=timezone.now)
     gone_since = models.DateTimeField(null=True, blank=True)
+    # Where and what the platform says it is (refreshed by every discovery).
+    source = models.ForeignKey(
+        Source, null=True, blank=True, on_delete=models.SET_NULL, related_name="machines"
+    )
+    external_id = models.CharField(max_length=200, blank=True, help_text="Managed object id, VM Id.")
+    bios_uuid = models.CharField(max_length=64, blank=True)
+    power_state = models.CharField(max_length=32, blank=True)
+    datacenter = models.CharField(max_length=255, blank=True)
+    cluster = models.CharField(max_length=255, blank=True)
+    host = models.CharField(max_length=255, blank=True)
+    folder = models.CharField(max_length=1000, blank=True)
+    resource_pool = models.CharField(max_length=1000, blank=True)
+    datastores = models.JSONField(default=list, blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    ip_addresses = models.JSONField(default=list, blank=True)
+    template = models.BooleanField(default=False)
+    facts = models.JSONField(default=dict, blank=True)
 
     objects = MachineQuerySet.as_manager()
 
@@ -72,6 +215,8 @@ class Disk(models.Model):
     key = models.CharField(max_length=100, help_text="Stable id within the machine (device key, disk UUID).")
     label = models.CharField(max_length=255, blank=True)
     capacity_bytes = models.BigIntegerField()
+    path = models.CharField(max_length=1000, blank=True, help_text="[datastore] path, VHDX path, device.")
+    change_tracking = models.BooleanField(null=True, blank=True, help_text="CBT / RCT enabled.")
 
     objects = DiskQuerySet.as_manager()
 
@@ -81,3 +226,71 @@ class Disk(models.Model):
 
     def __str__(self) -> str:
         return f"{self.machine} / {self.label or self.key}"
+
+
+class MachineChange(models.Model):
+    """A machine's history: discovered, renamed, moved, gone, back, protection changed."""
+
+    machine = models.ForeignKey(Machine, on_delete=models.CASCADE, related_name="changes")
+    at = models.DateTimeField(default=timezone.now)
+    kind = models.CharField(max_length=16, choices=ChangeKind.choices)
+    summary = models.CharField(max_length=500)
+    detail = models.JSONField(default=dict, blank=True)
+
+    objects = MachineChangeQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+        indexes = [models.Index(fields=["machine", "-at"])]
+
+    def __str__(self) -> str:
+        return f"{self.machine}: {self.summary}"
+
+
+class EnrolmentToken(models.Model):
+    """A one-time token an agent presents to enrol its host. Only a digest is stored."""
+
+    label = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12, editable=False)
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    groups = models.ManyToManyField(MachineGroup, blank=True, help_text="Machine groups the new host joins.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = AdminOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.prefix}…)"
+
+    @property
+    def usable(self) -> bool:
+        return self.used_at is None and self.revoked_at is None and self.expires_at > timezone.now()
+
+
+class Agent(models.Model):
+    """The agent on a physical host: its key (digest only), version and heartbeats."""
+
+    machine = models.OneToOneField(Machine, on_delete=models.CASCADE, related_name="agent")
+    key_prefix = models.CharField(max_length=12, editable=False)
+    key_digest = models.CharField(max_length=64, unique=True, editable=False)
+    version = models.CharField(max_length=32, blank=True)
+    enrolled_at = models.DateTimeField(default=timezone.now)
+    enrolled_with = models.ForeignKey(EnrolmentToken, null=True, blank=True, on_delete=models.SET_NULL)
+    heartbeat_seconds = models.PositiveIntegerField(default=60)
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    last_address = models.GenericIPAddressField(null=True, blank=True)
+    online = models.BooleanField(default=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = AgentQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"agent on {self.machine}"

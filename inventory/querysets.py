@@ -22,6 +22,14 @@ class DiskQuerySet(ScopedQuerySet):
     machine_path = "machine"
 
 
+class MachineChangeQuerySet(ScopedQuerySet):
+    machine_path = "machine"
+
+
+class AgentQuerySet(ScopedQuerySet):
+    machine_path = "machine"
+
+
 class MachineGroupQuerySet(models.QuerySet):
     """Admins and auditors see every group; others the groups they belong to."""
 

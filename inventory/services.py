@@ -1,15 +1,19 @@
-"""Use cases that change machine groups and machine facts set by people. Discovery writes come later."""
+"""Use cases that change machine groups, machine facts set by people, and discovery sources."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from core import audit
+from core.choices import CredentialKind
 from core.events import publish_machine_event
-from core.models import User
-from inventory.models import Machine, MachineGroup
+from core.models import Credential, User
+from inventory.choices import HyperVTransport, SourceKind
+from inventory.models import Machine, MachineGroup, Source
 
 GROUP_AUDIT_FIELDS = ("name", "description", "members", "machines")
 MACHINE_AUDIT_FIELDS = ("owner", "jurisdiction", "groups")
@@ -91,3 +95,117 @@ def update_machine(
     audit.record("machine.update", actor=actor, target=machine, before=before, after=after)
     transaction.on_commit(lambda: publish_machine_event("machine.changed", machine, {"name": machine.name}))
     return machine
+
+
+# --- sources -----------------------------------------------------------------------------------------------------
+SOURCE_AUDIT_FIELDS = (
+    "name",
+    "kind",
+    "address",
+    "port",
+    "credential",
+    "verify_tls",
+    "thumbprint",
+    "options",
+    "site",
+    "jurisdiction",
+    "enabled",
+    "discovery_interval_minutes",
+    "watch",
+)
+SOURCE_OPTIONS = {"transport": {t.value for t in HyperVTransport}, "https": {True, False}}
+
+
+def clean_source_options(options: Any) -> dict[str, Any]:
+    """Options a source accepts (Hyper-V: transport ntlm|kerberos|credssp|basic, https true|false)."""
+    if not isinstance(options, dict):
+        raise ValidationError("options must be an object")
+    unknown = set(options) - set(SOURCE_OPTIONS)
+    if unknown:
+        raise ValidationError(f"unknown options: {', '.join(sorted(unknown))}")
+    for key, value in options.items():
+        if value not in SOURCE_OPTIONS[key]:
+            allowed = ", ".join(sorted(str(v).lower() for v in SOURCE_OPTIONS[key]))
+            raise ValidationError(f"{key} must be one of {allowed}")
+    if options.get("transport") == HyperVTransport.BASIC and options.get("https") is False:
+        raise ValidationError("basic authentication is only allowed over HTTPS")
+    return dict(options)
+
+
+def _credential_kind(kind: str) -> CredentialKind:
+    return CredentialKind.HYPERV if kind == SourceKind.HYPERV else CredentialKind.VSPHERE
+
+
+@transaction.atomic
+def create_source(
+    *,
+    actor: User | None,
+    name: str,
+    kind: str,
+    address: str,
+    username: str = "",
+    password: str = "",
+    credential: Credential | None = None,
+    **fields: Any,
+) -> Source:
+    """Add a vCenter, ESXi or Hyper-V source; a password given here becomes an encrypted credential."""
+    from core.services import create_credential
+
+    if credential is None:
+        credential = create_credential(
+            actor=actor,
+            name=f"source {name}",
+            kind=_credential_kind(kind),
+            username=username,
+            secret=password,
+        )
+    source = Source.objects.create(
+        name=name, kind=kind, address=address, credential=credential, created_by=actor, **fields
+    )
+    audit.record(
+        "source.create", actor=actor, target=source, after=audit.snapshot(source, SOURCE_AUDIT_FIELDS)
+    )
+    return source
+
+
+@transaction.atomic
+def update_source(
+    *,
+    actor: User | None,
+    source: Source,
+    username: str | None = None,
+    password: str | None = None,
+    **fields: Any,
+) -> Source:
+    """Change a source; a new password replaces the stored secret (an empty one keeps it)."""
+    from core.services import update_credential
+
+    before = audit.snapshot(source, SOURCE_AUDIT_FIELDS)
+    for name, value in fields.items():
+        if name not in SOURCE_AUDIT_FIELDS and name not in ("ca_certificate",):
+            raise TypeError(f"unknown source field {name}")
+        setattr(source, name, value)
+    source.save()
+    if username is not None or password:
+        update_credential(
+            actor=actor, credential=source.credential, username=username, secret=password or None
+        )
+    after = audit.snapshot(source, SOURCE_AUDIT_FIELDS)
+    audit.record("source.update", actor=actor, target=source, before=before, after=after)
+    return source
+
+
+@transaction.atomic
+def delete_source(*, actor: User | None, source: Source) -> None:
+    """Remove a source. Its machines stay (with their history and recovery points), no longer discovered."""
+    audit.record(
+        "source.delete", actor=actor, target=source, before=audit.snapshot(source, SOURCE_AUDIT_FIELDS)
+    )
+    source.delete()
+
+
+def insecure_agents_allowed() -> bool:
+    """Agents may talk plain HTTP only where the console itself is not served over TLS (embedded, tests)."""
+    from django.conf import settings
+
+    return not settings.TLS

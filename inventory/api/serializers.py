@@ -4,9 +4,17 @@ from typing import Any
 
 from rest_framework import serializers
 
-from core.models import User
-from inventory import services
-from inventory.models import Disk, Machine, MachineGroup
+from core.models import Credential, User
+from inventory import agents, services
+from inventory.models import (
+    DiscoveryRun,
+    Disk,
+    EnrolmentToken,
+    Machine,
+    MachineChange,
+    MachineGroup,
+    Source,
+)
 
 
 class MachineGroupSerializer(serializers.ModelSerializer):
@@ -28,11 +36,12 @@ class MachineGroupSerializer(serializers.ModelSerializer):
 class DiskSerializer(serializers.ModelSerializer):
     class Meta:
         model = Disk
-        fields = ["id", "key", "label", "capacity_bytes"]
+        fields = ["id", "key", "label", "capacity_bytes", "path", "change_tracking"]
 
 
 class MachineSerializer(serializers.ModelSerializer):
     disks = DiskSerializer(many=True, read_only=True)
+    policy = serializers.SerializerMethodField()
     groups = serializers.PrimaryKeyRelatedField(
         many=True, required=False, queryset=MachineGroup.objects.all()
     )
@@ -53,6 +62,21 @@ class MachineSerializer(serializers.ModelSerializer):
             "first_seen",
             "last_seen",
             "gone_since",
+            "source",
+            "external_id",
+            "power_state",
+            "datacenter",
+            "cluster",
+            "host",
+            "folder",
+            "resource_pool",
+            "datastores",
+            "tags",
+            "attributes",
+            "ip_addresses",
+            "template",
+            "facts",
+            "policy",
             "disks",
         ]
         # Discovery owns the facts it finds; people own owner, jurisdiction and groups.
@@ -66,7 +90,180 @@ class MachineSerializer(serializers.ModelSerializer):
             "first_seen",
             "last_seen",
             "gone_since",
+            "source",
+            "external_id",
+            "power_state",
+            "datacenter",
+            "cluster",
+            "host",
+            "folder",
+            "resource_pool",
+            "datastores",
+            "tags",
+            "attributes",
+            "ip_addresses",
+            "template",
+            "facts",
         ]
+
+    def get_policy(self, obj: Machine) -> dict[str, Any] | None:
+        assignment = getattr(obj, "assignment", None)
+        if assignment is None:
+            return None
+        return {"id": assignment.policy_id, "name": assignment.policy.name, "reason": assignment.reason}
 
     def update(self, instance: Machine, validated: dict[str, Any]) -> Machine:
         return services.update_machine(actor=self.context["request"].user, machine=instance, **validated)
+
+
+class SourceSerializer(serializers.ModelSerializer):
+    """A discovery source. The password is write-only; it is stored as an encrypted credential."""
+
+    username = serializers.CharField(write_only=True, required=False)
+    password = serializers.CharField(write_only=True, required=False, style={"input_type": "password"})
+    credential = serializers.PrimaryKeyRelatedField(queryset=Credential.objects.all(), required=False)
+    machines = serializers.IntegerField(source="machine_count", read_only=True)
+
+    class Meta:
+        model = Source
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "address",
+            "port",
+            "credential",
+            "username",
+            "password",
+            "verify_tls",
+            "ca_certificate",
+            "thumbprint",
+            "options",
+            "site",
+            "jurisdiction",
+            "enabled",
+            "discovery_interval_minutes",
+            "watch",
+            "state",
+            "last_error",
+            "last_success_at",
+            "last_attempt_at",
+            "product",
+            "remote_id",
+            "topology",
+            "machines",
+            "created_at",
+        ]
+        read_only_fields = [
+            "state",
+            "last_error",
+            "last_success_at",
+            "last_attempt_at",
+            "product",
+            "remote_id",
+            "topology",
+            "created_at",
+        ]
+
+    def validate_options(self, value: Any) -> dict[str, Any]:
+        return services.clean_source_options(value)
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        creating = self.instance is None
+        has_credential = "credential" in data
+        has_secret = bool(data.get("password"))
+        if creating and not has_credential and not (has_secret and data.get("username")):
+            raise serializers.ValidationError(
+                {"password": ["Give username and password, or an existing credential."]}
+            )
+        if has_credential and has_secret:
+            raise serializers.ValidationError({"credential": ["Give a credential or a password, not both."]})
+        return data
+
+    def create(self, validated: dict[str, Any]) -> Source:
+        return services.create_source(actor=self.context["request"].user, **validated)
+
+    def update(self, instance: Source, validated: dict[str, Any]) -> Source:
+        return services.update_source(actor=self.context["request"].user, source=instance, **validated)
+
+
+class DiscoveryRunSerializer(serializers.ModelSerializer):
+    source_name = serializers.CharField(source="source.name", read_only=True)
+
+    class Meta:
+        model = DiscoveryRun
+        fields = [
+            "id",
+            "source",
+            "source_name",
+            "state",
+            "trigger",
+            "queued_at",
+            "started_at",
+            "finished_at",
+            "phase",
+            "found",
+            "added",
+            "updated",
+            "gone",
+            "returned",
+            "error_code",
+            "error",
+        ]
+        read_only_fields = fields
+
+
+class MachineChangeSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = MachineChange
+        fields = ["id", "at", "kind", "summary", "detail"]
+        read_only_fields = fields
+
+
+class EnrolmentTokenSerializer(serializers.ModelSerializer):
+    hours = serializers.IntegerField(write_only=True, min_value=1, max_value=24 * 30, default=24)
+    token = serializers.SerializerMethodField()
+    groups = serializers.PrimaryKeyRelatedField(
+        many=True, required=False, queryset=MachineGroup.objects.all()
+    )
+
+    class Meta:
+        model = EnrolmentToken
+        fields = [
+            "id",
+            "label",
+            "prefix",
+            "groups",
+            "hours",
+            "token",
+            "created_at",
+            "expires_at",
+            "used_at",
+            "revoked_at",
+        ]
+        read_only_fields = ["prefix", "created_at", "expires_at", "used_at", "revoked_at"]
+
+    def get_token(self, obj: EnrolmentToken) -> str | None:
+        """Only in the answer to the creation: the token is never shown again."""
+        return self.context.get("token_value")
+
+    def create(self, validated: dict[str, Any]) -> EnrolmentToken:
+        token, value = agents.create_enrolment_token(actor=self.context["request"].user, **validated)
+        self.context["token_value"] = value
+        return token
+
+
+class AgentEnrolSerializer(serializers.Serializer):
+    token = serializers.CharField(max_length=200)
+    facts = serializers.DictField()
+
+    def validate_facts(self, value: dict[str, Any]) -> dict[str, Any]:
+        if not str(value.get("machine_id") or "").strip():
+            raise serializers.ValidationError("machine_id is required.")
+        if not str(value.get("hostname") or "").strip():
+            raise serializers.ValidationError("hostname is required.")
+        return value
+
+
+class AgentHeartbeatSerializer(serializers.Serializer):
+    facts = serializers.DictField(required=False, default=dict)

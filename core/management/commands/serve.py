@@ -22,12 +22,23 @@ class Command(BaseCommand):
         # incremental (about a second when nothing changed), so serve always does it rather than rely on a
         # separate step.
         call_command("collectstatic", interactive=False, verbosity=0)
-        worker = None
+        worker = beat = watch = None
         if settings.BULWARK_EMBEDDED_WORKER:
+            from celery.beat import EmbeddedService
+
+            from config.celery import app
             from core.worker import EmbeddedWorker
 
             worker = EmbeddedWorker(concurrency=settings.BULWARK_EMBEDDED_WORKER_THREADS)
             worker.start()
+            # Periodic discoveries and checks (production runs `celery -A config beat` instead).
+            beat = EmbeddedService(app, thread=True)
+            beat.start()
+        if settings.BULWARK_EMBEDDED_WATCH:
+            from inventory.watch import WatchManager
+
+            watch = WatchManager()
+            watch.start()
         self.stdout.write(f"Bulwark console at http://{host}:{port}/ (Ctrl+C stops it)")
         try:
             uvicorn.run(
@@ -40,5 +51,9 @@ class Command(BaseCommand):
                 proxy_headers=bool(getattr(settings, "SECURE_PROXY_SSL_HEADER", None)),
             )
         finally:
+            if watch is not None:
+                watch.stop()
+            if beat is not None:
+                beat.stop()
             if worker is not None:
                 worker.stop()

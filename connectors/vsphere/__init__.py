@@ -1,0 +1,163 @@
+"""VMware vSphere (vCenter or a standalone ESXi host) through pyvmomi."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any
+
+from pyVmomi import vim, vmodl
+
+from connectors.base import (
+    NO_PROGRESS,
+    Change,
+    ConnectorError,
+    Endpoint,
+    Inventory,
+    ProtocolError,
+    Unreachable,
+)
+from connectors.vsphere.inventory import (
+    VM_PROPERTIES,
+    Topology,
+    moref,
+    read_machine,
+    read_machines,
+    read_topology,
+)
+from connectors.vsphere.session import fault_message, port_of, session
+from connectors.vsphere.tags import TagClient
+from engine.progress import Progress
+
+WATCH_WAIT_SECONDS = 2
+
+
+class VSphereConnector:
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+
+    def test(self) -> str:
+        with session(self.endpoint) as instance:
+            about = instance.content.about
+            return f"{about.fullName} ({about.apiType})"
+
+    def _is_vcenter(self, content: Any) -> bool:
+        return str(content.about.apiType) == "VirtualCenter"
+
+    def _tags(self, content: Any) -> dict[str, list[str]]:
+        if not self._is_vcenter(content):
+            return {}  # a standalone ESXi host has no tagging service
+        return self._tags_with(TagClient(self.endpoint, port_of(self.endpoint)))
+
+    def discover(self, progress: Progress = NO_PROGRESS) -> Inventory:
+        with session(self.endpoint) as instance:
+            content = instance.content
+            try:
+                progress.step(0, 3, "reading the topology")
+                topology = read_topology(content)
+                progress.step(1, 3, "reading tags")
+                tags = self._tags(content)
+                progress.step(2, 3, "reading virtual machines")
+                machines = read_machines(content, topology, tags)
+            except vmodl.MethodFault as error:
+                raise ProtocolError(
+                    f"{self.endpoint.address} failed the inventory query: {fault_message(error)}"
+                ) from None
+            except (OSError, EOFError) as error:
+                raise Unreachable(
+                    f"lost the connection to {self.endpoint.address} during discovery: {error}"
+                ) from None
+            progress.step(3, 3, "done")
+            return Inventory(
+                source_id=str(content.about.instanceUuid or self.endpoint.address),
+                product=f"{content.about.fullName}",
+                machines=machines,
+                topology=topology.summary(),
+            )
+
+    def watch(self, on_change: Callable[[list[Change]], None], stop: threading.Event) -> None:
+        """WaitForUpdatesEx on every VM: creations, clones, renames, moves, power changes and removals arrive
+        within seconds. The first answer (every existing VM) is skipped: a full discovery precedes a watch."""
+        with session(self.endpoint) as instance:
+            content = instance.content
+            try:
+                self._watch(content, on_change, stop)
+            except ConnectorError:
+                raise
+            except vmodl.MethodFault as error:
+                raise ProtocolError(
+                    f"watching {self.endpoint.address} failed: {fault_message(error)}"
+                ) from None
+            except (OSError, EOFError) as error:
+                raise Unreachable(f"lost the watch on {self.endpoint.address}: {error}") from None
+
+    def _watch(self, content: Any, on_change: Callable[[list[Change]], None], stop: threading.Event) -> None:
+        topology = read_topology(content)
+        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+        collector = content.propertyCollector.CreatePropertyCollector()
+        traversal = vmodl.query.PropertyCollector.TraversalSpec(
+            name="view", path="view", skip=False, type=vim.view.ContainerView
+        )
+        spec = vmodl.query.PropertyCollector.FilterSpec(
+            objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=view, skip=True, selectSet=[traversal])],
+            propSet=[
+                vmodl.query.PropertyCollector.PropertySpec(type=vim.VirtualMachine, pathSet=VM_PROPERTIES)
+            ],
+        )
+        property_filter = collector.CreateFilter(spec, partialUpdates=False)
+        tag_client = TagClient(self.endpoint, port_of(self.endpoint)) if self._is_vcenter(content) else None
+        try:
+            version = ""
+            first = True
+            options = vmodl.query.PropertyCollector.WaitOptions(maxWaitSeconds=WATCH_WAIT_SECONDS)
+            while not stop.is_set():
+                update = collector.WaitForUpdatesEx(version, options)
+                if update is None:
+                    continue
+                version = update.version
+                if first:
+                    first = False
+                    continue
+                changes = self._changes(content, update, topology, tag_client)
+                if changes:
+                    on_change(changes)
+        finally:
+            with suppress(Exception):  # the session may be gone already
+                property_filter.Destroy()
+                collector.Destroy()
+                view.Destroy()
+
+    def _changes(
+        self, content: Any, update: Any, topology: Topology, tag_client: TagClient | None
+    ) -> list[Change]:
+        changes: list[Change] = []
+        tags_by_object: dict[str, list[str]] | None = None
+        for filter_set in update.filterSet or []:
+            for object_update in filter_set.objectSet or []:
+                ref = moref(object_update.obj)
+                if object_update.kind == "leave":
+                    changes.append(Change(kind="remove", external_id=ref))
+                    continue
+                known = {
+                    topology.names.get(moref(p.val))
+                    for p in object_update.changeSet or []
+                    if hasattr(p.val, "_moId")
+                }
+                if None in known:  # a new host, folder or pool: read the topology again
+                    topology.__dict__.update(read_topology(content).__dict__)
+                if tags_by_object is None:  # once per batch of changes, however many VMs it names
+                    tags_by_object = self._tags_with(tag_client) if tag_client is not None else {}
+                machine = read_machine(content, object_update.obj, topology, tags_by_object.get(ref, []))
+                if machine is None:
+                    changes.append(Change(kind="remove", external_id=ref))
+                else:
+                    changes.append(Change(kind="upsert", machine=machine))
+        return changes
+
+    def _tags_with(self, client: TagClient) -> dict[str, list[str]]:
+        client.login()
+        try:
+            return client.tags_by_object()
+        finally:
+            client.logout()

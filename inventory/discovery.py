@@ -1,0 +1,409 @@
+"""Discovery: a connector's inventory becomes machines, matched by identity, in a handful of queries.
+
+A failed discovery changes nothing but the run and the source's state: machines are marked gone only after a
+complete, successful inventory that no longer lists them. A clone has a new identity and so becomes a new
+machine; a rename, a move or a vMotion keeps the machine and adds a line to its history.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import close_old_connections, transaction
+from django.utils import timezone
+
+from connectors.base import Change, Connector, ConnectorError, DiscoveredMachine, Endpoint
+from connectors.registry import connector_for
+from core import audit
+from core.events import ADMINS, publish, publish_machine_event
+from core.models import User
+from inventory.choices import ChangeKind, DiscoveryState, DiscoveryTrigger, SourceState
+from inventory.models import DiscoveryRun, Disk, Machine, MachineChange, Source
+
+logger = logging.getLogger(__name__)
+
+# Fields a discovery owns (people own owner, jurisdiction and groups; discovery fills jurisdiction only when
+# it is empty).
+DISCOVERED_FIELDS = (
+    "name",
+    "kind",
+    "platform",
+    "hostname",
+    "guest_os",
+    "external_id",
+    "bios_uuid",
+    "power_state",
+    "datacenter",
+    "cluster",
+    "host",
+    "folder",
+    "resource_pool",
+    "datastores",
+    "tags",
+    "attributes",
+    "ip_addresses",
+    "template",
+    "facts",
+)
+PLACEMENT = ("datacenter", "cluster", "host", "folder", "resource_pool")
+ConnectorFactory = Callable[[Endpoint], Connector]
+
+
+@dataclass
+class SyncResult:
+    found: int = 0
+    added: list[Machine] = field(default_factory=list)
+    updated: list[Machine] = field(default_factory=list)
+    gone: list[Machine] = field(default_factory=list)
+    returned: list[Machine] = field(default_factory=list)
+
+    @property
+    def touched(self) -> list[Machine]:
+        return [*self.added, *self.updated]
+
+
+# --- queueing ----------------------------------------------------------------------------------------------------
+def queue_discovery(
+    *, source: Source, actor: User | None, trigger: str = DiscoveryTrigger.MANUAL
+) -> DiscoveryRun:
+    """Queue a discovery of one source (or return the one already queued or running)."""
+    from inventory import tasks
+
+    with transaction.atomic():
+        Source.objects.select_for_update().filter(pk=source.pk).first()
+        active = DiscoveryRun.objects.filter(
+            source=source, state__in=[DiscoveryState.QUEUED, DiscoveryState.RUNNING]
+        ).first()
+        if active is not None:
+            return active
+        run = DiscoveryRun.objects.create(source=source, trigger=trigger, requested_by=actor)
+        if trigger == DiscoveryTrigger.MANUAL:
+            audit.record("discovery.start", actor=actor, target=source)
+        transaction.on_commit(lambda: tasks.discover.delay(run.pk))
+    _publish_run(run)
+    return run
+
+
+def queue_due_discoveries(*, now: datetime.datetime | None = None) -> list[DiscoveryRun]:
+    """Queue every enabled source whose interval has passed since its last attempt."""
+    now = now or timezone.now()
+    runs = []
+    for source in Source.objects.filter(enabled=True):
+        due = source.last_attempt_at is None or (
+            now - source.last_attempt_at >= datetime.timedelta(minutes=source.discovery_interval_minutes)
+        )
+        if due:
+            runs.append(queue_discovery(source=source, actor=None, trigger=DiscoveryTrigger.SCHEDULE))
+    return runs
+
+
+# --- running -----------------------------------------------------------------------------------------------------
+class RunProgress:
+    """Progress of a discovery, to the admins' event stream (at most a few messages a second)."""
+
+    def __init__(self, run: DiscoveryRun, *, interval: float = 0.25) -> None:
+        self.run = run
+        self.interval = interval
+        self._last = 0.0
+
+    def step(self, done: int, total: int | None, phase: str) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval and not (total is not None and done >= total):
+            return
+        self._last = now
+        DiscoveryRun.objects.filter(pk=self.run.pk).update(phase=phase[:100])
+        publish(
+            "discovery.progress",
+            {"run": self.run.pk, "source": self.run.source_id, "done": done, "total": total, "phase": phase},
+            groups=[ADMINS],
+        )
+
+
+def run_discovery(run_id: int, *, factory: ConnectorFactory = connector_for) -> DiscoveryRun:
+    """Claim a queued run and discover its source. A second delivery of the same message does nothing."""
+    now = timezone.now()
+    if not DiscoveryRun.objects.filter(pk=run_id, state=DiscoveryState.QUEUED).update(
+        state=DiscoveryState.RUNNING, started_at=now
+    ):
+        return DiscoveryRun.objects.get(pk=run_id)
+    run = DiscoveryRun.objects.select_related("source", "source__credential").get(pk=run_id)
+    source = run.source
+    Source.objects.filter(pk=source.pk).update(last_attempt_at=now)
+    _publish_run(run)
+    try:
+        inventory = factory(source.endpoint()).discover(RunProgress(run))
+    except ConnectorError as error:
+        return _fail(run, error.code, str(error))
+    except Exception as error:  # a bug or an unexpected answer: the run says so, the inventory stays
+        logger.exception("discovery of source %s failed unexpectedly", source.pk)
+        return _fail(run, "internal", f"unexpected error: {type(error).__name__}: {error}")
+    result = apply_inventory(source, inventory.machines, complete=True)
+    with transaction.atomic():
+        run.state = DiscoveryState.SUCCEEDED
+        run.finished_at = timezone.now()
+        run.phase = "done"
+        run.found = result.found
+        run.added, run.updated = len(result.added), len(result.updated)
+        run.gone, run.returned = len(result.gone), len(result.returned)
+        run.save()
+        Source.objects.filter(pk=source.pk).update(
+            state=SourceState.OK,
+            last_error="",
+            last_success_at=run.finished_at,
+            product=inventory.product[:255],
+            remote_id=inventory.source_id[:100],
+            topology=inventory.topology,
+        )
+        from protection import services as protection
+
+        protection.resolve_alerts(key=f"discovery:{source.pk}")
+    _after_sync(result)
+    _publish_run(run)
+    return run
+
+
+def _fail(run: DiscoveryRun, code: str, reason: str) -> DiscoveryRun:
+    from protection import services as protection
+    from protection.choices import AlertKind, Severity
+
+    with transaction.atomic():
+        run.state = DiscoveryState.FAILED
+        run.finished_at = timezone.now()
+        run.error_code, run.error = code, reason
+        run.save()
+        Source.objects.filter(pk=run.source_id).update(state=SourceState.FAILED, last_error=reason)
+        protection.raise_alert(
+            kind=AlertKind.DISCOVERY_FAILED,
+            key=f"discovery:{run.source_id}",
+            message=f"Discovery of {run.source.name} failed: {reason}",
+            severity=Severity.CRITICAL,
+            source=run.source,
+        )
+    _publish_run(run)
+    return run
+
+
+def _publish_run(run: DiscoveryRun) -> None:
+    data = {
+        "run": run.pk,
+        "source": run.source_id,
+        "state": run.state,
+        "found": run.found,
+        "added": run.added,
+        "gone": run.gone,
+        "error": run.error,
+    }
+    transaction.on_commit(lambda: publish("discovery.state", data, groups=[ADMINS]))
+
+
+# --- applying an inventory ---------------------------------------------------------------------------------------
+def _values(source: Source, discovered: DiscoveredMachine) -> dict[str, Any]:
+    return {
+        "name": discovered.name[:255],
+        "kind": discovered.kind,
+        "platform": discovered.platform,
+        "hostname": discovered.hostname[:255],
+        "guest_os": discovered.guest_os[:255],
+        "external_id": discovered.external_id[:200],
+        "bios_uuid": discovered.bios_uuid[:64],
+        "power_state": discovered.power_state[:32],
+        "datacenter": discovered.datacenter[:255],
+        "cluster": discovered.cluster[:255],
+        "host": discovered.host[:255],
+        "folder": discovered.folder[:1000],
+        "resource_pool": discovered.resource_pool[:1000],
+        "datastores": list(discovered.datastores),
+        "tags": list(discovered.tags),
+        "attributes": dict(discovered.attributes),
+        "ip_addresses": list(discovered.ip_addresses),
+        "template": discovered.template,
+        "facts": {
+            **discovered.facts,
+            **({"checkpoints": discovered.checkpoints} if discovered.checkpoints else {}),
+        },
+    }
+
+
+def _describe_changes(machine: Machine, values: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """History lines for what changed: (kind, summary, detail)."""
+    lines = []
+    if values["name"] != machine.name:
+        lines.append(
+            (ChangeKind.RENAMED, f"renamed from {machine.name} to {values['name']}", {"from": machine.name})
+        )
+    moved = {
+        key: (getattr(machine, key), values[key]) for key in PLACEMENT if getattr(machine, key) != values[key]
+    }
+    if moved:
+        if set(moved) == {"host"}:
+            summary = f"moved from host {moved['host'][0] or '?'} to {moved['host'][1] or '?'} (vMotion / live migration)"
+        else:
+            summary = "moved: " + ", ".join(
+                f"{key.replace('_', ' ')} {old or '-'} → {new or '-'}" for key, (old, new) in moved.items()
+            )
+        lines.append((ChangeKind.MOVED, summary, {key: list(pair) for key, pair in moved.items()}))
+    return lines
+
+
+@transaction.atomic
+def apply_inventory(source: Source, machines: Iterable[DiscoveredMachine], *, complete: bool) -> SyncResult:
+    """Upsert discovered machines by identity. With `complete` (a whole, successful inventory), machines of
+    this source that it no longer lists are marked gone. A fixed number of queries, whatever the count."""
+    now = timezone.now()
+    discovered = {m.identity: m for m in machines}
+    result = SyncResult(found=len(discovered))
+    existing = {m.identity: m for m in Machine.objects.filter(identity__in=list(discovered))}
+    history: list[MachineChange] = []
+    new: list[Machine] = []
+    changed: list[Machine] = []
+    for identity, item in discovered.items():
+        values = _values(source, item)
+        machine = existing.get(identity)
+        if machine is None:
+            machine = Machine(
+                identity=identity,
+                source=source,
+                jurisdiction=source.jurisdiction,
+                first_seen=now,
+                last_seen=now,
+                **values,
+            )
+            new.append(machine)
+            continue
+        lines = _describe_changes(machine, values)
+        dirty = any(getattr(machine, key) != value for key, value in values.items())
+        if machine.gone_since is not None:
+            lines.append(
+                (
+                    ChangeKind.RETURNED,
+                    f"seen again after being gone since {machine.gone_since:%Y-%m-%d %H:%M}",
+                    {},
+                )
+            )
+            machine.gone_since = None
+            result.returned.append(machine)
+            dirty = True
+        if machine.source_id != source.pk:
+            lines.append((ChangeKind.MOVED, f"now reported by source {source.name}", {"source": source.pk}))
+            machine.source = source
+            dirty = True
+        for key, value in values.items():
+            setattr(machine, key, value)
+        if not machine.jurisdiction and source.jurisdiction:
+            machine.jurisdiction = source.jurisdiction
+        machine.last_seen = now
+        history += [
+            MachineChange(machine=machine, at=now, kind=k, summary=s[:500], detail=d) for k, s, d in lines
+        ]
+        if dirty:
+            result.updated.append(machine)
+        changed.append(machine)
+    Machine.objects.bulk_create(new, batch_size=500)
+    result.added = new
+    history += [
+        MachineChange(
+            machine=m, at=now, kind=ChangeKind.DISCOVERED, summary=f"discovered in {source.name}"[:500]
+        )
+        for m in new
+    ]
+    if changed:
+        Machine.objects.bulk_update(
+            changed, [*DISCOVERED_FIELDS, "gone_since", "source", "jurisdiction", "last_seen"], batch_size=500
+        )
+    _sync_disks([*new, *changed], discovered)
+    if complete:
+        missing = list(
+            Machine.objects.filter(source=source, gone_since__isnull=True).exclude(
+                identity__in=list(discovered)
+            )
+        )
+        for machine in missing:
+            machine.gone_since = now
+            history.append(
+                MachineChange(
+                    machine=machine, at=now, kind=ChangeKind.GONE, summary=f"no longer in {source.name}"
+                )
+            )
+        if missing:
+            Machine.objects.filter(pk__in=[m.pk for m in missing]).update(gone_since=now)
+        result.gone = missing
+    MachineChange.objects.bulk_create(history, batch_size=500)
+    return result
+
+
+def _sync_disks(machines: list[Machine], discovered: dict[str, DiscoveredMachine]) -> None:
+    by_machine: dict[int, dict[str, Disk]] = {}
+    for disk in Disk.objects.filter(machine__in=[m.pk for m in machines]):
+        by_machine.setdefault(disk.machine_id, {})[disk.key] = disk
+    create, update, delete = [], [], []
+    for machine in machines:
+        have = by_machine.get(machine.pk, {})
+        want = {d.key: d for d in discovered[machine.identity].disks}
+        for key, item in want.items():
+            values = {
+                "label": item.label[:255],
+                "capacity_bytes": item.capacity_bytes,
+                "path": item.path[:1000],
+                "change_tracking": item.change_tracking,
+            }
+            disk = have.get(key)
+            if disk is None:
+                create.append(Disk(machine=machine, key=key[:100], **values))
+            elif any(getattr(disk, k) != v for k, v in values.items()):
+                for k, v in values.items():
+                    setattr(disk, k, v)
+                update.append(disk)
+        delete += [disk.pk for key, disk in have.items() if key not in want]
+    if delete:
+        Disk.objects.filter(pk__in=delete).delete()
+    Disk.objects.bulk_create(create, batch_size=500)
+    if update:
+        Disk.objects.bulk_update(
+            update, ["label", "capacity_bytes", "path", "change_tracking"], batch_size=500
+        )
+
+
+def apply_changes(source: Source, changes: list[Change]) -> SyncResult:
+    """What a watch saw: upserts (new, cloned, renamed, moved VMs) and removals, applied at once."""
+    upserts = [c.machine for c in changes if c.kind == "upsert" and c.machine is not None]
+    removed = [c.external_id for c in changes if c.kind == "remove" and c.external_id]
+    with transaction.atomic():
+        result = apply_inventory(source, upserts, complete=False)
+        if removed:
+            now = timezone.now()
+            gone = list(
+                Machine.objects.filter(source=source, external_id__in=removed, gone_since__isnull=True)
+            )
+            Machine.objects.filter(pk__in=[m.pk for m in gone]).update(gone_since=now)
+            MachineChange.objects.bulk_create(
+                MachineChange(machine=m, at=now, kind=ChangeKind.GONE, summary=f"removed from {source.name}")
+                for m in gone
+            )
+            result.gone = gone
+    _after_sync(result)
+    return result
+
+
+def _after_sync(result: SyncResult) -> None:
+    """Rules for new and changed machines (a clone is protected now, not at the next schedule); live events."""
+    from protection import services as protection
+
+    if result.touched:
+        protection.apply_rules(result.touched)
+    for machine in result.added:
+        transaction.on_commit(
+            lambda m=machine: publish_machine_event("machine.discovered", m, {"name": m.name})
+        )
+    for machine in [*result.updated, *result.gone]:
+        transaction.on_commit(lambda m=machine: publish_machine_event("machine.changed", m, {"name": m.name}))
+
+
+def test_source(source: Source, *, timeout: float = 15.0, factory: ConnectorFactory = connector_for) -> str:
+    """Connect and log in now; returns what answered, or raises ConnectorError with the reason."""
+    close_old_connections()
+    return factory(source.endpoint(timeout=timeout)).test()

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from inventory.models import Source
+from protection import services
+from protection.choices import RuleAction
+from protection.models import Alert, Policy, ProtectionRule
+from protection.rules import Decision
+
+
+class PolicySerializer(serializers.ModelSerializer):
+    machines = serializers.IntegerField(source="machine_count", read_only=True)
+
+    class Meta:
+        model = Policy
+        fields = ["id", "name", "description", "rpo_minutes", "enabled", "machines", "created_at"]
+        read_only_fields = ["created_at"]
+
+    def create(self, validated: dict[str, Any]) -> Policy:
+        return services.create_policy(actor=self.context["request"].user, **validated)
+
+    def update(self, instance: Policy, validated: dict[str, Any]) -> Policy:
+        return services.update_policy(actor=self.context["request"].user, policy=instance, **validated)
+
+
+RULE_FIELDS = [
+    "name",
+    "position",
+    "enabled",
+    "action",
+    "policy",
+    "mode",
+    "match_source",
+    "match_platform",
+    "match_name",
+    "match_tags",
+    "match_folder",
+    "match_resource_pool",
+    "match_host",
+    "match_guest_os",
+]
+
+
+class ProtectionRuleSerializer(serializers.ModelSerializer):
+    position = serializers.IntegerField(required=False, min_value=0)
+    match_source = serializers.PrimaryKeyRelatedField(
+        queryset=Source.objects.all(), required=False, allow_null=True
+    )
+
+    class Meta:
+        model = ProtectionRule
+        fields = ["id", *RULE_FIELDS, "created_at", "updated_at"]
+        read_only_fields = ["created_at", "updated_at"]
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        merged = {name: getattr(self.instance, name) for name in RULE_FIELDS} if self.instance else {}
+        merged.update(data)
+        action = merged.get("action") or RuleAction.INCLUDE
+        if action == RuleAction.INCLUDE and merged.get("policy") is None:
+            raise serializers.ValidationError({"policy": ["An include rule needs the policy it assigns."]})
+        if action == RuleAction.EXCLUDE and merged.get("policy") is not None:
+            raise serializers.ValidationError({"policy": ["An exclusion assigns no policy: leave it empty."]})
+        criteria = [name for name in RULE_FIELDS if name.startswith("match_") and merged.get(name)]
+        if not criteria:
+            raise serializers.ValidationError(
+                {
+                    "non_field_errors": [
+                        "Set at least one criterion (a rule matching everything is a policy default)."
+                    ]
+                }
+            )
+        return data
+
+    def create(self, validated: dict[str, Any]) -> ProtectionRule:
+        return services.create_rule(actor=self.context["request"].user, **validated)
+
+    def update(self, instance: ProtectionRule, validated: dict[str, Any]) -> ProtectionRule:
+        return services.update_rule(actor=self.context["request"].user, rule=instance, **validated)
+
+
+class AlertSerializer(serializers.ModelSerializer):
+    machine_name = serializers.CharField(source="machine.name", read_only=True, default=None)
+
+    class Meta:
+        model = Alert
+        fields = [
+            "id",
+            "kind",
+            "severity",
+            "machine",
+            "machine_name",
+            "source",
+            "message",
+            "raised_at",
+            "resolved_at",
+        ]
+        read_only_fields = fields
+
+
+class AssignSerializer(serializers.Serializer):
+    policy = serializers.PrimaryKeyRelatedField(queryset=Policy.objects.all(), allow_null=True)
+    reason = serializers.CharField(max_length=400, required=False, allow_blank=True)
+
+
+def decision_data(decision: Decision, assignment: Any) -> dict[str, Any]:
+    """The answer to "why is this machine protected, or not?", rule by rule."""
+    return {
+        "protected": assignment is not None,
+        "policy": {"id": assignment.policy_id, "name": assignment.policy.name} if assignment else None,
+        "assigned_by": (
+            {
+                "rule": assignment.rule.name if assignment.rule else None,
+                "person": assignment.assigned_by.get_username() if assignment.assigned_by else None,
+            }
+            if assignment
+            else None
+        ),
+        "reason": assignment.reason if assignment else "",
+        "rules_say": decision.summary,
+        "excluded_by": decision.excluded_by.name if decision.excluded_by else None,
+        "rules": [
+            {
+                "id": result.rule.pk,
+                "name": result.rule.name,
+                "position": result.rule.position,
+                "action": result.rule.action,
+                "enabled": result.rule.enabled,
+                "matched": result.matched,
+                "note": result.note,
+                "criteria": [
+                    {"name": c.name, "wanted": c.wanted, "actual": c.actual, "matched": c.matched}
+                    for c in result.criteria
+                ],
+            }
+            for result in decision.trace
+        ],
+    }

@@ -1,0 +1,367 @@
+"""Use cases of protection: policies, rules, assignments (by rule or by a person), and alerts."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from core import audit
+from core.events import ADMINS, publish, publish_machine_event
+from core.models import User
+from inventory.choices import ChangeKind
+from inventory.models import Machine, MachineChange
+from protection.choices import AlertKind, RuleMode, Severity
+from protection.models import Alert, Assignment, Policy, ProtectionRule
+from protection.rules import Decision, evaluate
+
+POLICY_AUDIT_FIELDS = ("name", "description", "rpo_minutes", "enabled")
+RULE_AUDIT_FIELDS = (
+    "name",
+    "position",
+    "enabled",
+    "action",
+    "policy",
+    "mode",
+    "match_source",
+    "match_platform",
+    "match_name",
+    "match_tags",
+    "match_folder",
+    "match_resource_pool",
+    "match_host",
+    "match_guest_os",
+)
+
+
+# --- policies --------------------------------------------------------------------------------------------------
+@transaction.atomic
+def create_policy(*, actor: User | None, name: str, description: str = "", rpo_minutes: int = 1440) -> Policy:
+    """Create a policy rules and people can assign."""
+    policy = Policy.objects.create(name=name, description=description, rpo_minutes=rpo_minutes)
+    audit.record(
+        "policy.create", actor=actor, target=policy, after=audit.snapshot(policy, POLICY_AUDIT_FIELDS)
+    )
+    return policy
+
+
+@transaction.atomic
+def update_policy(*, actor: User | None, policy: Policy, **fields: Any) -> Policy:
+    """Change a policy's name, description, RPO or enabled state."""
+    before = audit.snapshot(policy, POLICY_AUDIT_FIELDS)
+    for name, value in fields.items():
+        if name not in POLICY_AUDIT_FIELDS:
+            raise TypeError(f"unknown policy field {name}")
+        setattr(policy, name, value)
+    policy.save()
+    audit.record(
+        "policy.update",
+        actor=actor,
+        target=policy,
+        before=before,
+        after=audit.snapshot(policy, POLICY_AUDIT_FIELDS),
+    )
+    return policy
+
+
+# --- rules -----------------------------------------------------------------------------------------------------
+def _rules() -> list[ProtectionRule]:
+    return list(ProtectionRule.objects.select_related("policy", "match_source").order_by("position"))
+
+
+@transaction.atomic
+def create_rule(*, actor: User | None, apply: bool = True, **fields: Any) -> ProtectionRule:
+    """Add a rule (at the end unless a position is given) and apply the rules to every machine."""
+    if fields.get("position") is None:
+        last = ProtectionRule.objects.aggregate(last=Max("position"))["last"]
+        fields["position"] = (last or 0) + 10
+    else:
+        _make_room(fields["position"])
+    rule = ProtectionRule.objects.create(**fields)
+    audit.record("rule.create", actor=actor, target=rule, after=audit.snapshot(rule, RULE_AUDIT_FIELDS))
+    if apply:
+        apply_rules(Machine.objects.present(), actor=actor)
+    return rule
+
+
+def _make_room(position: int, *, exclude: int | None = None) -> None:
+    """Shift rules at or after `position` down by one step, so the new position is free."""
+    taken = ProtectionRule.objects.filter(position=position).exclude(pk=exclude).exists()
+    if not taken:
+        return
+    for rule in (
+        ProtectionRule.objects.filter(position__gte=position).exclude(pk=exclude).order_by("-position")
+    ):
+        rule.position += 1
+        rule.save(update_fields=["position"])
+
+
+@transaction.atomic
+def update_rule(
+    *, actor: User | None, rule: ProtectionRule, apply: bool = True, **fields: Any
+) -> ProtectionRule:
+    """Change a rule; the rules are applied again to every machine."""
+    before = audit.snapshot(rule, RULE_AUDIT_FIELDS)
+    if "position" in fields and fields["position"] != rule.position:
+        _make_room(fields["position"], exclude=rule.pk)
+    for name, value in fields.items():
+        setattr(rule, name, value)
+    rule.save()
+    audit.record(
+        "rule.update", actor=actor, target=rule, before=before, after=audit.snapshot(rule, RULE_AUDIT_FIELDS)
+    )
+    if apply:
+        apply_rules(Machine.objects.present(), actor=actor)
+    return rule
+
+
+@transaction.atomic
+def move_rule(*, actor: User | None, rule: ProtectionRule, direction: int) -> ProtectionRule:
+    """Swap a rule with its neighbour above (-1) or below (+1)."""
+    rules = _rules()
+    index = next(i for i, r in enumerate(rules) if r.pk == rule.pk)
+    other_index = index + (1 if direction > 0 else -1)
+    if not 0 <= other_index < len(rules):
+        return rule
+    other = rules[other_index]
+    mine, theirs = rule.position, other.position
+    # Through a free position, so the unique constraint holds at every step.
+    ProtectionRule.objects.filter(pk=rule.pk).update(position=max(mine, theirs) + 100000)
+    ProtectionRule.objects.filter(pk=other.pk).update(position=mine)
+    ProtectionRule.objects.filter(pk=rule.pk).update(position=theirs)
+    rule.refresh_from_db()
+    audit.record("rule.move", actor=actor, target=rule, before={"position": mine}, after={"position": theirs})
+    apply_rules(Machine.objects.present(), actor=actor)
+    return rule
+
+
+@transaction.atomic
+def delete_rule(*, actor: User | None, rule: ProtectionRule) -> None:
+    """Delete a rule. Its assignments stay (their reason keeps the rule's name); rules are applied again."""
+    audit.record("rule.delete", actor=actor, target=rule, before=audit.snapshot(rule, RULE_AUDIT_FIELDS))
+    rule.delete()
+    apply_rules(Machine.objects.present(), actor=actor)
+
+
+def dry_run(rule: ProtectionRule, machines: Iterable[Machine]) -> list[tuple[Machine, Decision]]:
+    """Machines this rule (as given, saved or not) would match, with what all rules would then decide."""
+    others = [r for r in _rules() if r.pk != rule.pk]
+    rules = [*others, rule]
+    matched = []
+    for machine in machines:
+        decision = evaluate(machine, rules)
+        if any(result.rule is rule and result.matched for result in decision.trace):
+            matched.append((machine, decision))
+    return matched
+
+
+# --- assignments -----------------------------------------------------------------------------------------------
+def _history(machine: Machine, summary: str, **detail: Any) -> None:
+    MachineChange.objects.create(
+        machine=machine, kind=ChangeKind.PROTECTION, summary=summary[:500], detail=detail
+    )
+
+
+@transaction.atomic
+def assign_policy(
+    *, actor: User, machine: Machine, policy: Policy | None, reason: str = ""
+) -> Assignment | None:
+    """A person puts a machine under a policy (rules no longer change it), or takes it off (policy None:
+    the rules decide again)."""
+    current = Assignment.objects.filter(machine=machine).select_related("policy").first()
+    before = {
+        "policy": current.policy.name if current else None,
+        "by": "rule" if current and current.rule_id else "person",
+    }
+    if policy is None:
+        if current is not None:
+            current.delete()
+            _history(machine, f"{actor} removed policy {current.policy}", by=actor.get_username())
+        audit.record("assignment.clear", actor=actor, target=machine, before=before, after={"policy": None})
+        apply_rules([machine], actor=actor)
+        return Assignment.objects.filter(machine=machine).first()
+    why = reason or f"assigned by {actor.get_username()}"
+    assignment, _ = Assignment.objects.update_or_create(
+        machine=machine,
+        defaults={
+            "policy": policy,
+            "rule": None,
+            "assigned_by": actor,
+            "reason": why,
+            "assigned_at": timezone.now(),
+        },
+    )
+    _history(machine, f"{actor} assigned policy {policy}", by=actor.get_username(), policy=policy.name)
+    audit.record("assignment.set", actor=actor, target=machine, before=before, after={"policy": policy.name})
+    _resolve(f"unprotected:{machine.pk}")
+    transaction.on_commit(
+        lambda: publish_machine_event("machine.protection", machine, {"policy": policy.name})
+    )
+    return assignment
+
+
+def apply_rules(machines: Iterable[Machine], *, actor: User | None = None) -> dict[str, int]:
+    """Bring rule-made assignments in line with the rules. Returns counts of assigned / changed / removed.
+
+    A person's assignment is never touched. An assign-only rule never takes a policy away; an
+    assign-and-remove rule's assignment follows it (moves to another rule's policy, or goes)."""
+    rules = _rules()
+    counts = {"assigned": 0, "changed": 0, "removed": 0}
+    machine_list = list(machines)
+    current = {
+        a.machine_id: a
+        for a in Assignment.objects.filter(machine__in=[m.pk for m in machine_list]).select_related(
+            "policy", "rule"
+        )
+    }
+    now = timezone.now()
+    with transaction.atomic():
+        for machine in machine_list:
+            if machine.template:
+                continue
+            decision = evaluate(machine, rules)
+            existing = current.get(machine.pk)
+            change = _reconcile(machine, existing, decision, now)
+            if change:
+                counts[change] += 1
+    return counts
+
+
+def _reconcile(
+    machine: Machine, existing: Assignment | None, decision: Decision, now: datetime.datetime
+) -> str:
+    if existing is not None and existing.rule_id is None:
+        return ""  # a person decided
+    follows_rule = (
+        existing is not None
+        and existing.rule is not None
+        and existing.rule.mode == RuleMode.ASSIGN_AND_REMOVE
+    )
+    wanted = decision.policy
+    if existing is None:
+        if wanted is None or decision.rule is None or not wanted.enabled:
+            return ""
+        Assignment.objects.create(
+            machine=machine, policy=wanted, rule=decision.rule, reason=decision.summary, assigned_at=now
+        )
+        _history(machine, f"{decision.summary}", rule=decision.rule.name, policy=wanted.name)
+        _resolve(f"unprotected:{machine.pk}")
+        _announce(machine, wanted.name)
+        return "assigned"
+    if not follows_rule:
+        return ""  # assign-only: keeps its policy
+    if wanted is None or decision.rule is None:
+        existing.delete()
+        reason = decision.summary
+        _history(
+            machine,
+            f"policy {existing.policy} removed: {reason}",
+            rule=existing.rule.name if existing.rule else "",
+        )
+        _announce(machine, None)
+        return "removed"
+    if existing.policy_id != wanted.pk or existing.rule_id != decision.rule.pk:
+        old = existing.policy.name
+        existing.policy, existing.rule, existing.reason, existing.assigned_at = (
+            wanted,
+            decision.rule,
+            decision.summary,
+            now,
+        )
+        existing.save()
+        _history(
+            machine,
+            f"policy {old} → {wanted}: {decision.summary}",
+            rule=decision.rule.name,
+            policy=wanted.name,
+        )
+        _announce(machine, wanted.name)
+        return "changed"
+    return ""
+
+
+def _announce(machine: Machine, policy: str | None) -> None:
+    transaction.on_commit(lambda: publish_machine_event("machine.protection", machine, {"policy": policy}))
+
+
+# --- alerts ----------------------------------------------------------------------------------------------------
+def raise_alert(
+    *,
+    kind: AlertKind,
+    key: str,
+    message: str,
+    severity: Severity = Severity.WARNING,
+    machine: Machine | None = None,
+    source: Any = None,
+) -> Alert | None:
+    """Open an alert unless one is open for the same key already. Returns the new alert, or None."""
+    if Alert.objects.open().filter(key=key).exists():
+        return None
+    try:
+        with transaction.atomic():
+            alert = Alert.objects.create(
+                kind=kind, key=key, message=message[:1000], severity=severity, machine=machine, source=source
+            )
+    except IntegrityError:  # raised concurrently by another worker: one is enough
+        return None
+    data = {"id": alert.pk, "kind": alert.kind, "severity": alert.severity, "message": alert.message}
+    if machine is not None:
+        transaction.on_commit(lambda: publish_machine_event("alert.raised", machine, data))
+    else:
+        transaction.on_commit(lambda: publish("alert.raised", data, groups=[ADMINS]))
+    return alert
+
+
+def _resolve(key: str) -> int:
+    return Alert.objects.open().filter(key=key).update(resolved_at=timezone.now())
+
+
+def resolve_alerts(*, key: str) -> int:
+    """Close the open alert for a key (the condition is over)."""
+    return _resolve(key)
+
+
+def unprotected_grace() -> datetime.timedelta:
+    return datetime.timedelta(minutes=settings.BULWARK_UNPROTECTED_GRACE_MINUTES)
+
+
+def unprotected_machines(queryset: Any = None) -> Any:
+    """Present machines (not templates) without a policy that no exclusion rule covers."""
+    queryset = Machine.objects.all() if queryset is None else queryset
+    return queryset.present().filter(template=False, assignment__isnull=True)
+
+
+def check_unprotected(*, now: datetime.datetime | None = None) -> dict[str, int]:
+    """Raise an alert for every machine still without a policy after the grace period; close the alerts of
+    machines that got one (or are gone, or were excluded on purpose)."""
+    now = now or timezone.now()
+    rules = _rules()
+    raised = 0
+    waiting = unprotected_machines().filter(first_seen__lte=now - unprotected_grace())
+    still = set()
+    for machine in waiting.select_related("source"):
+        decision = evaluate(machine, rules)
+        if decision.excluded_by is not None:
+            continue  # excluded on purpose: shown as excluded, not alerted
+        still.add(machine.pk)
+        age = now - machine.first_seen
+        message = (
+            f"{machine.name} has no protection policy {int(age.total_seconds() // 60)} min after discovery "
+            f"({decision.summary})"
+        )
+        if raise_alert(
+            kind=AlertKind.UNPROTECTED,
+            key=f"unprotected:{machine.pk}",
+            message=message,
+            severity=Severity.CRITICAL,
+            machine=machine,
+        ):
+            raised += 1
+    stale = Alert.objects.open().filter(kind=AlertKind.UNPROTECTED).exclude(machine__in=still)
+    resolved = stale.update(resolved_at=now)
+    return {"raised": raised, "resolved": resolved, "unprotected": len(still)}
