@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 export SSL_CERT_FILE ?= /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: run test test-crash-long install install-dev migrate lint check-deploy browser-deps clean
+.PHONY: run test test-crash-long install install-dev migrate lint check-deploy browser-deps peer-deps clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -37,6 +37,16 @@ browser-deps:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; }
 
+# Debian packages the real test peers need (vcsim's Go sources, Samba, qemu-img), and the vcsim build.
+PEER_PACKAGES := golang-go golang-github-vmware-govmomi-dev samba qemu-utils
+peer-deps:
+	@missing=""; for p in $(PEER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing test peers:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; fi
+	sh tests/peer_tools/vcsim/build.sh var/peers/vcsim
+
 lint: install-dev
 	$(VENV)/bin/ruff check --output-format concise .
 	$(VENV)/bin/ruff format --check .
@@ -45,7 +55,7 @@ lint: install-dev
 	$(PY) manage.py makemigrations --check --dry-run
 	$(PY) manage.py check --fail-level WARNING
 
-test: install-dev browser-deps lint
+test: install-dev browser-deps peer-deps lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The engine's crash harness at 500 kill points (CI runs 50).

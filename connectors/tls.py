@@ -104,3 +104,24 @@ def network_error(endpoint: Endpoint, port: int, error: BaseException) -> Unreac
     if isinstance(error, ConnectionRefusedError):
         return Unreachable(f"{endpoint.address}:{port} refused the connection (is the service running?)")
     return Unreachable(f"cannot reach {endpoint.address}:{port}: {error}")
+
+
+def probe(endpoint: Endpoint, port: int) -> None:
+    """Connect and finish a TLS handshake within the endpoint's timeout, with the endpoint's trust settings.
+
+    Client libraries (pyvmomi's version discovery among them) open connections without a time-out; probing
+    first turns a server that accepts but never answers into a TimedOut instead of a hang."""
+    context = client_context(endpoint)
+    try:
+        with socket.create_connection((endpoint.address, port), timeout=endpoint.timeout) as raw:
+            raw.settimeout(endpoint.timeout)
+            with context.wrap_socket(raw, server_hostname=endpoint.address):
+                pass
+    except ssl.SSLCertVerificationError as error:
+        raise untrusted(endpoint, port, error) from None
+    except UntrustedCertificate:
+        raise
+    except ssl.SSLError as error:
+        raise Unreachable(f"TLS with {endpoint.address}:{port} failed: {error.reason or error}") from None
+    except OSError as error:
+        raise network_error(endpoint, port, error) from None

@@ -12,7 +12,7 @@ from core.choices import Role
 from core.models import User
 from inventory.models import Machine, MachineGroup
 from tests.factories import DiskFactory, MachineFactory, MachineGroupFactory, UserFactory
-from tests.peers import free_port, port_open, require_peer  # noqa: F401  (re-exported for app tests)
+from tests.peers import free_port, port_open, require_peer, vcsim, vcsim_built, vcsim_factory  # noqa: F401  (re-exported for app tests)  # noqa: F401  (fixtures for every test folder)
 
 
 @dataclass

@@ -45,6 +45,7 @@ def fault_message(fault: Exception) -> str:
 
 def connect(endpoint: Endpoint) -> Any:
     port = port_of(endpoint)
+    tls.probe(endpoint, port)
     try:
         instance = SmartConnect(
             host=endpoint.address,

@@ -1,0 +1,121 @@
+"""The vSphere connector against vcsim: inventory, tags, a live watch, and every failure named clearly."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from connectors.base import BadCredentials, Change, TimedOut, Unreachable, UntrustedCertificate
+from connectors.vsphere import VSphereConnector
+from tests.connectors.conftest import endpoint_for
+from tests.connectors.vsphere_helpers import Admin
+from tests.peers import Vcsim, free_port
+
+
+def test_discovery_reads_the_whole_inventory_in_one_pass(vcsim: Vcsim) -> None:
+    admin = Admin(vcsim)
+    admin.tag("DC0_C0_RP0_VM0", "backup", "gold")
+    admin.close()
+    inventory = VSphereConnector(endpoint_for(vcsim)).discover()
+    assert inventory.product.startswith("VMware vCenter Server")
+    assert inventory.topology["datacenters"] == ["DC0"]
+    assert "DC0_C0" in inventory.topology["clusters"]
+    by_name = {m.name: m for m in inventory.machines}
+    assert len(by_name) == len(inventory.machines) >= 4
+    vm = by_name["DC0_C0_RP0_VM0"]
+    assert vm.identity.startswith("vsphere:") and len(vm.identity) == len("vsphere:") + 36
+    assert vm.bios_uuid and vm.external_id.startswith("vm-")
+    assert (vm.datacenter, vm.cluster) == ("DC0", "DC0_C0")
+    assert vm.host.startswith("DC0_C0_H")
+    assert vm.folder == "/" and vm.resource_pool
+    assert vm.datastores == ["LocalDS_0"]
+    assert vm.tags == ["backup:gold"]
+    assert vm.disks and vm.disks[0].capacity_bytes > 0 and vm.disks[0].path.startswith("[LocalDS_0]")
+    assert by_name["DC0_H0_VM0"].cluster == "" and by_name["DC0_H0_VM0"].host == "DC0_H0"
+
+
+def test_a_clone_is_seen_by_the_watch_within_seconds(vcsim: Vcsim) -> None:
+    connector = VSphereConnector(endpoint_for(vcsim))
+    seen: list[Change] = []
+    arrived = threading.Event()
+    stop = threading.Event()
+
+    def on_change(changes: list[Change]) -> None:
+        seen.extend(changes)
+        if any(c.machine is not None and c.machine.name == "clone-01" for c in changes):
+            arrived.set()
+
+    watcher = threading.Thread(target=connector.watch, args=(on_change, stop), daemon=True)
+    watcher.start()
+    time.sleep(0.5)  # the watch's first answer (every existing VM) is skipped
+    admin = Admin(vcsim)
+    admin.clone("DC0_C0_RP0_VM0", "clone-01")
+    cloned_at = time.monotonic()
+    assert arrived.wait(15), f"the watch did not report the clone; saw {seen}"
+    latency = time.monotonic() - cloned_at
+    clone = next(c.machine for c in seen if c.machine is not None and c.machine.name == "clone-01")
+    original = next(m for m in connector.discover().machines if m.name == "DC0_C0_RP0_VM0")
+    assert clone.identity != original.identity  # a clone is a new machine
+    admin.destroy("clone-01")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not any(c.kind == "remove" for c in seen):
+        time.sleep(0.1)
+    admin.close()
+    stop.set()
+    watcher.join(timeout=10)
+    assert any(c.kind == "remove" and c.external_id == clone.external_id for c in seen)
+    assert latency < 15
+
+
+def test_wrong_password_is_named(vcsim: Vcsim) -> None:
+    with pytest.raises(BadCredentials, match="refused the user name or password"):
+        VSphereConnector(endpoint_for(vcsim, secret="wrong")).test()
+
+
+def test_an_untrusted_certificate_is_refused_with_its_fingerprint(vcsim: Vcsim) -> None:
+    with pytest.raises(UntrustedCertificate) as refused:
+        VSphereConnector(endpoint_for(vcsim, thumbprint="")).test()
+    expected = vcsim.thumbprint().upper()
+    assert expected[:2] + ":" + expected[2:4] in str(refused.value)
+    with pytest.raises(UntrustedCertificate, match="does not match the pinned fingerprint"):
+        VSphereConnector(endpoint_for(vcsim, thumbprint="ab" * 32)).test()
+    assert "vCenter" in VSphereConnector(endpoint_for(vcsim)).test()
+
+
+def test_a_closed_port_and_an_unknown_host_are_unreachable() -> None:
+    from connectors.base import Endpoint
+
+    closed = Endpoint(
+        kind="vsphere", address="127.0.0.1", port=free_port(), username="u", secret="p", timeout=3
+    )
+    with pytest.raises(Unreachable, match="refused the connection"):
+        VSphereConnector(closed).test()
+    unknown = Endpoint(kind="vsphere", address="vcenter.invalid", username="u", secret="p", timeout=3)
+    with pytest.raises(Unreachable, match="cannot resolve"):
+        VSphereConnector(unknown).test()
+
+
+def test_a_server_that_never_answers_times_out() -> None:
+    from connectors.base import Endpoint
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)  # accepts connections, never speaks TLS
+    try:
+        endpoint = Endpoint(
+            kind="vsphere",
+            address="127.0.0.1",
+            port=listener.getsockname()[1],
+            username="u",
+            secret="p",
+            timeout=1.5,
+        )
+        started = time.monotonic()
+        with pytest.raises(TimedOut, match="did not answer"):
+            VSphereConnector(endpoint).test()
+        assert time.monotonic() - started < 30
+    finally:
+        listener.close()

@@ -1,0 +1,120 @@
+"""Acting on vcsim the way an admin would in the vSphere client (clone, rename, tag), through pyvmomi."""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+import time
+from typing import Any
+
+from pyVim.connect import Disconnect, SmartConnect
+from pyVmomi import vim, vmodl
+
+from connectors.vsphere.tags import TagClient
+from tests.connectors.conftest import endpoint_for
+from tests.peers import Vcsim
+
+
+class Admin:
+    def __init__(self, server: Vcsim) -> None:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        self.server = server
+        self.instance = SmartConnect(
+            host="127.0.0.1", port=server.port, user=server.username, pwd=server.password, sslContext=context
+        )
+        self.content = self.instance.content
+
+    def close(self) -> None:
+        Disconnect(self.instance)
+
+    def vm(self, name: str) -> Any:
+        view = self.content.viewManager.CreateContainerView(
+            self.content.rootFolder, [vim.VirtualMachine], True
+        )
+        try:
+            spec = vmodl.query.PropertyCollector.FilterSpec(
+                objectSet=[
+                    vmodl.query.PropertyCollector.ObjectSpec(
+                        obj=view,
+                        skip=True,
+                        selectSet=[
+                            vmodl.query.PropertyCollector.TraversalSpec(
+                                name="v", path="view", skip=False, type=vim.view.ContainerView
+                            )
+                        ],
+                    )
+                ],
+                propSet=[
+                    vmodl.query.PropertyCollector.PropertySpec(type=vim.VirtualMachine, pathSet=["name"])
+                ],
+            )
+            for item in self.content.propertyCollector.RetrieveContents([spec]):
+                if item.propSet[0].val == name:
+                    return item.obj
+        finally:
+            view.Destroy()
+        raise LookupError(name)
+
+    def wait(self, task: Any, timeout: float = 30.0) -> Any:
+        """Task state read through the PropertyCollector (attribute reads of unset properties crash vcsim)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            spec = vmodl.query.PropertyCollector.FilterSpec(
+                objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=task, skip=False)],
+                propSet=[
+                    vmodl.query.PropertyCollector.PropertySpec(
+                        type=vim.Task, pathSet=["info.state", "info.result", "info.error"]
+                    )
+                ],
+            )
+            props = {
+                p.name: p.val for p in self.content.propertyCollector.RetrieveContents([spec])[0].propSet
+            }
+            if props.get("info.state") == "success":
+                return props.get("info.result")
+            if props.get("info.state") == "error":
+                raise RuntimeError(f"task failed: {props.get('info.error')}")
+            time.sleep(0.05)
+        raise TimeoutError("task did not finish")
+
+    def clone(self, source_name: str, new_name: str) -> Any:
+        source = self.vm(source_name)
+        spec = vim.vm.CloneSpec(location=vim.vm.RelocateSpec(), powerOn=False, template=False)
+        parent = (
+            self.content.propertyCollector.RetrieveContents(
+                [
+                    vmodl.query.PropertyCollector.FilterSpec(
+                        objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=source, skip=False)],
+                        propSet=[
+                            vmodl.query.PropertyCollector.PropertySpec(
+                                type=vim.VirtualMachine, pathSet=["parent"]
+                            )
+                        ],
+                    )
+                ]
+            )[0]
+            .propSet[0]
+            .val
+        )
+        return self.wait(source.CloneVM_Task(folder=parent, name=new_name, spec=spec))
+
+    def rename(self, name: str, new_name: str) -> None:
+        self.wait(self.vm(name).Rename_Task(newName=new_name))
+
+    def destroy(self, name: str) -> None:
+        vm = self.vm(name)
+        with contextlib.suppress(RuntimeError):  # already off
+            self.wait(vm.PowerOffVM_Task())
+        self.wait(vm.Destroy_Task())
+
+    def tag(self, vm_name: str, category: str, tag: str) -> None:
+        client = TagClient(endpoint_for(self.server), self.server.port)
+        client.login()
+        try:
+            category_id = client.create_category(category)
+            tag_id = client.create_tag(category_id, tag)
+            client.attach(tag_id, "VirtualMachine", self.vm(vm_name)._moId)
+        finally:
+            client.logout()

@@ -1,0 +1,176 @@
+"""Discovery against vcsim: machines by identity, history, failures that keep the inventory, watches that
+protect a clone at once."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from core.services import create_credential
+from inventory import discovery
+from inventory.choices import ChangeKind, DiscoveryState, DiscoveryTrigger, SourceState
+from inventory.models import DiscoveryRun, Machine, MachineChange, Source
+from inventory.services import create_source
+from protection import services as protection
+from protection.choices import AlertKind, RuleMode
+from protection.models import Alert, Assignment
+from tests.connectors.vsphere_helpers import Admin
+from tests.peers import Vcsim
+
+
+def make_source(server: Vcsim, actor: object = None, **fields: object) -> Source:
+    values: dict[str, object] = {
+        "name": f"vc-{server.port}",
+        "kind": "vcenter",
+        "address": "127.0.0.1",
+        "port": server.port,
+        "username": server.username,
+        "password": server.password,
+        "thumbprint": server.thumbprint(),
+        "jurisdiction": "EU",
+    }
+    return create_source(actor=actor, **{**values, **fields})  # type: ignore[arg-type]
+
+
+def discover(source: Source) -> DiscoveryRun:
+    run = DiscoveryRun.objects.create(source=source, trigger=DiscoveryTrigger.MANUAL)
+    return discovery.run_discovery(run.pk)
+
+
+@pytest.mark.django_db
+def test_discovery_creates_machines_with_facts_and_history(vcsim: Vcsim) -> None:
+    source = make_source(vcsim)
+    run = discover(source)
+    assert run.state == DiscoveryState.SUCCEEDED, run.error
+    machines = Machine.objects.filter(source=source)
+    assert run.found == run.added == machines.count() >= 4
+    vm = machines.get(name="DC0_C0_RP0_VM0")
+    assert vm.identity.startswith("vsphere:") and vm.jurisdiction == "EU"
+    assert vm.cluster == "DC0_C0" and vm.datastores == ["LocalDS_0"] and vm.disks.count() == 1
+    assert MachineChange.objects.filter(machine=vm, kind=ChangeKind.DISCOVERED).exists()
+    source.refresh_from_db()
+    assert source.state == SourceState.OK and source.product.startswith("VMware vCenter")
+    assert source.topology["clusters"] == ["DC0_C0"]
+    # A second run with nothing changed changes nothing.
+    again = discover(source)
+    assert (again.added, again.updated, again.gone) == (0, 0, 0)
+
+
+@pytest.mark.django_db
+def test_rename_and_move_keep_the_machine_and_its_history(vcsim: Vcsim) -> None:
+    source = make_source(vcsim)
+    discover(source)
+    before = Machine.objects.get(name="DC0_C0_RP0_VM0")
+    admin = Admin(vcsim)
+    admin.rename("DC0_C0_RP0_VM0", "erp-db-01")
+    admin.close()
+    run = discover(source)
+    after = Machine.objects.get(pk=before.pk)
+    assert after.name == "erp-db-01" and after.identity == before.identity
+    assert run.updated == 1 and run.added == 0
+    assert MachineChange.objects.filter(machine=after, kind=ChangeKind.RENAMED).exists()
+
+
+@pytest.mark.django_db
+def test_a_vm_that_disappears_is_marked_gone_never_deleted(vcsim: Vcsim) -> None:
+    source = make_source(vcsim)
+    discover(source)
+    admin = Admin(vcsim)
+    admin.destroy("DC0_H0_VM1")
+    admin.close()
+    run = discover(source)
+    gone = Machine.objects.get(name="DC0_H0_VM1")
+    assert run.gone == 1 and gone.gone_since is not None
+    assert MachineChange.objects.filter(machine=gone, kind=ChangeKind.GONE).exists()
+
+
+@pytest.mark.django_db
+def test_an_unreachable_source_fails_the_run_and_keeps_the_inventory(vcsim: Vcsim) -> None:
+    source = make_source(vcsim)
+    discover(source)
+    present = Machine.objects.filter(source=source, gone_since__isnull=True).count()
+    vcsim.stop()
+    run = discover(source)
+    assert run.state == DiscoveryState.FAILED and run.error_code == "unreachable"
+    assert "refused the connection" in run.error
+    assert Machine.objects.filter(source=source, gone_since__isnull=True).count() == present
+    source.refresh_from_db()
+    assert source.state == SourceState.FAILED and source.last_error == run.error
+    alert = Alert.objects.open().get(kind=AlertKind.DISCOVERY_FAILED)
+    assert source.name in alert.message
+
+
+@pytest.mark.django_db
+def test_bad_credentials_and_an_untrusted_certificate_are_named(vcsim: Vcsim) -> None:
+    wrong = make_source(vcsim, name="wrong")
+    wrong.credential.set_secret("not-the-password")
+    wrong.credential.save()
+    run = discover(wrong)
+    assert run.error_code == "bad-credentials"
+    untrusted = create_source(
+        actor=None,
+        name="untrusted",
+        kind="vcenter",
+        address="127.0.0.1",
+        port=vcsim.port,
+        credential=create_credential(actor=None, name="c2", kind="vsphere", username=vcsim.username, secret=vcsim.password),
+    )
+    run = discover(untrusted)
+    assert run.error_code == "untrusted-certificate" and "SHA-256" in run.error
+
+
+@pytest.mark.django_db
+def test_a_discovered_machine_is_assigned_by_rule_and_alerted_when_no_rule_matches(vcsim: Vcsim, settings) -> None:  # type: ignore[no-untyped-def]
+    gold = protection.create_policy(actor=None, name="gold")
+    protection.create_rule(actor=None, name="cluster", policy=gold, match_host="DC0_C0")
+    source = make_source(vcsim)
+    discover(source)
+    clustered = Machine.objects.filter(source=source, cluster="DC0_C0")
+    assert clustered.count() >= 2
+    assert Assignment.objects.filter(machine__in=clustered, policy=gold).count() == clustered.count()
+    lone = Machine.objects.get(name="DC0_H0_VM0")
+    assert not Assignment.objects.filter(machine=lone).exists()
+    settings.BULWARK_UNPROTECTED_GRACE_MINUTES = 0
+    result = protection.check_unprotected()
+    assert result["raised"] == 2  # the two VMs on the standalone host
+    assert Alert.objects.open().filter(kind=AlertKind.UNPROTECTED, machine=lone).exists()
+    protection.create_rule(actor=None, name="standalone", policy=gold, match_host="DC0_H0", mode=RuleMode.ASSIGN_AND_REMOVE)
+    protection.check_unprotected()
+    assert not Alert.objects.open().filter(kind=AlertKind.UNPROTECTED).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_clone_is_under_a_policy_within_seconds(vcsim: Vcsim) -> None:
+    """The promise: a VM cloned at 3 a.m. is protected before its first backup window."""
+    from inventory.watch import SourceWatcher
+
+    gold = protection.create_policy(actor=None, name="gold")
+    protection.create_rule(actor=None, name="erp clones", policy=gold, match_name="erp-*")
+    source = make_source(vcsim)
+    discover(source)
+    watcher = SourceWatcher(source.pk)
+    watcher.start()
+    try:
+        time.sleep(1.0)
+        admin = Admin(vcsim)
+        admin.clone("DC0_C0_RP0_VM0", "erp-app-02")
+        cloned_at = time.monotonic()
+        deadline = cloned_at + 20
+        assignment = None
+        while time.monotonic() < deadline:
+            assignment = Assignment.objects.filter(machine__name="erp-app-02").select_related("rule").first()
+            if assignment is not None:
+                break
+            time.sleep(0.1)
+        admin.close()
+    finally:
+        watcher.stop()
+        watcher.join(timeout=15)
+    assert assignment is not None, "the clone was not protected"
+    assert assignment.rule is not None and assignment.rule.name == "erp clones"
+    assert "erp clones" in assignment.reason
+    clone = Machine.objects.get(name="erp-app-02")
+    original = Machine.objects.get(name="DC0_C0_RP0_VM0")
+    assert clone.identity != original.identity and clone.source_id == source.pk
+    assert time.monotonic() - cloned_at < 20
