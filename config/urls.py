@@ -10,6 +10,7 @@ from inventory.api.views import AgentEnrolView, AgentHeartbeatView
 urlpatterns = [
     path("", include("core.urls")),
     path("", include("inventory.urls")),
+    path("", include("protection.urls")),
     path("api/agent/enrol/", AgentEnrolView.as_view(), name="agent-enrol"),
     path("api/agent/heartbeat/", AgentHeartbeatView.as_view(), name="agent-heartbeat"),
     path("api/", include((router.urls, "api"))),

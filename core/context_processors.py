@@ -12,7 +12,12 @@ from core.access import ADMIN_ONLY, ALL_ROLES, AUDIT_READERS
 NAVIGATION = [
     ("Dashboard", "dashboard", ALL_ROLES, {"dashboard"}),
     ("Machines", "machine-list", ALL_ROLES, {"machine-list", "machine-detail"}),
-    ("Machine groups", "group-list", ADMIN_ONLY, {"group-list", "group-create", "group-edit"}),
+    ("Alerts", "alert-list", ALL_ROLES, {"alert-list"}),
+    ("Sources", "source-list", ADMIN_ONLY, {"source-list", "source-create", "source-detail", "source-edit"}),
+    ("Agents", "agent-list", ADMIN_ONLY, {"agent-list"}),
+    ("Policies", "policy-list", ADMIN_ONLY, {"policy-list", "policy-create", "policy-edit"}),
+    ("Rules", "rule-list", ADMIN_ONLY, {"rule-list", "rule-create", "rule-edit"}),
+    ("Groups", "group-list", ADMIN_ONLY, {"group-list", "group-create", "group-edit"}),
     ("Users", "user-list", ADMIN_ONLY, {"user-list", "user-create", "user-edit"}),
     ("Audit log", "audit-log", AUDIT_READERS, {"audit-log"}),
     ("API", "api-docs", ALL_ROLES, {"api-docs"}),

@@ -13,3 +13,16 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped
             "scheme": "bearer",
             "description": "An API token from POST /api/tokens/: `Authorization: Bearer bwk_<prefix>_<secret>`.",
         }
+
+
+class AgentKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+    target_class = "inventory.api.views.AgentKeyAuthentication"
+    name = "agentKey"
+
+    def get_security_definition(self, auto_schema):  # type: ignore[no-untyped-def]
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "An enrolled agent's key: `Authorization: Agent bwa_<prefix>_<secret>`.",
+        }

@@ -55,7 +55,26 @@ class DashboardView(RoleRequiredMixin, TemplateView):
             "physical": present.filter(kind="physical").count(),
             "gone": machines.gone().count(),
         }
+        from protection.models import Alert
+        from protection.services import unprotected_machines
+
+        protectable = present.filter(template=False)
+        unprotected = unprotected_machines(machines)
+        context["protection"] = {
+            "protected": protectable.filter(assignment__isnull=False).count(),
+            "unprotected": unprotected.count(),
+            "unprotected_alerted": Alert.objects.open()
+            .filter(kind="unprotected", machine__in=present)
+            .count(),
+        }
+        context["alerts"] = Alert.objects.visible_to(user).open().select_related("machine")[:6]
         if user.role == Role.ADMIN:  # type: ignore[union-attr]
+            from inventory.models import Source
+
+            context["sources"] = {
+                "total": Source.objects.count(),
+                "failed": list(Source.objects.filter(state="failed", enabled=True).values_list("pk", "name")),
+            }
             context["admin_counts"] = {
                 "ungrouped": present.filter(groups__isnull=True).count(),
                 "groups": MachineGroup.objects.count(),

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import close_old_connections, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from connectors.base import Change, Connector, ConnectorError, DiscoveredMachine, Endpoint
@@ -405,5 +405,4 @@ def _after_sync(result: SyncResult) -> None:
 
 def test_source(source: Source, *, timeout: float = 15.0, factory: ConnectorFactory = connector_for) -> str:
     """Connect and log in now; returns what answered, or raises ConnectorError with the reason."""
-    close_old_connections()
     return factory(source.endpoint(timeout=timeout)).test()

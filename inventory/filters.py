@@ -25,10 +25,39 @@ class MachineFilter(django_filters.FilterSet):
     gone = django_filters.BooleanFilter(field_name="gone_since", lookup_expr="isnull", exclude=True)
     owner = django_filters.CharFilter(lookup_expr="icontains")
     jurisdiction = django_filters.CharFilter(lookup_expr="iexact")
+    protection = django_filters.ChoiceFilter(
+        choices=[("protected", "protected"), ("unprotected", "unprotected")],
+        method="filter_protection",
+        empty_label="any",
+    )
+    policy = django_filters.NumberFilter(field_name="assignment__policy")
+    source = django_filters.NumberFilter(field_name="source")
+    tag = django_filters.CharFilter(method="filter_tag")
 
     class Meta:
         model = Machine
-        fields = ["q", "kind", "platform", "group", "gone", "owner", "jurisdiction"]
+        fields = [
+            "q",
+            "kind",
+            "platform",
+            "group",
+            "gone",
+            "owner",
+            "jurisdiction",
+            "protection",
+            "policy",
+            "source",
+            "tag",
+        ]
+
+    def filter_protection(self, queryset: QuerySet[Machine], name: str, value: str) -> QuerySet[Machine]:
+        if value == "protected":
+            return queryset.filter(assignment__isnull=False)
+        return queryset.filter(assignment__isnull=True, gone_since__isnull=True, template=False)
+
+    def filter_tag(self, queryset: QuerySet[Machine], name: str, value: str) -> QuerySet[Machine]:
+        # JSON list membership, portable across SQLite and PostgreSQL: match the quoted element.
+        return queryset.filter(tags__icontains=f'"{value}"')
 
     def filter_text(self, queryset: QuerySet[Machine], name: str, value: str) -> QuerySet[Machine]:
         return queryset.filter(

@@ -6,7 +6,8 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from core.models import User
-from inventory.models import Machine, MachineGroup
+from inventory.choices import HyperVTransport, SourceKind
+from inventory.models import Machine, MachineGroup, Source
 
 
 class MachineGroupForm(forms.Form):
@@ -42,3 +43,112 @@ class MachineGroupForm(forms.Form):
         if clash.exists():
             raise ValidationError("A group with this name already exists.")
         return name
+
+
+class SourceForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    kind = forms.ChoiceField(choices=SourceKind.choices)
+    address = forms.CharField(
+        max_length=255, help_text="Host name or IP address of the vCenter, ESXi or Hyper-V host."
+    )
+    port = forms.IntegerField(
+        required=False, min_value=1, max_value=65535, help_text="Empty: 443, or 5986 / 5985 for WinRM."
+    )
+    username = forms.CharField(max_length=255)
+    password = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Stored encrypted, never shown again. Leave empty to keep the current one.",
+    )
+    verify_tls = forms.BooleanField(required=False, initial=True, label="Verify the certificate")
+    thumbprint = forms.CharField(
+        max_length=100,
+        required=False,
+        label="Pinned SHA-256 fingerprint",
+        help_text="For a self-signed certificate: the fingerprint the server presents.",
+    )
+    ca_certificate = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 3}), label="Extra CA certificate (PEM)"
+    )
+    transport = forms.ChoiceField(
+        choices=HyperVTransport.choices,
+        required=False,
+        initial=HyperVTransport.NTLM,
+        label="WinRM authentication (Hyper-V)",
+    )
+    https = forms.BooleanField(required=False, initial=True, label="WinRM over HTTPS (Hyper-V)")
+    site = forms.CharField(max_length=64, required=False)
+    jurisdiction = forms.CharField(
+        max_length=64, required=False, help_text="Given to discovered machines that have none."
+    )
+    discovery_interval_minutes = forms.IntegerField(
+        min_value=5, max_value=7 * 24 * 60, initial=60, label="Discover every (minutes)"
+    )
+    watch = forms.BooleanField(required=False, initial=True, label="Follow changes live (vSphere)")
+    enabled = forms.BooleanField(required=False, initial=True)
+
+    def __init__(self, *args: Any, instance: Source | None = None, **kwargs: Any) -> None:
+        self.instance = instance
+        if instance is not None:
+            kwargs["initial"] = {
+                "name": instance.name,
+                "kind": instance.kind,
+                "address": instance.address,
+                "port": instance.port,
+                "username": instance.credential.username,
+                "verify_tls": instance.verify_tls,
+                "thumbprint": instance.thumbprint,
+                "ca_certificate": instance.ca_certificate,
+                "transport": instance.options.get("transport", HyperVTransport.NTLM),
+                "https": instance.options.get("https", True),
+                "site": instance.site,
+                "jurisdiction": instance.jurisdiction,
+                "discovery_interval_minutes": instance.discovery_interval_minutes,
+                "watch": instance.watch,
+                "enabled": instance.enabled,
+                **(kwargs.get("initial") or {}),
+            }
+        super().__init__(*args, **kwargs)
+
+    def clean_name(self) -> str:
+        name: str = self.cleaned_data["name"].strip()
+        clash = Source.objects.filter(name__iexact=name)
+        if self.instance is not None:
+            clash = clash.exclude(pk=self.instance.pk)
+        if clash.exists():
+            raise ValidationError("A source with this name already exists.")
+        return name
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if self.instance is None and not data.get("password"):
+            self.add_error("password", "A new source needs the password.")
+        if data.get("kind") == SourceKind.HYPERV:
+            data["options"] = {
+                "transport": data.get("transport") or HyperVTransport.NTLM,
+                "https": bool(data.get("https")),
+            }
+            if data["options"]["transport"] == HyperVTransport.BASIC and not data["options"]["https"]:
+                self.add_error("transport", "Basic authentication is only allowed over HTTPS.")
+        else:
+            data["options"] = {}
+        return data
+
+    def source_fields(self) -> dict[str, Any]:
+        data = dict(self.cleaned_data)
+        for key in ("transport", "https"):
+            data.pop(key, None)
+        if not data.get("password"):
+            data.pop("password", None)
+        return data
+
+
+class EnrolmentTokenForm(forms.Form):
+    label = forms.CharField(max_length=100, help_text="Which host or batch of hosts this token is for.")
+    hours = forms.IntegerField(min_value=1, max_value=24 * 30, initial=24, label="Valid for (hours)")
+    groups = forms.ModelMultipleChoiceField(
+        queryset=MachineGroup.objects.all(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Machine groups the enrolled host joins.",
+    )

@@ -4,15 +4,19 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpResponse, HttpResponseRedirect
+from django.db.models import Count, Q
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.views import View
 from django.views.generic import DetailView, FormView, TemplateView
 
+from connectors.base import ConnectorError
 from core.access import ADMIN_ONLY, ALL_ROLES, RoleRequiredMixin, ScopedObjectFormMixin
-from inventory import services
+from inventory import agents, discovery, services
 from inventory.filters import MachineFilter
-from inventory.forms import MachineGroupForm
-from inventory.models import Machine, MachineGroup
+from inventory.forms import EnrolmentTokenForm, MachineGroupForm, SourceForm
+from inventory.models import Agent, DiscoveryRun, EnrolmentToken, Machine, MachineChange, MachineGroup, Source
 
 PAGE_SIZE = 50
 # Sort keys offered on the machines page (anything else falls back to name).
@@ -52,7 +56,30 @@ class MachineDetailView(RoleRequiredMixin, DetailView):
 
     def get_queryset(self) -> Any:
         # Out of scope looks exactly like "does not exist": 404, never 403.
-        return Machine.objects.visible_to(self.request.user).prefetch_related("disks", "groups")
+        return (
+            Machine.objects.visible_to(self.request.user)
+            .select_related("source")
+            .prefetch_related("disks", "groups")
+        )
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        from protection.models import Alert, Assignment, Policy, ProtectionRule
+        from protection.rules import evaluate
+
+        context = super().get_context_data(**kwargs)
+        machine = self.object
+        rules = list(ProtectionRule.objects.select_related("policy", "match_source"))
+        context.update(
+            assignment=Assignment.objects.filter(machine=machine)
+            .select_related("policy", "rule", "assigned_by")
+            .first(),
+            decision=evaluate(machine, rules),
+            history=MachineChange.objects.filter(machine=machine)[:50],
+            alerts=Alert.objects.open().filter(machine=machine),
+            policies=Policy.objects.filter(enabled=True) if self.request.user.role == "admin" else [],  # type: ignore[union-attr]
+            agent=Agent.objects.filter(machine=machine).first(),
+        )
+        return context
 
 
 class MachineGroupListView(RoleRequiredMixin, TemplateView):
@@ -91,3 +118,120 @@ class MachineGroupUpdateView(RoleRequiredMixin, ScopedObjectFormMixin, FormView)
         )
         messages.success(self.request, f"Machine group {self.object.name} saved.")
         return HttpResponseRedirect(reverse("group-list"))
+
+
+# --- sources -----------------------------------------------------------------------------------------------------
+class SourceListView(RoleRequiredMixin, TemplateView):
+    template_name = "inventory/source_list.html"
+    allowed_roles = ADMIN_ONLY
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context["sources"] = (
+            Source.objects.visible_to(self.request.user)
+            .annotate(machine_count=Count("machines", filter=Q(machines__gone_since__isnull=True)))
+            .order_by("name")
+        )
+        return context
+
+
+class SourceCreateView(RoleRequiredMixin, FormView):
+    template_name = "inventory/source_form.html"
+    allowed_roles = ADMIN_ONLY
+    form_class = SourceForm
+
+    def form_valid(self, form: SourceForm) -> HttpResponse:
+        source = services.create_source(actor=self.request.user, **form.source_fields())  # type: ignore[arg-type]
+        run = discovery.queue_discovery(source=source, actor=self.request.user)  # type: ignore[arg-type]
+        messages.success(
+            self.request, f"Source {source.name} added; its first discovery is queued (run {run.pk})."
+        )
+        return HttpResponseRedirect(reverse("source-detail", args=[source.pk]))
+
+
+class SourceUpdateView(RoleRequiredMixin, ScopedObjectFormMixin, FormView):
+    template_name = "inventory/source_form.html"
+    allowed_roles = ADMIN_ONLY
+    form_class = SourceForm
+    model = Source
+
+    def form_valid(self, form: SourceForm) -> HttpResponse:
+        fields = form.source_fields()
+        fields.pop("kind", None)  # a source keeps its kind: machines and credentials depend on it
+        services.update_source(actor=self.request.user, source=self.object, **fields)  # type: ignore[arg-type]
+        messages.success(self.request, f"Source {self.object.name} saved.")
+        return HttpResponseRedirect(reverse("source-detail", args=[self.object.pk]))
+
+
+class SourceDetailView(RoleRequiredMixin, DetailView):
+    template_name = "inventory/source_detail.html"
+    allowed_roles = ADMIN_ONLY
+    context_object_name = "source"
+
+    def get_queryset(self) -> Any:
+        return Source.objects.visible_to(self.request.user).select_related("credential")
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        source = self.object
+        context.update(
+            runs=DiscoveryRun.objects.filter(source=source)[:20],
+            present=source.machines.filter(gone_since__isnull=True).count(),
+            gone=source.machines.filter(gone_since__isnull=False).count(),
+        )
+        return context
+
+
+class SourceTestView(RoleRequiredMixin, View):
+    """POST: connect and log in now; answers a small fragment (HTMX) or redirects with a message."""
+
+    allowed_roles = ADMIN_ONLY
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        source = get_object_or_404(Source.objects.visible_to(request.user), pk=pk)
+        try:
+            result, ok = discovery.test_source(source), True
+        except ConnectorError as error:
+            result, ok = str(error), False
+        if request.headers.get("HX-Request"):
+            return render(request, "inventory/_test_result.html", {"ok": ok, "result": result})
+        (messages.success if ok else messages.error)(
+            request, f"{'Connected: ' if ok else 'Failed: '}{result}"
+        )
+        return HttpResponseRedirect(reverse("source-detail", args=[pk]))
+
+
+class SourceDiscoverView(RoleRequiredMixin, View):
+    allowed_roles = ADMIN_ONLY
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        source = get_object_or_404(Source.objects.visible_to(request.user), pk=pk)
+        run = discovery.queue_discovery(source=source, actor=request.user)  # type: ignore[arg-type]
+        messages.info(request, f"Discovery of {source.name} queued (run {run.pk}).")
+        return HttpResponseRedirect(reverse("source-detail", args=[pk]))
+
+
+# --- agents ------------------------------------------------------------------------------------------------------
+class AgentListView(RoleRequiredMixin, FormView):
+    """Enrolled agents and one-time enrolment tokens; a new token is shown once."""
+
+    template_name = "inventory/agent_list.html"
+    allowed_roles = ADMIN_ONLY
+    form_class = EnrolmentTokenForm
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context.update(
+            agents=Agent.objects.visible_to(self.request.user)
+            .select_related("machine")
+            .order_by("machine__name"),
+            tokens=EnrolmentToken.objects.visible_to(self.request.user).prefetch_related("groups")[:50],
+            server=self.request.build_absolute_uri("/").rstrip("/"),
+        )
+        return context
+
+    def form_valid(self, form: EnrolmentTokenForm) -> HttpResponse:
+        token, value = agents.create_enrolment_token(actor=self.request.user, **form.cleaned_data)  # type: ignore[arg-type]
+        return self.render_to_response(
+            self.get_context_data(form=EnrolmentTokenForm(), new_token=value, new_token_label=token.label)
+        )

@@ -11,10 +11,22 @@ from tests.conftest import Estate
 from tests.factories import PASSWORD
 
 NAVIGATION = {
-    "admin": ["Dashboard", "Machines", "Machine groups", "Users", "Audit log", "API"],
-    "helpdesk": ["Dashboard", "Machines", "API"],
-    "owner": ["Dashboard", "Machines", "API"],
-    "auditor": ["Dashboard", "Machines", "Audit log", "API"],
+    "admin": [
+        "Dashboard",
+        "Machines",
+        "Alerts",
+        "Sources",
+        "Agents",
+        "Policies",
+        "Rules",
+        "Groups",
+        "Users",
+        "Audit log",
+        "API",
+    ],
+    "helpdesk": ["Dashboard", "Machines", "Alerts", "API"],
+    "owner": ["Dashboard", "Machines", "Alerts", "API"],
+    "auditor": ["Dashboard", "Machines", "Alerts", "Audit log", "API"],
 }
 
 

@@ -114,14 +114,18 @@ def test_bad_credentials_and_an_untrusted_certificate_are_named(vcsim: Vcsim) ->
         kind="vcenter",
         address="127.0.0.1",
         port=vcsim.port,
-        credential=create_credential(actor=None, name="c2", kind="vsphere", username=vcsim.username, secret=vcsim.password),
+        credential=create_credential(
+            actor=None, name="c2", kind="vsphere", username=vcsim.username, secret=vcsim.password
+        ),
     )
     run = discover(untrusted)
     assert run.error_code == "untrusted-certificate" and "SHA-256" in run.error
 
 
 @pytest.mark.django_db
-def test_a_discovered_machine_is_assigned_by_rule_and_alerted_when_no_rule_matches(vcsim: Vcsim, settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_discovered_machine_is_assigned_by_rule_and_alerted_when_no_rule_matches(
+    vcsim: Vcsim, settings
+) -> None:  # type: ignore[no-untyped-def]
     gold = protection.create_policy(actor=None, name="gold")
     protection.create_rule(actor=None, name="cluster", policy=gold, match_host="DC0_C0")
     source = make_source(vcsim)
@@ -135,7 +139,9 @@ def test_a_discovered_machine_is_assigned_by_rule_and_alerted_when_no_rule_match
     result = protection.check_unprotected()
     assert result["raised"] == 2  # the two VMs on the standalone host
     assert Alert.objects.open().filter(kind=AlertKind.UNPROTECTED, machine=lone).exists()
-    protection.create_rule(actor=None, name="standalone", policy=gold, match_host="DC0_H0", mode=RuleMode.ASSIGN_AND_REMOVE)
+    protection.create_rule(
+        actor=None, name="standalone", policy=gold, match_host="DC0_H0", mode=RuleMode.ASSIGN_AND_REMOVE
+    )
     protection.check_unprotected()
     assert not Alert.objects.open().filter(kind=AlertKind.UNPROTECTED).exists()
 

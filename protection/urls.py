@@ -1,0 +1,17 @@
+from django.urls import path
+
+from protection import views
+
+urlpatterns = [
+    path("policies/", views.PolicyListView.as_view(), name="policy-list"),
+    path("policies/new/", views.PolicyFormView.as_view(), name="policy-create"),
+    path("policies/<int:pk>/", views.PolicyFormView.as_view(), name="policy-edit"),
+    path("rules/", views.RuleListView.as_view(), name="rule-list"),
+    path("rules/new/", views.RuleFormView.as_view(), name="rule-create"),
+    path("rules/preview/", views.RulePreviewView.as_view(), name="rule-preview"),
+    path("rules/<int:pk>/", views.RuleFormView.as_view(), name="rule-edit"),
+    path("rules/<int:pk>/move/", views.RuleMoveView.as_view(), name="rule-move"),
+    path("rules/<int:pk>/delete/", views.RuleDeleteView.as_view(), name="rule-delete"),
+    path("alerts/", views.AlertListView.as_view(), name="alert-list"),
+    path("machines/<int:pk>/assign/", views.MachineAssignView.as_view(), name="machine-assign"),
+]

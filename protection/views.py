@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.views import View
+from django.views.generic import FormView, TemplateView
+
+from core.access import ADMIN_ONLY, ALL_ROLES, RoleRequiredMixin
+from inventory.models import Machine
+from protection import services
+from protection.forms import AssignForm, PolicyForm, RuleForm
+from protection.models import Alert, Policy, ProtectionRule
+
+
+class PolicyListView(RoleRequiredMixin, TemplateView):
+    template_name = "protection/policy_list.html"
+    allowed_roles = ADMIN_ONLY
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context["policies"] = Policy.objects.visible_to(self.request.user).annotate(
+            machines=Count("assignments")
+        )
+        return context
+
+
+class PolicyFormView(RoleRequiredMixin, FormView):
+    template_name = "protection/policy_form.html"
+    allowed_roles = ADMIN_ONLY
+    form_class = PolicyForm
+
+    def get_object(self) -> Policy | None:
+        pk = self.kwargs.get("pk")
+        return get_object_or_404(Policy.objects.visible_to(self.request.user), pk=pk) if pk else None
+
+    def get_form_kwargs(self) -> dict[str, Any]:
+        return {**super().get_form_kwargs(), "instance": self.get_object()}
+
+    def form_valid(self, form: PolicyForm) -> HttpResponse:
+        fields = {name: form.cleaned_data[name] for name in PolicyForm.Meta.fields}
+        policy = self.get_object()
+        if policy is None:
+            policy = services.create_policy(actor=self.request.user, **fields)  # type: ignore[arg-type]
+        else:
+            services.update_policy(actor=self.request.user, policy=policy, **fields)  # type: ignore[arg-type]
+        messages.success(self.request, f"Policy {policy.name} saved.")
+        return HttpResponseRedirect(reverse("policy-list"))
+
+
+class RuleListView(RoleRequiredMixin, TemplateView):
+    template_name = "protection/rule_list.html"
+    allowed_roles = ADMIN_ONLY
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context["rules"] = (
+            ProtectionRule.objects.visible_to(self.request.user)
+            .select_related("policy", "match_source")
+            .annotate(machines=Count("assignments"))
+        )
+        context["unprotected"] = services.unprotected_machines().count()
+        return context
+
+
+class RuleFormView(RoleRequiredMixin, FormView):
+    template_name = "protection/rule_form.html"
+    allowed_roles = ADMIN_ONLY
+    form_class = RuleForm
+
+    def get_object(self) -> ProtectionRule | None:
+        pk = self.kwargs.get("pk")
+        return get_object_or_404(ProtectionRule.objects.visible_to(self.request.user), pk=pk) if pk else None
+
+    def get_form_kwargs(self) -> dict[str, Any]:
+        return {**super().get_form_kwargs(), "instance": self.get_object()}
+
+    def form_valid(self, form: RuleForm) -> HttpResponse:
+        fields = {name: form.cleaned_data[name] for name in RuleForm.Meta.fields}
+        rule = self.get_object()
+        if rule is None:
+            rule = services.create_rule(actor=self.request.user, **fields)  # type: ignore[arg-type]
+        else:
+            services.update_rule(actor=self.request.user, rule=rule, **fields)  # type: ignore[arg-type]
+        messages.success(self.request, f"Rule {rule.name} saved and applied to every machine.")
+        return HttpResponseRedirect(reverse("rule-list"))
+
+
+class RulePreviewView(RoleRequiredMixin, View):
+    """POST the rule form: which machines it would match (a dry run; nothing is saved)."""
+
+    allowed_roles = ADMIN_ONLY
+
+    def post(self, request: HttpRequest, pk: int | None = None) -> HttpResponse:
+        instance = get_object_or_404(ProtectionRule, pk=pk) if pk else None
+        form = RuleForm(request.POST, instance=instance)
+        context: dict[str, Any] = {"form": form}
+        if form.is_valid():
+            rule = form.save(commit=False)
+            if rule.position is None:
+                rule.position = 10**9
+            matches = services.dry_run(rule, Machine.objects.present().select_related("source"))
+            context.update(matches=matches[:200], count=len(matches))
+        return render(request, "protection/_rule_preview.html", context)
+
+
+class RuleMoveView(RoleRequiredMixin, View):
+    allowed_roles = ADMIN_ONLY
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        rule = get_object_or_404(ProtectionRule.objects.visible_to(request.user), pk=pk)
+        services.move_rule(
+            actor=request.user, rule=rule, direction=-1 if request.POST.get("direction") == "up" else 1
+        )  # type: ignore[arg-type]
+        return HttpResponseRedirect(reverse("rule-list"))
+
+
+class RuleDeleteView(RoleRequiredMixin, View):
+    allowed_roles = ADMIN_ONLY
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        rule = get_object_or_404(ProtectionRule.objects.visible_to(request.user), pk=pk)
+        services.delete_rule(actor=request.user, rule=rule)  # type: ignore[arg-type]
+        messages.success(
+            request,
+            f"Rule {rule.name} deleted; the machines it assigned keep their policy unless another rule decides.",
+        )
+        return HttpResponseRedirect(reverse("rule-list"))
+
+
+class AlertListView(RoleRequiredMixin, TemplateView):
+    template_name = "protection/alert_list.html"
+    allowed_roles = ALL_ROLES
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        alerts = Alert.objects.visible_to(self.request.user).select_related("machine", "source")
+        show = self.request.GET.get("show", "open")
+        if show != "all":
+            alerts = alerts.open()
+        context.update(page=Paginator(alerts, 50).get_page(self.request.GET.get("page")), show=show)
+        return context
+
+
+class MachineAssignView(RoleRequiredMixin, View):
+    """POST from the machine page: an admin assigns a policy by hand (or hands the machine back to the rules)."""
+
+    allowed_roles = ADMIN_ONLY
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        machine = get_object_or_404(Machine.objects.visible_to(request.user), pk=pk)
+        form = AssignForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, "Choose a policy from the list.")
+        else:
+            services.assign_policy(
+                actor=request.user,  # type: ignore[arg-type]
+                machine=machine,
+                policy=form.cleaned_data["policy"],
+                reason=form.cleaned_data["reason"],
+            )
+            messages.success(request, "Protection updated.")
+        return HttpResponseRedirect(reverse("machine-detail", args=[pk]))
