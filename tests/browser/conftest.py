@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
-from tests.peers import free_port, require_peer
+from tests.live import serve_asgi
+from tests.peers import require_peer
 
 CHROMIUM = "/usr/bin/chromium"
 # Flags that keep Chromium quiet on a closed network (PEERS.md).
@@ -62,25 +60,5 @@ def artifacts() -> Path:
 
 @pytest.fixture
 def live_server_url(browser: Any, transactional_db: None) -> Iterator[str]:
-    from config.asgi import application
-
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(application, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, name="live-asgi", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the live ASGI server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/browser/" in str(item.fspath).replace(os.sep, "/"):
-            item.add_marker(pytest.mark.browser)
+    with serve_asgi() as url:
+        yield url
