@@ -180,3 +180,33 @@ def test_a_clone_is_under_a_policy_within_seconds(vcsim: Vcsim) -> None:
     original = Machine.objects.get(name="DC0_C0_RP0_VM0")
     assert clone.identity != original.identity and clone.source_id == source.pk
     assert time.monotonic() - cloned_at < 20
+
+
+@pytest.mark.django_db
+def test_a_hyperv_cluster_is_discovered_through_winrm(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Contract test: the WinRM server answers with recorded PowerShell JSON (no Windows host exists here)."""
+    from tests.connectors.winrm_helpers import PASSWORD, USER, start_server
+
+    server = start_server(tmp_path)
+    try:
+        source = create_source(
+            actor=None,
+            name="hv-cluster",
+            kind="hyperv",
+            address="127.0.0.1",
+            port=server.port,
+            username=USER,
+            password=PASSWORD,
+            ca_certificate=server.ca.read_text(),
+            options={"transport": "ntlm", "https": True},
+        )
+        run = discover(source)
+    finally:
+        server.process.terminate()
+        server.process.wait(timeout=10)
+    assert run.state == DiscoveryState.SUCCEEDED, run.error
+    sql = Machine.objects.get(identity="hyperv:8e2a6d4c-5b1f-4c1e-9a55-3f4d2b7e9a01")
+    assert (sql.platform, sql.cluster, sql.host) == ("hyperv", "HVC01", "HV01")
+    assert sql.disks.count() == 2 and sql.facts["checkpoints"] == ["before patch 2026-11"]
+    source.refresh_from_db()
+    assert source.remote_id == "HVC01" and source.topology["hosts"] == ["HV01", "HV02"]

@@ -1,0 +1,185 @@
+"""Microsoft Hyper-V hosts and clusters through WinRM (pywinrm): PowerShell that answers in JSON.
+
+WinRM is only the control channel; disk data travels over SMB (the protection issue). Authentication is NTLM,
+Kerberos, CredSSP or Basic (HTTPS only); certificates are validated against the system store, an extra CA, or
+a pinned SHA-256 fingerprint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from connectors import tls
+from connectors.base import (
+    NO_PROGRESS,
+    BadCredentials,
+    Change,
+    ConnectorError,
+    DiscoveredDisk,
+    DiscoveredMachine,
+    Endpoint,
+    Inventory,
+    Misconfigured,
+    ProtocolError,
+    Unreachable,
+)
+from connectors.hyperv import scripts
+from engine.progress import Progress
+
+TRANSPORTS = {"ntlm", "kerberos", "credssp", "basic"}
+
+
+class HyperVConnector:
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.transport = str(endpoint.options.get("transport", "ntlm"))
+        self.https = bool(endpoint.options.get("https", True))
+        if self.transport not in TRANSPORTS:
+            raise Misconfigured(
+                f"unknown WinRM transport {self.transport!r} (one of {', '.join(sorted(TRANSPORTS))})"
+            )
+        if self.transport == "basic" and not self.https:
+            raise Misconfigured("Basic authentication sends the password in clear: use it over HTTPS only")
+
+    @property
+    def port(self) -> int:
+        return self.endpoint.port or (5986 if self.https else 5985)
+
+    def _run(self, script: str) -> Any:
+        """Run one script; its JSON answer, or a ConnectorError naming what went wrong."""
+        import requests
+        import winrm
+        from winrm.exceptions import InvalidCredentialsError, WinRMError, WinRMTransportError
+
+        if self.https:
+            tls.probe(
+                self.endpoint, self.port
+            )  # trust, pinning and time-outs checked before any credential goes
+        scheme = "https" if self.https else "http"
+        url = f"{scheme}://{self.endpoint.address}:{self.port}/wsman"
+        ca_file = None
+        options: dict[str, Any] = {
+            "transport": self.transport,
+            "read_timeout_sec": max(int(self.endpoint.timeout) + 10, 30),
+            "operation_timeout_sec": max(int(self.endpoint.timeout), 20),
+        }
+        if self.https:
+            if self.endpoint.thumbprint or not self.endpoint.verify_tls:
+                options["server_cert_validation"] = (
+                    "ignore"  # the pinned fingerprint was checked by the probe
+                )
+            elif self.endpoint.ca_pem.strip():
+                handle = tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False)  # noqa: SIM115
+                with handle:
+                    handle.write(self.endpoint.ca_pem)
+                ca_file = handle.name
+                options["ca_trust_path"] = ca_file
+        try:
+            session = winrm.Session(url, auth=(self.endpoint.username, self.endpoint.secret), **options)
+            response = session.run_ps(script)
+        except InvalidCredentialsError:
+            raise BadCredentials(
+                f"{self.endpoint.address} refused the user name or password of {self.endpoint.username!r} "
+                f"({self.transport.upper()})"
+            ) from None
+        except requests.exceptions.SSLError as error:
+            raise tls.untrusted(self.endpoint, self.port, error) from None
+        except requests.exceptions.ConnectTimeout:
+            raise tls.network_error(self.endpoint, self.port, TimeoutError()) from None
+        except requests.exceptions.ReadTimeout:
+            raise tls.network_error(self.endpoint, self.port, TimeoutError()) from None
+        except requests.exceptions.ConnectionError as error:
+            reason = error.args[0] if error.args else error
+            if "refused" in str(reason).lower():
+                raise tls.network_error(self.endpoint, self.port, ConnectionRefusedError()) from None
+            raise Unreachable(
+                f"cannot reach WinRM at {self.endpoint.address}:{self.port}: {reason}"
+            ) from None
+        except (WinRMTransportError, WinRMError) as error:
+            raise ProtocolError(f"WinRM at {self.endpoint.address}:{self.port} failed: {error}") from None
+        finally:
+            if ca_file:
+                os.unlink(ca_file)
+        if response.status_code != 0:
+            detail = (
+                response.std_err.decode("utf-8", "replace").strip() or f"exit code {response.status_code}"
+            )
+            raise ProtocolError(f"PowerShell on {self.endpoint.address} failed: {detail[:1000]}")
+        try:
+            return json.loads(response.std_out.decode("utf-8-sig"))
+        except ValueError:
+            raise ProtocolError(f"{self.endpoint.address} answered with something that is not JSON") from None
+
+    def test(self) -> str:
+        facts = self._run(scripts.PROBE)
+        if not facts.get("HyperV"):
+            raise Misconfigured(
+                f"{facts.get('Host', self.endpoint.address)} answers WinRM but has no Hyper-V role"
+            )
+        return f"Hyper-V on {facts.get('OS', 'Windows')} ({facts.get('Host', '')})"
+
+    def discover(self, progress: Progress = NO_PROGRESS) -> Inventory:
+        progress.step(0, 1, "querying Hyper-V")
+        answer = self._run(scripts.INVENTORY)
+        try:
+            machines = [machine_from(item, answer) for item in answer.get("VMs") or []]
+        except (KeyError, TypeError, ValueError) as error:
+            raise ProtocolError(f"unexpected inventory from {self.endpoint.address}: {error!r}") from None
+        progress.step(1, 1, "done")
+        cluster = str(answer.get("Cluster") or "")
+        return Inventory(
+            source_id=cluster or str(answer.get("Host") or self.endpoint.address),
+            product=f"Hyper-V on {answer.get('OS', 'Windows Server')}",
+            machines=machines,
+            topology={
+                "clusters": [cluster] if cluster else [],
+                "hosts": sorted(str(node) for node in answer.get("Nodes") or []),
+            },
+        )
+
+    def watch(self, on_change: Callable[[list[Change]], None], stop: threading.Event) -> None:
+        raise ConnectorError("Hyper-V has no change feed over WinRM: scheduled discoveries follow it")
+
+
+def _list(value: Any) -> list[Any]:
+    """ConvertTo-Json turns a one-element array into the element itself, and an empty one into null."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def machine_from(item: dict[str, Any], answer: dict[str, Any]) -> DiscoveredMachine:
+    vm_id = str(item["Id"]).strip("{}").lower()
+    disks = [
+        DiscoveredDisk(
+            key=f"{disk.get('ControllerType', '')}:{disk.get('ControllerNumber', 0)}:{disk.get('ControllerLocation', 0)}",
+            label=str(disk.get("Path", "")).replace("\\", "/").rsplit("/", 1)[-1],
+            capacity_bytes=int(disk.get("Size") or 0),
+            path=str(disk.get("Path", "")),
+            change_tracking=None,
+        )
+        for disk in _list(item.get("Disks"))
+    ]
+    notes = str(item.get("Notes") or "")
+    return DiscoveredMachine(
+        identity=f"hyperv:{vm_id}",
+        external_id=vm_id,
+        name=str(item["Name"]),
+        kind="vm",
+        platform="hyperv",
+        power_state=str(item.get("State") or ""),
+        guest_os="",
+        ip_addresses=[str(a) for a in _list(item.get("IPAddresses"))],
+        cluster=str(answer.get("Cluster") or "") if item.get("IsClustered") else "",
+        host=str(item.get("ComputerName") or answer.get("Host") or ""),
+        folder=str(item.get("Path") or ""),
+        attributes={"notes": notes} if notes else {},
+        disks=disks,
+        checkpoints=[str(c) for c in _list(item.get("Checkpoints"))],
+        facts={"generation": item.get("Generation"), "configuration_version": item.get("Version")},
+    )
