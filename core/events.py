@@ -53,21 +53,72 @@ def groups_for(user: User) -> list[str]:
 
 def publish(event_type: str, data: dict[str, Any], *, groups: Iterable[str]) -> None:
     """Send one typed event to channel-layer groups (each socket receives it once, deduplicated by id)."""
+    publish_many([(event_type, data, list(groups))])
+
+
+def publish_many(events: list[tuple[str, dict[str, Any], list[str]]]) -> None:
+    """Send several events in one trip to the channel layer's event loop (not one thread hop per message)."""
     layer = get_channel_layer()
-    if layer is None:
+    if layer is None or not events:
         return
-    message = {"type": MESSAGE_TYPE, "id": uuid.uuid4().hex, "event": event_type, "data": data}
-    for group in dict.fromkeys(groups):
-        try:
-            async_to_sync(layer.group_send)(group, message)
-        except Exception:
-            logger.warning("live event %s to %s not delivered", event_type, group, exc_info=True)
+
+    async def send_all() -> None:
+        for event_type, data, groups in events:
+            message = {"type": MESSAGE_TYPE, "id": uuid.uuid4().hex, "event": event_type, "data": data}
+            for group in dict.fromkeys(groups):
+                try:
+                    await layer.group_send(group, message)
+                except Exception:
+                    logger.warning("live event %s to %s not delivered", event_type, group, exc_info=True)
+
+    try:
+        async_to_sync(send_all)()
+    except Exception:
+        logger.warning("live events not delivered", exc_info=True)
 
 
 def publish_machine_event(event_type: str, machine: Machine, data: dict[str, Any]) -> None:
     groups = [ALL_MACHINES, machine_channel(machine.pk)]
     groups += [machine_group_channel(pk) for pk in machine.groups.values_list("pk", flat=True)]
     publish(event_type, {"machine": machine.pk, **data}, groups=groups)
+
+
+# Above this many machines, one summary event per group replaces the per-machine events (a discovery of
+# thousands of VMs must not flood every socket).
+BULK_EVENTS = 50
+
+
+def publish_machine_events(event_type: str, items: list[tuple[Machine, dict[str, Any]]]) -> None:
+    """Many machine events (a discovery's worth) with one query for all their groups and one trip to the
+    channel layer; beyond BULK_EVENTS machines, one "<event>.bulk" summary per group."""
+    if not items:
+        return
+    from inventory.models import Machine
+
+    through = Machine.groups.through
+    groups: dict[int, list[int]] = {}
+    for machine_id, group_id in through.objects.filter(machine_id__in=[m.pk for m, _ in items]).values_list(
+        "machine_id", "machinegroup_id"
+    ):
+        groups.setdefault(machine_id, []).append(group_id)
+    if len(items) <= BULK_EVENTS:
+        events = []
+        for machine, data in items:
+            targets = [ALL_MACHINES, machine_channel(machine.pk)]
+            targets += [machine_group_channel(pk) for pk in groups.get(machine.pk, [])]
+            events.append((event_type, {"machine": machine.pk, **data}, targets))
+        publish_many(events)
+        return
+    per_group: dict[str, list[int]] = {ALL_MACHINES: [m.pk for m, _ in items]}
+    for machine, _ in items:
+        for pk in groups.get(machine.pk, []):
+            per_group.setdefault(machine_group_channel(pk), []).append(machine.pk)
+    publish_many(
+        [
+            (f"{event_type}.bulk", {"count": len(ids), "machines": ids[:1000]}, [group])
+            for group, ids in per_group.items()
+        ]
+    )
 
 
 def publish_audit_event(event: AuditEvent) -> None:

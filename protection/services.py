@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -12,7 +13,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from core import audit
-from core.events import ADMINS, publish, publish_machine_event
+from core.events import ADMINS, publish, publish_machine_event, publish_machine_events
 from core.models import User
 from inventory.choices import ChangeKind
 from inventory.models import Machine, MachineChange
@@ -209,10 +210,10 @@ def apply_rules(machines: Iterable[Machine], *, actor: User | None = None) -> di
     """Bring rule-made assignments in line with the rules. Returns counts of assigned / changed / removed.
 
     A person's assignment is never touched. An assign-only rule never takes a policy away; an
-    assign-and-remove rule's assignment follows it (moves to another rule's policy, or goes)."""
+    assign-and-remove rule's assignment follows it (moves to another rule's policy, or goes). A fixed number
+    of queries however many machines change (a discovery applies rules to thousands at once)."""
     rules = _rules()
-    counts = {"assigned": 0, "changed": 0, "removed": 0}
-    machine_list = list(machines)
+    machine_list = [m for m in machines if not m.template]
     current = {
         a.machine_id: a
         for a in Assignment.objects.filter(machine__in=[m.pk for m in machine_list]).select_related(
@@ -220,51 +221,71 @@ def apply_rules(machines: Iterable[Machine], *, actor: User | None = None) -> di
         )
     }
     now = timezone.now()
+    plan = _Plan()
+    for machine in machine_list:
+        _reconcile(machine, current.get(machine.pk), evaluate(machine, rules), now, plan)
     with transaction.atomic():
-        for machine in machine_list:
-            if machine.template:
-                continue
-            decision = evaluate(machine, rules)
-            existing = current.get(machine.pk)
-            change = _reconcile(machine, existing, decision, now)
-            if change:
-                counts[change] += 1
-    return counts
+        Assignment.objects.bulk_create(plan.creates, batch_size=500)
+        if plan.updates:
+            Assignment.objects.bulk_update(
+                plan.updates, ["policy", "rule", "reason", "assigned_at"], batch_size=500
+            )
+        if plan.deletes:
+            Assignment.objects.filter(pk__in=plan.deletes).delete()
+        MachineChange.objects.bulk_create(plan.history, batch_size=500)
+        if plan.resolved:
+            Alert.objects.open().filter(key__in=plan.resolved).update(resolved_at=now)
+        announced = list(plan.announce)
+        transaction.on_commit(lambda: publish_machine_events("machine.protection", announced))
+    return {"assigned": len(plan.creates), "changed": len(plan.updates), "removed": len(plan.deletes)}
+
+
+@dataclass
+class _Plan:
+    creates: list[Assignment] = field(default_factory=list)
+    updates: list[Assignment] = field(default_factory=list)
+    deletes: list[int] = field(default_factory=list)
+    history: list[MachineChange] = field(default_factory=list)
+    resolved: list[str] = field(default_factory=list)
+    announce: list[tuple[Machine, dict[str, Any]]] = field(default_factory=list)
+
+    def note(self, machine: Machine, summary: str, policy: str | None, **detail: Any) -> None:
+        self.history.append(
+            MachineChange(
+                machine=machine,
+                kind=ChangeKind.PROTECTION,
+                summary=summary[:500],
+                detail={"policy": policy, **detail},
+            )
+        )
+        self.announce.append((machine, {"policy": policy}))
 
 
 def _reconcile(
-    machine: Machine, existing: Assignment | None, decision: Decision, now: datetime.datetime
-) -> str:
+    machine: Machine, existing: Assignment | None, decision: Decision, now: datetime.datetime, plan: _Plan
+) -> None:
     if existing is not None and existing.rule_id is None:
-        return ""  # a person decided
-    follows_rule = (
-        existing is not None
-        and existing.rule is not None
-        and existing.rule.mode == RuleMode.ASSIGN_AND_REMOVE
-    )
+        return  # a person decided
     wanted = decision.policy
     if existing is None:
         if wanted is None or decision.rule is None or not wanted.enabled:
-            return ""
-        Assignment.objects.create(
-            machine=machine, policy=wanted, rule=decision.rule, reason=decision.summary, assigned_at=now
+            return
+        plan.creates.append(
+            Assignment(
+                machine=machine, policy=wanted, rule=decision.rule, reason=decision.summary, assigned_at=now
+            )
         )
-        _history(machine, f"{decision.summary}", rule=decision.rule.name, policy=wanted.name)
-        _resolve(f"unprotected:{machine.pk}")
-        _announce(machine, wanted.name)
-        return "assigned"
+        plan.resolved.append(f"unprotected:{machine.pk}")
+        plan.note(machine, decision.summary, wanted.name, rule=decision.rule.name)
+        return
+    follows_rule = existing.rule is not None and existing.rule.mode == RuleMode.ASSIGN_AND_REMOVE
     if not follows_rule:
-        return ""  # assign-only: keeps its policy
+        return  # assign-only: keeps its policy
     if wanted is None or decision.rule is None:
-        existing.delete()
-        reason = decision.summary
-        _history(
-            machine,
-            f"policy {existing.policy} removed: {reason}",
-            rule=existing.rule.name if existing.rule else "",
-        )
-        _announce(machine, None)
-        return "removed"
+        plan.deletes.append(existing.pk)
+        rule_name = existing.rule.name if existing.rule else ""
+        plan.note(machine, f"policy {existing.policy} removed: {decision.summary}", None, rule=rule_name)
+        return
     if existing.policy_id != wanted.pk or existing.rule_id != decision.rule.pk:
         old = existing.policy.name
         existing.policy, existing.rule, existing.reason, existing.assigned_at = (
@@ -273,20 +294,10 @@ def _reconcile(
             decision.summary,
             now,
         )
-        existing.save()
-        _history(
-            machine,
-            f"policy {old} → {wanted}: {decision.summary}",
-            rule=decision.rule.name,
-            policy=wanted.name,
+        plan.updates.append(existing)
+        plan.note(
+            machine, f"policy {old} → {wanted}: {decision.summary}", wanted.name, rule=decision.rule.name
         )
-        _announce(machine, wanted.name)
-        return "changed"
-    return ""
-
-
-def _announce(machine: Machine, policy: str | None) -> None:
-    transaction.on_commit(lambda: publish_machine_event("machine.protection", machine, {"policy": policy}))
 
 
 # --- alerts ----------------------------------------------------------------------------------------------------
