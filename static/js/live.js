@@ -40,10 +40,34 @@
     while (list.children.length > 8) list.lastElementChild.remove();
   }
 
+  // A source's page: the running discovery's phase live; the run table refreshes when a run ends.
+  function onDiscovery(data, finished) {
+    const panel = document.getElementById("discovery-runs");
+    if (!panel || String(data.source) !== panel.dataset.source) return;
+    const badge = panel.querySelector('tr[data-run="' + data.run + '"] [data-phase]');
+    if (badge && data.phase) {
+      const total = data.total ? " (" + data.done + "/" + data.total + ")" : "";
+      badge.textContent = data.phase + total;
+    }
+    if (finished || !badge) {
+      fetch(location.href, { headers: { "X-Requested-With": "live" } })
+        .then((response) => response.text())
+        .then((html) => {
+          const fresh = new DOMParser().parseFromString(html, "text/html").getElementById("discovery-runs");
+          if (fresh) panel.replaceWith(fresh);
+        });
+      if (finished) toast("Discovery " + data.state + (data.error ? ": " + data.error : ""));
+    }
+  }
+
   const handlers = {
     "welcome": () => setState("live", "live"),
     "audit.recorded": onAudit,
     "machine.changed": (data) => toast("Machine " + (data.name || data.machine) + " changed"),
+    "machine.discovered": (data) => toast("New machine " + (data.name || data.machine)),
+    "alert.raised": (data) => toast((data.severity === "critical" ? "Alert: " : "") + data.message),
+    "discovery.progress": (data) => onDiscovery(data, false),
+    "discovery.state": (data) => onDiscovery(data, data.state === "succeeded" || data.state === "failed"),
   };
 
   function connect() {
