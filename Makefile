@@ -37,8 +37,8 @@ browser-deps:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; }
 
-# Debian packages the real test peers need (vcsim's Go sources, Samba, qemu-img), and the vcsim build.
-PEER_PACKAGES := golang-go golang-github-vmware-govmomi-dev samba qemu-utils
+# Debian packages the real test peers need (Go and govmomi's sources for vcsim), and the vcsim build.
+PEER_PACKAGES := golang-go golang-github-vmware-govmomi-dev
 peer-deps:
 	@missing=""; for p in $(PEER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

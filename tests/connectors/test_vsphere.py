@@ -119,3 +119,13 @@ def test_a_server_that_never_answers_times_out() -> None:
         assert time.monotonic() - started < 30
     finally:
         listener.close()
+
+
+def test_custom_attributes_are_read_by_name(vcsim: Vcsim) -> None:
+    from tests.connectors.vsphere_helpers import set_custom_attribute
+
+    admin = Admin(vcsim)
+    set_custom_attribute(admin, "DC0_H0_VM0", "CostCenter", "CC-4711")
+    admin.close()
+    vm = next(m for m in VSphereConnector(endpoint_for(vcsim)).discover().machines if m.name == "DC0_H0_VM0")
+    assert vm.attributes["CostCenter"] == "CC-4711"

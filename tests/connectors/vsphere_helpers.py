@@ -118,3 +118,19 @@ class Admin:
             client.attach(tag_id, "VirtualMachine", self.vm(vm_name)._moId)
         finally:
             client.logout()
+
+
+def set_custom_attribute(admin: Admin, vm_name: str, key: str, value: str) -> None:
+    manager = admin.content.customFieldsManager
+    field = manager.AddCustomFieldDef(name=key, moType=vim.VirtualMachine)
+    manager.SetField(entity=admin.vm(vm_name), key=field.key, value=value)
+
+
+def migrate(admin: Admin, vm_name: str, host_name: str) -> None:
+    """vMotion: the VM moves to another host of its cluster."""
+    view = admin.content.viewManager.CreateContainerView(admin.content.rootFolder, [vim.HostSystem], True)
+    try:
+        host = next(h for h in view.view if h.name == host_name)
+    finally:
+        view.Destroy()
+    admin.wait(admin.vm(vm_name).RelocateVM_Task(spec=vim.vm.RelocateSpec(host=host)))

@@ -159,3 +159,36 @@ async def test_events_published_from_a_worker_thread_reach_sockets(estate: Estat
     message = await socket.receive_json_from(timeout=5)
     assert (message["type"], message["data"]) == ("run.progress", {"done": 42})
     await socket.disconnect()
+
+
+async def test_discovery_and_alert_events_reach_admins_and_the_machines_scope(
+    layer: str, estate: Estate
+) -> None:
+    """Discovery progress is for admins only; an unprotected alert reaches whoever sees the machine."""
+    from core.events import ADMINS, publish
+    from protection.choices import AlertKind
+    from protection.services import raise_alert
+
+    admin, helpdesk, outsider = (
+        await connect(estate.admin),
+        await connect(estate.helpdesk),
+        await connect(estate.outsider),
+    )
+    await sync_to_async(publish)(
+        "discovery.state", {"run": 1, "source": 1, "state": "succeeded"}, groups=[ADMINS]
+    )
+
+    def alert() -> None:
+        raise_alert(
+            kind=AlertKind.UNPROTECTED, key="t", message="fin-db-01 is unprotected", machine=estate.finance_vm
+        )
+
+    await sync_to_async(alert)()
+    admin_events = [m["type"] for m in await drain(admin) if m["type"] != "audit.recorded"]
+    helpdesk_events = [m["type"] for m in await drain(helpdesk)]
+    outsider_events = [m["type"] for m in await drain(outsider)]
+    assert admin_events == ["discovery.state", "alert.raised"]
+    assert helpdesk_events == ["alert.raised"]
+    assert outsider_events == []
+    for communicator in (admin, helpdesk, outsider):
+        await communicator.disconnect()

@@ -210,3 +210,21 @@ def test_a_hyperv_cluster_is_discovered_through_winrm(tmp_path) -> None:  # type
     assert sql.disks.count() == 2 and sql.facts["checkpoints"] == ["before patch 2026-11"]
     source.refresh_from_db()
     assert source.remote_id == "HVC01" and source.topology["hosts"] == ["HV01", "HV02"]
+
+
+@pytest.mark.django_db
+def test_a_vmotion_keeps_the_machine_and_records_the_move(vcsim: Vcsim) -> None:
+    from tests.connectors.vsphere_helpers import migrate
+
+    source = make_source(vcsim)
+    discover(source)
+    machine = Machine.objects.get(name="DC0_C0_RP0_VM0")
+    target = next(h for h in ("DC0_C0_H0", "DC0_C0_H1", "DC0_C0_H2") if h != machine.host)
+    admin = Admin(vcsim)
+    migrate(admin, "DC0_C0_RP0_VM0", target)
+    admin.close()
+    discover(source)
+    moved = Machine.objects.get(pk=machine.pk)
+    assert moved.host == target and moved.identity == machine.identity
+    change = MachineChange.objects.get(machine=moved, kind=ChangeKind.MOVED)
+    assert "vMotion" in change.summary and target in change.summary
