@@ -39,7 +39,11 @@ class MachineListView(RoleRequiredMixin, TemplateView):
         visible = Machine.objects.visible_to(self.request.user)
         machine_filter = MachineFilter(self.request.GET, queryset=visible, request=self.request)
         ordering = MACHINE_ORDERING.get(self.request.GET.get("sort", ""), "name")
-        machines = machine_filter.qs.order_by(ordering, "pk").prefetch_related("groups", "disks")
+        machines = (
+            machine_filter.qs.order_by(ordering, "pk")
+            .select_related("assignment__policy")
+            .prefetch_related("groups", "disks")
+        )
         context.update(
             filter=machine_filter,
             page=Paginator(machines, PAGE_SIZE).get_page(self.request.GET.get("page")),
