@@ -7,6 +7,7 @@ a pinned SHA-256 fingerprint.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import tempfile
@@ -45,6 +46,11 @@ class HyperVConnector:
             )
         if self.transport == "basic" and not self.https:
             raise Misconfigured("Basic authentication sends the password in clear: use it over HTTPS only")
+        if self.transport == "kerberos" and importlib.util.find_spec("kerberos") is None:
+            raise Misconfigured(
+                "Kerberos needs the system's Kerberos libraries on the Bulwark host (apt-get install libkrb5-dev, "
+                "then pip install pykerberos, and a krb5.conf for the domain); until then, use NTLM"
+            )
 
     @property
     def port(self) -> int:

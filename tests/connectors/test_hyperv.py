@@ -97,3 +97,12 @@ def test_a_failing_script_reports_the_powershell_error(tmp_path: Path) -> None:
     finally:
         server.process.terminate()
         server.process.wait(timeout=10)
+
+
+def test_kerberos_without_the_system_libraries_says_what_to_install() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("kerberos") is not None:
+        pytest.skip("pykerberos is installed here")
+    with pytest.raises(Misconfigured, match="libkrb5-dev"):
+        HyperVConnector(Endpoint(kind="hyperv", address="h", options={"transport": "kerberos"}))
