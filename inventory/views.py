@@ -181,7 +181,9 @@ class SourceDetailView(RoleRequiredMixin, DetailView):
         context.update(
             runs=DiscoveryRun.objects.filter(source=source)[:20],
             present=source.machines.filter(gone_since__isnull=True).count(),
-            topology=[(label.replace("_", " ").capitalize(), names) for label, names in source.topology.items()],
+            topology=[
+                (label.replace("_", " ").capitalize(), names) for label, names in source.topology.items()
+            ],
             gone=source.machines.filter(gone_since__isnull=False).count(),
         )
         return context

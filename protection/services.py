@@ -46,7 +46,9 @@ def create_policy(
     *, actor: User | None, name: str, description: str = "", rpo_minutes: int = 1440, enabled: bool = True
 ) -> Policy:
     """Create a policy rules and people can assign."""
-    policy = Policy.objects.create(name=name, description=description, rpo_minutes=rpo_minutes, enabled=enabled)
+    policy = Policy.objects.create(
+        name=name, description=description, rpo_minutes=rpo_minutes, enabled=enabled
+    )
     audit.record(
         "policy.create", actor=actor, target=policy, after=audit.snapshot(policy, POLICY_AUDIT_FIELDS)
     )
