@@ -15,9 +15,55 @@ class AlertKind(models.TextChoices):
     UNPROTECTED = "unprotected", "Unprotected machine"
     DISCOVERY_FAILED = "discovery_failed", "Discovery failed"
     AGENT_OFFLINE = "agent_offline", "Agent offline"
+    RUN_FAILED = "run_failed", "Backup failed"
+    RPO_MISSED = "rpo_missed", "RPO missed"
+    CBT_RESET = "cbt_reset", "Changed-block tracking reset"
+    PROXY_OFFLINE = "proxy_offline", "Proxy offline"
 
 
 class Severity(models.TextChoices):
     INFO = "info", "Information"
     WARNING = "warning", "Warning"
     CRITICAL = "critical", "Critical"
+
+
+class RepositoryKind(models.TextChoices):
+    LOCAL = "local", "Local or NFS folder"
+    S3 = "s3", "S3-compatible object storage"
+
+
+class Tier(models.TextChoices):
+    PRIMARY = "primary", "Primary"
+    COPY = "copy", "Copy"
+    ARCHIVE = "archive", "Archive"
+
+
+class BackupMode(models.TextChoices):
+    AGENTLESS = "agentless", "Agentless (hypervisor snapshot)"
+    AGENT = "agent", "Agent"
+
+
+class DedupLocation(models.TextChoices):
+    AGENT = "agent", "At the agent (source-side)"
+    PROXY = "proxy", "At the proxy"
+    CENTRAL = "central", "Central"
+
+
+class RunState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    WAITING = "waiting", "Waiting for resources"
+    RUNNING = "running", "Running"
+    COMMITTING = "committing", "Committing"
+    COMMITTED = "committed", "Committed"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE_RUN_STATES = (RunState.QUEUED, RunState.WAITING, RunState.RUNNING, RunState.COMMITTING)
+FINAL_RUN_STATES = (RunState.COMMITTED, RunState.FAILED, RunState.CANCELLED)
+
+
+class RunTrigger(models.TextChoices):
+    SCHEDULE = "schedule", "Schedule"
+    MANUAL = "manual", "On demand"
+    RETRY = "retry", "Retry"

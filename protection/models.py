@@ -6,20 +6,94 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from core.models import Credential
 from core.querysets import AdminOnlyQuerySet
 from inventory.models import Machine, Source
-from protection.choices import AlertKind, RuleAction, RuleMode, Severity
-from protection.querysets import AlertQuerySet, AssignmentQuerySet, PolicyQuerySet
+from protection.choices import (
+    AlertKind,
+    BackupMode,
+    RepositoryKind,
+    RuleAction,
+    RuleMode,
+    RunState,
+    RunTrigger,
+    Severity,
+    Tier,
+)
+from protection.querysets import AlertQuerySet, AssignmentQuerySet, BackupRunQuerySet, PolicyQuerySet
+
+
+class Repository(models.Model):
+    """Where backups are stored: an engine repository in a folder or an S3 bucket, at a site, in a jurisdiction."""
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=16, choices=RepositoryKind.choices, default=RepositoryKind.LOCAL)
+    tier = models.CharField(max_length=16, choices=Tier.choices, default=Tier.PRIMARY)
+    path = models.CharField(max_length=1000, blank=True, help_text="Folder (local) or bucket/prefix (S3).")
+    endpoint = models.URLField(blank=True, help_text="S3 endpoint URL; empty for AWS.")
+    s3_credential = models.ForeignKey(
+        Credential, null=True, blank=True, on_delete=models.PROTECT, related_name="+", help_text="Access key."
+    )
+    passphrase = models.ForeignKey(Credential, on_delete=models.PROTECT, related_name="+")
+    site = models.CharField(max_length=64, blank=True)
+    jurisdiction = models.CharField(max_length=64, blank=True)
+    immutable_days = models.PositiveIntegerField(default=0, help_text="S3 Object Lock retention; 0: none.")
+    block_size = models.PositiveIntegerField(default=64 * 1024)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = AdminOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "repositories"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Proxy(models.Model):
+    """A Celery worker on its own queue that moves backup data; chosen by site, jurisdiction and load."""
+
+    name = models.CharField(max_length=100, unique=True)
+    queue = models.CharField(max_length=120, unique=True)
+    site = models.CharField(max_length=64, blank=True)
+    jurisdiction = models.CharField(max_length=64, blank=True)
+    max_streams = models.PositiveIntegerField(default=4)
+    enabled = models.BooleanField(default=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+
+    objects = AdminOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "proxies"
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Policy(models.Model):
-    """What protection a machine gets. Schedules, retention and targets join in the protection issue."""
+    """What protection a machine gets: when, how, where, and for how long."""
 
     name = models.CharField(max_length=100, unique=True)
     description = models.TextField(blank=True)
     rpo_minutes = models.PositiveIntegerField(default=24 * 60, help_text="Recovery point objective.")
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    repository = models.ForeignKey(
+        Repository, null=True, blank=True, on_delete=models.PROTECT, related_name="policies"
+    )
+    mode = models.CharField(max_length=16, choices=BackupMode.choices, default=BackupMode.AGENTLESS)
+    interval_minutes = models.PositiveIntegerField(default=24 * 60, help_text="Back up every N minutes.")
+    quiesce = models.BooleanField(
+        default=True, help_text="Application-consistent snapshots (VMware Tools, VSS)."
+    )
+    priority = models.PositiveSmallIntegerField(default=5, help_text="1 runs first.")
+    keep_last = models.PositiveSmallIntegerField(default=7)
+    keep_daily = models.PositiveSmallIntegerField(default=14)
+    keep_weekly = models.PositiveSmallIntegerField(default=8)
+    keep_monthly = models.PositiveSmallIntegerField(default=12)
+    keep_yearly = models.PositiveSmallIntegerField(default=0)
 
     objects = PolicyQuerySet.as_manager()
 
@@ -117,3 +191,54 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return self.message
+
+
+class BackupRun(models.Model):
+    """One backup of one machine: queued → (waiting) → running → committing → committed | failed | cancelled.
+
+    Claimed with conditional updates (a message delivered twice does no harm); the row is the truth, not Celery.
+    """
+
+    machine = models.ForeignKey(Machine, on_delete=models.CASCADE, related_name="runs")
+    policy = models.ForeignKey(Policy, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    repository = models.ForeignKey(Repository, on_delete=models.PROTECT, related_name="runs")
+    proxy = models.ForeignKey(Proxy, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    state = models.CharField(max_length=16, choices=RunState.choices, default=RunState.QUEUED, db_index=True)
+    trigger = models.CharField(max_length=16, choices=RunTrigger.choices, default=RunTrigger.MANUAL)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    attempt = models.PositiveSmallIntegerField(default=1)
+    queued_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    phase = models.CharField(max_length=200, blank=True)
+    current_disk = models.CharField(max_length=200, blank=True)
+    bytes_total = models.BigIntegerField(default=0)
+    bytes_done = models.BigIntegerField(default=0)
+    bytes_new = models.BigIntegerField(default=0)
+    bytes_stored = models.BigIntegerField(default=0)
+    rate = models.FloatField(default=0.0, help_text="Bytes per second.")
+    full_read = models.BooleanField(default=True)
+    snapshot_id = models.CharField(max_length=100, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+
+    objects = BackupRunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-queued_at", "-pk"]
+        indexes = [models.Index(fields=["machine", "-queued_at"])]
+
+    def __str__(self) -> str:
+        return f"backup of {self.machine} ({self.state})"
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.bytes_done / self.bytes_total) if self.bytes_total else 0.0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        if self.rate <= 0 or not self.bytes_total:
+            return None
+        return max(0.0, (self.bytes_total - self.bytes_done) / self.rate)

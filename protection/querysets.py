@@ -12,6 +12,10 @@ class AssignmentQuerySet(ScopedQuerySet):
     machine_path = "machine"
 
 
+class BackupRunQuerySet(ScopedQuerySet):
+    machine_path = "machine"
+
+
 class PolicyQuerySet(models.QuerySet):
     """Everyone signed in may read policy names and targets (a machine page shows its policy)."""
 

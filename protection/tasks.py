@@ -11,3 +11,11 @@ def check_unprotected() -> None:
     from protection.services import check_unprotected as check
 
     check()
+
+
+@shared_task(name="protection.run_backup", acks_late=True)
+def run_backup(run_id: int) -> None:
+    """Run one queued backup (claimed with a conditional update: a second delivery does nothing)."""
+    from protection.backup import run_backup as run
+
+    run(run_id)

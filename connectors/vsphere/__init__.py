@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import Any
 
 from pyVmomi import vim, vmodl
@@ -17,6 +18,15 @@ from connectors.base import (
     Inventory,
     ProtocolError,
     Unreachable,
+)
+from connectors.vsphere.backup import (
+    DatastoreReader,
+    SnapshotDisk,
+    SnapshotHandle,
+    create_snapshot,
+    enable_change_tracking,
+    find_vm,
+    remove_snapshot,
 )
 from connectors.vsphere.inventory import (
     VM_PROPERTIES,
@@ -31,6 +41,24 @@ from connectors.vsphere.tags import TagClient
 from engine.progress import Progress
 
 WATCH_WAIT_SECONDS = 2
+
+
+@dataclass
+class SnapshotSession:
+    """A snapshot being backed up: its disks, a reader per disk, and whether CBT was only just enabled."""
+
+    handle: SnapshotHandle
+    endpoint: Endpoint
+    port: int
+    cookie: str
+    tracking_just_enabled: bool
+
+    @property
+    def disks(self) -> list[SnapshotDisk]:
+        return self.handle.disks
+
+    def open_disk(self, disk: SnapshotDisk) -> DatastoreReader:
+        return DatastoreReader(self.endpoint, self.port, self.cookie, self.handle.datacenter, disk)
 
 
 class VSphereConnector:
@@ -161,3 +189,27 @@ class VSphereConnector:
             return client.tags_by_object()
         finally:
             client.logout()
+
+    @contextmanager
+    def snapshot(
+        self, external_id: str, datacenter: str, *, name: str, quiesce: bool
+    ) -> Iterator[SnapshotSession]:
+        """Enable CBT, take a (quiesced) snapshot, and remove it afterwards: always, on failure too."""
+        with session(self.endpoint) as instance:
+            content = instance.content
+            try:
+                vm = find_vm(content, external_id)
+                just_enabled = enable_change_tracking(content, vm)
+                handle = create_snapshot(content, vm, datacenter, name=name, quiesce=quiesce)
+            except vmodl.MethodFault as error:
+                raise ProtocolError(f"snapshot of {external_id} failed: {fault_message(error)}") from None
+            try:
+                yield SnapshotSession(
+                    handle,
+                    self.endpoint,
+                    port_of(self.endpoint),
+                    str(instance._stub.cookie or ""),
+                    just_enabled,
+                )
+            finally:
+                remove_snapshot(content, handle)

@@ -134,3 +134,52 @@ def migrate(admin: Admin, vm_name: str, host_name: str) -> None:
     finally:
         view.Destroy()
     admin.wait(admin.vm(vm_name).RelocateVM_Task(spec=vim.vm.RelocateSpec(host=host)))
+
+
+def upload_disk(admin: Admin, vm_name: str, data: bytes) -> None:
+    """Give a vcsim VM real disk content (vcsim keeps empty disk files): resize its disk to the data's size and
+    PUT the bytes into the disk's flat extent through the datastore HTTP interface."""
+    import urllib.request
+
+    vm = admin.vm(vm_name)
+    spec = vmodl.query.PropertyCollector.FilterSpec(
+        objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=vm, skip=False)],
+        propSet=[
+            vmodl.query.PropertyCollector.PropertySpec(
+                type=vim.VirtualMachine, pathSet=["config.hardware.device"]
+            )
+        ],
+    )
+    devices = admin.content.propertyCollector.RetrieveContents([spec])[0].propSet[0].val
+    disk = next(d for d in devices if isinstance(d, vim.vm.device.VirtualDisk))
+    disk.capacityInKB = len(data) // 1024
+    disk.capacityInBytes = len(data)
+    change = vim.vm.device.VirtualDeviceSpec(operation="edit", device=disk)
+    admin.wait(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])))
+    datastore, _, path = disk.backing.fileName.partition("] ")
+    flat = path.removesuffix(".vmdk") + "-flat.vmdk"  # a disk's data lives in its flat extent, as on VMFS
+    url = f"https://127.0.0.1:{admin.server.port}/folder/{flat}?dcPath=DC0&dsName={datastore.strip('[')}"
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    request = urllib.request.Request(
+        url, data=data, method="PUT", headers={"Cookie": admin.instance._stub.cookie}
+    )
+    with urllib.request.urlopen(request, context=context) as response:  # noqa: S310  (a local test server)
+        assert response.status in (200, 201)
+
+
+def snapshot_count(admin: Admin, vm_name: str) -> int:
+    spec = vmodl.query.PropertyCollector.FilterSpec(
+        objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=admin.vm(vm_name), skip=False)],
+        propSet=[vmodl.query.PropertyCollector.PropertySpec(type=vim.VirtualMachine, pathSet=["snapshot"])],
+    )
+    result = admin.content.propertyCollector.RetrieveContents([spec])
+    props = result[0].propSet if result and result[0].propSet else []
+    if not props or props[0].val is None:
+        return 0
+
+    def count(trees: list[Any]) -> int:
+        return sum(1 + count(tree.childSnapshotList or []) for tree in trees)
+
+    return count(props[0].val.rootSnapshotList or [])

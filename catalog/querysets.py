@@ -1,0 +1,7 @@
+from __future__ import annotations
+
+from core.querysets import ScopedQuerySet
+
+
+class RecoveryPointQuerySet(ScopedQuerySet):
+    machine_path = "machine"

@@ -1,0 +1,84 @@
+"""Run progress over Channels: the engine's Progress protocol, throttled, with rate and ETA, and the cancel check.
+
+One message every PROGRESS_INTERVAL at most (plus the last one of a phase), to the machine's groups (its run page,
+the dashboard, the scoped help-desk and owners). The database row is updated at the same pace, so a page that
+lost its socket polls the same figures.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from core.events import publish_machine_events
+from protection.models import BackupRun
+
+PROGRESS_INTERVAL = 0.25
+CANCEL_CHECK_INTERVAL = 1.0
+
+
+class RunCancelled(Exception):
+    """Someone pressed cancel: the writer aborts, nothing is committed."""
+
+
+class RunProgress:
+    def __init__(self, run: BackupRun, *, total: int) -> None:
+        self.run = run
+        self.total = total
+        self.offset = 0  # bytes of the disks already done (the engine reports per disk)
+        self.started = time.monotonic()
+        self._last_sent = 0.0
+        self._last_cancel_check = time.monotonic()
+        self._rate = 0.0
+        self._last_done = 0
+        self._last_time = self.started
+        self.disk = ""
+
+    def next_disk(self, name: str, offset: int) -> None:
+        self.disk, self.offset = name, offset
+
+    def step(self, done: int, total: int | None, phase: str) -> None:
+        now = time.monotonic()
+        if now - self._last_cancel_check >= CANCEL_CHECK_INTERVAL:
+            self._last_cancel_check = now
+            if BackupRun.objects.filter(pk=self.run.pk, cancel_requested=True).exists():
+                raise RunCancelled()
+        absolute = self.offset + done
+        finished_phase = total is not None and done >= total
+        if now - self._last_sent < PROGRESS_INTERVAL and not finished_phase:
+            return
+        elapsed = now - self._last_time
+        if elapsed > 0:
+            instant = (absolute - self._last_done) / elapsed
+            self._rate = instant if self._rate == 0 else 0.7 * self._rate + 0.3 * instant
+        self._last_done, self._last_time, self._last_sent = absolute, now, now
+        self.send(phase, absolute)
+
+    def send(self, phase: str, done: int | None = None, **extra: Any) -> None:
+        done = self._last_done if done is None else done
+        BackupRun.objects.filter(pk=self.run.pk).update(
+            bytes_done=done,
+            bytes_total=self.total,
+            rate=self._rate,
+            phase=phase[:200],
+            current_disk=self.disk[:200],
+        )
+        eta = (self.total - done) / self._rate if self._rate > 0 and self.total else None
+        publish_machine_events(
+            "run.progress",
+            [
+                (
+                    self.run.machine,
+                    {
+                        "run": self.run.pk,
+                        "phase": phase,
+                        "disk": self.disk,
+                        "done": done,
+                        "total": self.total,
+                        "rate": round(self._rate),
+                        "eta": round(eta) if eta is not None else None,
+                        **extra,
+                    },
+                )
+            ],
+        )

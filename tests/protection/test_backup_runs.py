@@ -1,0 +1,103 @@
+"""Agentless vSphere backups end to end on vcsim: snapshot, datastore reads, engine, commit, snapshot removed."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from catalog.models import RecoveryPoint
+from engine.image import restore_image
+from engine.maintenance import verify
+from inventory.models import Machine
+from protection import repositories, services
+from protection.backup import cancel_run, create_repository, run_backup, start_backup
+from protection.choices import AlertKind, RunState
+from protection.models import Alert, BackupRun
+from tests.conftest import Estate
+from tests.connectors.vsphere_helpers import Admin, snapshot_count, upload_disk
+from tests.inventory.test_discovery import discover, make_source
+from tests.peers import Vcsim
+
+
+def disk_image(size: int, seed: int = 7) -> bytes:
+    rng = random.Random(seed)
+    image = bytearray(size)
+    for start in range(0, size, 256 * 1024):
+        kind = rng.random()
+        if kind < 0.4:
+            image[start : start + 64 * 1024] = rng.randbytes(64 * 1024)
+        elif kind < 0.7:
+            image[start : start + 128 * 1024] = (b"ext4 superblock inode " * 6000)[: 128 * 1024]
+    return bytes(image)
+
+
+@pytest.fixture
+def protected_vm(vcsim: Vcsim, tmp_path: Path, settings) -> tuple[Machine, bytes, Vcsim]:  # type: ignore[no-untyped-def]
+    settings.DATA_DIR = tmp_path
+    repositories.forget_open_repositories()
+    image = disk_image(6 * 1024 * 1024)
+    admin = Admin(vcsim)
+    upload_disk(admin, "DC0_H0_VM0", image)
+    admin.close()
+    source = make_source(vcsim)
+    discover(source)
+    repository = create_repository(actor=None, name="primary", kind="local", path=str(tmp_path / "repo"))
+    policy = services.create_policy(actor=None, name="gold")
+    services.update_policy(actor=None, policy=policy, rpo_minutes=60)
+    policy.repository = repository
+    policy.save()
+    services.create_rule(actor=None, name="all", policy=policy, match_name="DC0_H0_VM0")
+    return Machine.objects.get(name="DC0_H0_VM0"), image, vcsim
+
+
+@pytest.mark.django_db
+def test_a_vm_is_backed_up_and_restores_bit_identical(protected_vm, estate: Estate, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    machine, image, vcsim = protected_vm
+    run = start_backup(machine=machine, requested_by=estate.admin)
+    assert run.state == RunState.QUEUED
+    run = run_backup(run.pk)
+    assert run.state == RunState.COMMITTED, run.error
+    assert run.bytes_done == run.bytes_total == len(image) and run.bytes_new > 0
+    point = RecoveryPoint.objects.get(run=run)
+    assert (
+        point.machine == machine
+        and point.logical_bytes == len(image)
+        and point.disks[0]["capacity"] == len(image)
+    )
+    engine = repositories.open_repository(run.repository)
+    snapshot = engine.load_snapshot(point.snapshot_id)
+    restore_image(engine, snapshot, point.disks[0]["key"], tmp_path / "restored.img")
+    assert (tmp_path / "restored.img").read_bytes() == image
+    assert not verify(engine).problems
+    admin = Admin(vcsim)
+    assert snapshot_count(admin, "DC0_H0_VM0") == 0  # the backup's snapshot is gone
+    admin.close()
+    # A second delivery of the same message does nothing; a second run reuses every block.
+    assert run_backup(run.pk).state == RunState.COMMITTED
+    second = run_backup(start_backup(machine=machine, requested_by=None).pk)
+    assert second.state == RunState.COMMITTED and second.bytes_new == 0
+
+
+@pytest.mark.django_db
+def test_an_unreachable_vcenter_fails_the_run_with_the_reason_and_an_alert(
+    protected_vm, estate: Estate
+) -> None:  # type: ignore[no-untyped-def]
+    machine, _, vcsim = protected_vm
+    vcsim.stop()
+    run = run_backup(start_backup(machine=machine, requested_by=estate.admin).pk)
+    assert run.state == RunState.FAILED and "refused the connection" in run.error
+    assert Alert.objects.open().filter(kind=AlertKind.RUN_FAILED, machine=machine).exists()
+    assert not RecoveryPoint.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_queued_run_can_be_cancelled_and_then_never_runs(protected_vm, estate: Estate) -> None:  # type: ignore[no-untyped-def]
+    machine, _, _ = protected_vm
+    run = start_backup(machine=machine, requested_by=estate.admin)
+    assert start_backup(machine=machine, requested_by=estate.admin).pk == run.pk  # one active run per machine
+    cancelled = cancel_run(run=run, actor=estate.admin)
+    assert cancelled.state == RunState.CANCELLED
+    assert run_backup(run.pk).state == RunState.CANCELLED
+    assert BackupRun.objects.get(pk=run.pk).started_at is None
