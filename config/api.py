@@ -11,7 +11,13 @@ from inventory.api.views import (
     MachineViewSet,
     SourceViewSet,
 )
-from protection.api.views import AlertViewSet, MachineProtectionViewSet, PolicyViewSet, ProtectionRuleViewSet
+from protection.api.views import (
+    AlertViewSet,
+    BackupRunViewSet,
+    MachineProtectionViewSet,
+    PolicyViewSet,
+    ProtectionRuleViewSet,
+)
 
 
 class BulwarkApiRoot(APIRootView):
@@ -40,3 +46,4 @@ router.register("policies", PolicyViewSet, basename="policy")
 router.register("rules", ProtectionRuleViewSet, basename="rule")
 router.register("alerts", AlertViewSet, basename="alert")
 router.register("machine-protection", MachineProtectionViewSet, basename="machine-protection")
+router.register("runs", BackupRunViewSet, basename="run")

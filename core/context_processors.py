@@ -12,6 +12,7 @@ from core.access import ADMIN_ONLY, ALL_ROLES, AUDIT_READERS
 NAVIGATION = [
     ("Dashboard", "dashboard", ALL_ROLES, {"dashboard"}),
     ("Machines", "machine-list", ALL_ROLES, {"machine-list", "machine-detail"}),
+    ("Runs", "run-list", ALL_ROLES, {"run-list", "run-detail"}),
     ("Alerts", "alert-list", ALL_ROLES, {"alert-list"}),
     ("Sources", "source-list", ADMIN_ONLY, {"source-list", "source-create", "source-detail", "source-edit"}),
     ("Agents", "agent-list", ADMIN_ONLY, {"agent-list"}),

@@ -82,6 +82,7 @@ class MachineDetailView(RoleRequiredMixin, DetailView):
             alerts=Alert.objects.open().filter(machine=machine),
             policies=Policy.objects.filter(enabled=True) if self.request.user.role == "admin" else [],  # type: ignore[union-attr]
             agent=Agent.objects.filter(machine=machine).first(),
+            runs=list(machine.runs.all()[:10]),
         )
         return context
 

@@ -217,6 +217,8 @@ def _announce(run: BackupRun) -> None:
         "phase": run.phase,
         "done": run.bytes_done,
         "total": run.bytes_total,
+        "new": run.bytes_new,
+        "stored": run.bytes_stored,
         "error": run.error,
     }
     machine = run.machine

@@ -14,4 +14,9 @@ urlpatterns = [
     path("rules/<int:pk>/delete/", views.RuleDeleteView.as_view(), name="rule-delete"),
     path("alerts/", views.AlertListView.as_view(), name="alert-list"),
     path("machines/<int:pk>/assign/", views.MachineAssignView.as_view(), name="machine-assign"),
+    path("machines/<int:pk>/backup/", views.MachineBackupView.as_view(), name="machine-backup"),
+    path("runs/", views.RunListView.as_view(), name="run-list"),
+    path("runs/<int:pk>/", views.RunDetailView.as_view(), name="run-detail"),
+    path("runs/<int:pk>/status/", views.RunStatusView.as_view(), name="run-status"),
+    path("runs/<int:pk>/cancel/", views.RunCancelView.as_view(), name="run-cancel"),
 ]

@@ -5,7 +5,7 @@ from typing import Any
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Count
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views import View
@@ -14,8 +14,10 @@ from django.views.generic import FormView, TemplateView
 from core.access import ADMIN_ONLY, ALL_ROLES, RoleRequiredMixin
 from inventory.models import Machine
 from protection import services
+from protection.backup import BackupRefused, cancel_run, start_backup
+from protection.choices import ACTIVE_RUN_STATES
 from protection.forms import AssignForm, PolicyForm, RuleForm
-from protection.models import Alert, Policy, ProtectionRule
+from protection.models import Alert, BackupRun, Policy, ProtectionRule
 
 
 class PolicyListView(RoleRequiredMixin, TemplateView):
@@ -166,3 +168,87 @@ class MachineAssignView(RoleRequiredMixin, View):
             )
             messages.success(request, "Protection updated.")
         return HttpResponseRedirect(reverse("machine-detail", args=[pk]))
+
+
+# --- runs ------------------------------------------------------------------------------------------------------
+class RunListView(RoleRequiredMixin, TemplateView):
+    template_name = "protection/run_list.html"
+    allowed_roles = ALL_ROLES
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        runs = BackupRun.objects.visible_to(self.request.user).select_related(
+            "machine", "policy", "repository"
+        )
+        state = self.request.GET.get("state", "")
+        if state:
+            runs = runs.filter(state=state)
+        context.update(page=Paginator(runs, 50).get_page(self.request.GET.get("page")), state=state)
+        return context
+
+
+class RunDetailView(RoleRequiredMixin, TemplateView):
+    template_name = "protection/run_detail.html"
+    allowed_roles = ALL_ROLES
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        run = get_object_or_404(
+            BackupRun.objects.visible_to(self.request.user).select_related(
+                "machine", "policy", "repository", "proxy"
+            ),
+            pk=self.kwargs["pk"],
+        )
+        context.update(run=run, active=run.state in ACTIVE_RUN_STATES)
+        return context
+
+
+def run_status(run: BackupRun) -> dict[str, Any]:
+    return {
+        "run": run.pk,
+        "state": run.state,
+        "phase": run.phase,
+        "disk": run.current_disk,
+        "done": run.bytes_done,
+        "total": run.bytes_total,
+        "rate": round(run.rate),
+        "eta": round(run.eta_seconds) if run.eta_seconds is not None else None,
+        "new": run.bytes_new,
+        "stored": run.bytes_stored,
+        "error": run.error,
+    }
+
+
+class RunStatusView(RoleRequiredMixin, View):
+    """JSON the run page polls when its WebSocket is down."""
+
+    allowed_roles = ALL_ROLES
+
+    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+        run = get_object_or_404(BackupRun.objects.visible_to(request.user), pk=pk)
+        return JsonResponse(run_status(run))
+
+
+class RunCancelView(RoleRequiredMixin, View):
+    allowed_roles = ADMIN_ONLY
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        run = get_object_or_404(BackupRun.objects.visible_to(request.user), pk=pk)
+        cancel_run(run=run, actor=request.user)  # type: ignore[arg-type]
+        messages.info(request, "Cancel requested.")
+        return HttpResponseRedirect(reverse("run-detail", args=[pk]))
+
+
+class MachineBackupView(RoleRequiredMixin, View):
+    """POST from the machine page: back it up now under its policy."""
+
+    allowed_roles = ADMIN_ONLY
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        machine = get_object_or_404(Machine.objects.visible_to(request.user), pk=pk)
+        try:
+            run = start_backup(machine=machine, requested_by=request.user)  # type: ignore[arg-type]
+        except BackupRefused as error:
+            messages.error(request, f"Cannot back up: {error}.")
+            return HttpResponseRedirect(reverse("machine-detail", args=[pk]))
+        return HttpResponseRedirect(reverse("run-detail", args=[run.pk]))

@@ -109,6 +109,18 @@ MATRIX: dict[str, Entry] = {
     "rule-edit": Entry(ADMIN_PAGE, kwargs=lambda e: {"pk": e.rule}, write=("post", ADMIN_WRITES)),
     "rule-move": Entry(POST_ONLY_ADMIN, kwargs=lambda e: {"pk": e.rule}, write=("post", ADMIN_WRITES)),
     "rule-delete": Entry(POST_ONLY_ADMIN, kwargs=lambda e: {"pk": e.rule}, write=("post", ADMIN_WRITES)),
+    "run-list": Entry(EVERYONE),
+    "run-detail": Entry(EVERYONE, kwargs=lambda e: {"pk": e.run}),
+    "run-status": Entry(EVERYONE, kwargs=lambda e: {"pk": e.run}),
+    "run-cancel": Entry(POST_ONLY_ADMIN, kwargs=lambda e: {"pk": e.run}, write=("post", ADMIN_WRITES)),
+    "machine-backup": Entry(
+        POST_ONLY_ADMIN, kwargs=lambda e: {"pk": e.finance_vm.pk}, write=("post", ADMIN_WRITES)
+    ),
+    "api:run-list": Entry(API_EVERYONE),
+    "api:run-detail": Entry(API_EVERYONE, kwargs=lambda e: {"pk": e.run}),
+    "api:run-cancel": Entry(
+        API_POST_ONLY_ADMIN, kwargs=lambda e: {"pk": e.run}, write=("post", ADMIN_WRITES)
+    ),
     "machine-assign": Entry(
         POST_ONLY_ADMIN, kwargs=lambda e: {"pk": e.finance_vm.pk}, write=("post", ADMIN_WRITES)
     ),
@@ -178,7 +190,7 @@ def test_every_route_is_in_the_matrix() -> None:
 
 
 @pytest.fixture
-def matrix_estate(estate: Estate) -> Estate:
+def matrix_estate(estate: Estate, tmp_path: Any, settings: Any) -> Estate:
     from core.models import AuditEvent
     from core.services import create_credential
 
@@ -215,6 +227,12 @@ def matrix_estate(estate: Estate) -> Estate:
     )
     assert alert is not None
     estate.alert = alert.pk  # type: ignore[attr-defined]
+    from protection.backup import create_repository
+    from protection.models import BackupRun
+
+    settings.DATA_DIR = tmp_path
+    repository = create_repository(actor=estate.admin, name="primary", kind="local", path="repo")
+    estate.run = BackupRun.objects.create(machine=estate.finance_vm, repository=repository).pk  # type: ignore[attr-defined]
     return estate
 
 

@@ -7,7 +7,7 @@ from rest_framework import serializers
 from inventory.models import Source
 from protection import services
 from protection.choices import RuleAction
-from protection.models import Alert, Policy, ProtectionRule
+from protection.models import Alert, BackupRun, Policy, ProtectionRule
 from protection.rules import Decision
 
 
@@ -138,3 +138,37 @@ def decision_data(decision: Decision, assignment: Any) -> dict[str, Any]:
             for result in decision.trace
         ],
     }
+
+
+class BackupRunSerializer(serializers.ModelSerializer):
+    machine_name = serializers.CharField(source="machine.name", read_only=True)
+    eta_seconds = serializers.FloatField(read_only=True)
+
+    class Meta:
+        model = BackupRun
+        fields = [
+            "id",
+            "machine",
+            "machine_name",
+            "policy",
+            "repository",
+            "proxy",
+            "state",
+            "trigger",
+            "attempt",
+            "queued_at",
+            "started_at",
+            "finished_at",
+            "phase",
+            "current_disk",
+            "bytes_total",
+            "bytes_done",
+            "bytes_new",
+            "bytes_stored",
+            "rate",
+            "eta_seconds",
+            "snapshot_id",
+            "cancel_requested",
+            "error",
+        ]
+        read_only_fields = fields

@@ -13,11 +13,13 @@ from protection import services
 from protection.api.serializers import (
     AlertSerializer,
     AssignSerializer,
+    BackupRunSerializer,
     PolicySerializer,
     ProtectionRuleSerializer,
     decision_data,
 )
-from protection.models import Alert, Assignment, Policy, ProtectionRule
+from protection.backup import cancel_run
+from protection.models import Alert, Assignment, BackupRun, Policy, ProtectionRule
 from protection.rules import evaluate
 
 
@@ -119,3 +121,20 @@ class MachineProtectionViewSet(viewsets.GenericViewSet):
 
     def partial_update(self, request: Request, pk: str | None = None) -> Response:
         return self.update(request, pk)
+
+
+class BackupRunViewSet(viewsets.ReadOnlyModelViewSet):
+    """Backup runs of the machines you may see (live figures; the WebSocket streams the same). Admins cancel."""
+
+    serializer_class = BackupRunSerializer
+    permission_classes = [ReadScopedWriteAdmin]
+    filterset_fields = ["machine", "state", "policy"]
+
+    def get_queryset(self) -> QuerySet[BackupRun]:
+        return BackupRun.objects.visible_to(self.request.user).select_related("machine")
+
+    @extend_schema(request=None, responses=BackupRunSerializer)
+    @action(detail=True, methods=["post"], permission_classes=[IsBackupAdmin])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        run = cancel_run(run=self.get_object(), actor=request.user)  # type: ignore[arg-type]
+        return Response(BackupRunSerializer(run).data)

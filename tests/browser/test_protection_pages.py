@@ -76,3 +76,60 @@ def test_from_a_new_source_to_a_protected_machine(
     page.goto(live_server_url + "/")
     page.screenshot(path=str(artifacts / "admin-dashboard-protection.png"), full_page=True)
     context.close()
+
+
+def test_an_admin_watches_a_real_backup_reach_done(
+    browser: Any,
+    live_server_url: str,
+    estate: Estate,
+    artifacts: Path,
+    vcsim: Vcsim,
+    tmp_path: Path,
+    settings: Any,
+) -> None:
+    """A run started from the machine page, executed by an embedded Celery worker thread, its progress streamed
+    over the WebSocket to the run page until the bar is full."""
+    import random
+
+    from core.worker import EmbeddedWorker
+    from protection import repositories, services
+    from protection.backup import create_repository
+    from tests.connectors.vsphere_helpers import Admin, upload_disk
+    from tests.inventory.test_discovery import discover, make_source
+
+    settings.DATA_DIR = tmp_path
+    repositories.forget_open_repositories()
+    rng = random.Random(3)
+    image = b"".join(rng.randbytes(64 * 1024) + bytes(64 * 1024) for _ in range(256))  # 32 MiB
+    admin = Admin(vcsim)
+    upload_disk(admin, "DC0_H0_VM0", image)
+    admin.close()
+    discover(make_source(vcsim))
+    repository = create_repository(actor=None, name="primary", kind="local", path="repo")
+    policy = services.create_policy(actor=None, name="gold")
+    policy.repository = repository
+    policy.save()
+    services.create_rule(actor=None, name="vm0", policy=policy, match_name="DC0_H0_VM0")
+    machine = Machine.objects.get(name="DC0_H0_VM0")
+
+    worker = EmbeddedWorker(concurrency=2)
+    worker.start()
+    try:
+        context = browser.new_context(viewport={"width": 1366, "height": 900})
+        context.add_init_script(
+            "window.__progress = 0; document.addEventListener('bulwark:event', (e) => {"
+            " if (e.detail.type === 'run.progress') window.__progress += 1; });"
+        )
+        page = context.new_page()
+        sign_in(page, live_server_url, "alice")
+        page.goto(f"{live_server_url}/machines/{machine.pk}/")
+        page.click("text=Back up now")
+        page.wait_for_url(f"{live_server_url}/runs/*/")
+        page.wait_for_selector('#run[data-state="committed"]', timeout=60_000)
+        assert page.eval_on_selector("#run-progress", "bar => bar.value") == 1000
+        assert page.evaluate("window.__progress") >= 1  # figures arrived over the socket, not only by polling
+        assert "committed" in page.inner_text("#run")
+        page.screenshot(path=str(artifacts / "admin-run.png"), full_page=True)
+        context.close()
+    finally:
+        worker.stop()

@@ -14,6 +14,7 @@ NAVIGATION = {
     "admin": [
         "Dashboard",
         "Machines",
+        "Runs",
         "Alerts",
         "Sources",
         "Agents",
@@ -24,9 +25,9 @@ NAVIGATION = {
         "Audit log",
         "API",
     ],
-    "helpdesk": ["Dashboard", "Machines", "Alerts", "API"],
-    "owner": ["Dashboard", "Machines", "Alerts", "API"],
-    "auditor": ["Dashboard", "Machines", "Alerts", "Audit log", "API"],
+    "helpdesk": ["Dashboard", "Machines", "Runs", "Alerts", "API"],
+    "owner": ["Dashboard", "Machines", "Runs", "Alerts", "API"],
+    "auditor": ["Dashboard", "Machines", "Runs", "Alerts", "Audit log", "API"],
 }
 
 
