@@ -42,6 +42,12 @@ class Misconfigured(ConnectorError):
     code = "misconfigured"
 
 
+class ChangeIdRejected(ConnectorError):
+    """The platform no longer knows the change id (CBT reset, resize, restored snapshot): read the whole disk."""
+
+    code = "cbt-reset"
+
+
 class ProtocolError(ConnectorError):
     """The endpoint answered, but not as the platform would (wrong product, malformed reply)."""
 

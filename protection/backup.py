@@ -7,14 +7,16 @@ reuses it (the engine deduplicates against every pack confirmed stored).
 
 from __future__ import annotations
 
+import datetime
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
 from catalog.models import RecoveryPoint
-from connectors.base import ConnectorError
+from connectors.base import ChangeIdRejected, ConnectorError
 from connectors.registry import connector_for
 from core import audit
 from core.events import publish_machine_events
@@ -115,6 +117,80 @@ def run_backup(run_id: int) -> BackupRun:
     return _finish(run, RunState.COMMITTED, "", point=point)
 
 
+@dataclass
+class DiskPlan:
+    disk: Any
+    areas: list[tuple[int, int]] | None  # None: read the whole disk
+    reason: str  # why a whole read (empty for changed areas)
+
+    @property
+    def bytes(self) -> int:
+        return self.disk.capacity_bytes if self.areas is None else sum(length for _, length in self.areas)
+
+
+def _previous_point(run: BackupRun) -> RecoveryPoint | None:
+    return (
+        RecoveryPoint.objects.filter(machine=run.machine, repository=run.repository, kind="image")
+        .order_by("-taken_at", "-pk")
+        .first()
+    )
+
+
+def _full_read_due(run: BackupRun) -> bool:
+    """A periodic full read guards against changed-block tracking faults."""
+    days = run.policy.full_every_days if run.policy else 30
+    if not days:
+        return False
+    for point in RecoveryPoint.objects.filter(machine=run.machine, repository=run.repository).order_by(
+        "-taken_at"
+    )[:500]:
+        if point.disks and all(d.get("full_read") for d in point.disks):
+            return timezone.now() - point.taken_at >= datetime.timedelta(days=days)
+    return True
+
+
+def _plan(run: BackupRun, snap: Any, previous: RecoveryPoint | None, parent: Any) -> list[DiskPlan]:
+    """For each disk: its changed areas since the last committed point, or why every block is read. A change id
+    is trusted only for the disk it was issued for (same key, UUID and capacity), never right after CBT was
+    enabled, and never when a periodic full read is due."""
+    full_due = _full_read_due(run)
+    plans = []
+    for disk in snap.disks:
+        before = next((d for d in (previous.disks if previous else []) if d.get("key") == disk.key), None)
+        reason = ""
+        if parent is None or before is None:
+            reason = "no earlier recovery point of this disk"
+        elif snap.tracking_just_enabled:
+            reason = "changed-block tracking was just enabled"
+        elif not before.get("change_id") or not disk.change_id:
+            reason = "no change id"
+        elif before.get("capacity") != disk.capacity_bytes:
+            reason = "the disk was resized"
+        elif (before.get("uuid") or "") != (disk.uuid or ""):
+            reason = "a different disk (UUID changed)"
+        elif disk.key not in {d["name"] for d in parent.disks}:
+            reason = "the earlier snapshot lacks this disk"
+        elif full_due:
+            reason = "periodic full read"
+        areas = None
+        if not reason:
+            try:
+                areas = snap.changed_areas(disk, before["change_id"])
+            except ChangeIdRejected as error:
+                reason = str(error)
+                from protection import services
+
+                services.raise_alert(
+                    kind=AlertKind.CBT_RESET,
+                    key=f"cbt-reset:{run.machine_id}:{disk.key}",
+                    message=f"{run.machine.name}: {error}; reading the whole disk",
+                    severity=Severity.WARNING,
+                    machine=run.machine,
+                )
+        plans.append(DiskPlan(disk, areas, reason))
+    return plans
+
+
 def _back_up(run: BackupRun) -> RecoveryPoint:
     machine = run.machine
     if machine.platform != "vsphere" or machine.source is None:
@@ -124,26 +200,48 @@ def _back_up(run: BackupRun) -> RecoveryPoint:
     engine = repositories.open_repository(run.repository)
     connector: Any = connector_for(machine.source.endpoint(timeout=60.0))
     quiesce = run.policy.quiesce if run.policy else True
+    previous = _previous_point(run)
+    parent = None
+    if previous is not None:
+        try:
+            parent = engine.load_snapshot(previous.snapshot_id)
+        except EngineError:
+            parent = None  # pruned or damaged: this run reads every block
     with connector.snapshot(
         machine.external_id, machine.datacenter, name=f"bulwark-run-{run.pk}", quiesce=quiesce
     ) as snap:
-        total = sum(disk.capacity_bytes for disk in snap.disks)
+        plans = _plan(run, snap, previous, parent)
+        total = sum(plan.bytes for plan in plans)
+        full = any(plan.areas is None for plan in plans)
+        BackupRun.objects.filter(pk=run.pk).update(full_read=full, bytes_total=total)
         progress = RunProgress(run, total=total)
         progress.send("snapshot taken", 0)
-        writer = ImageWriter(engine, machine=machine.identity, tags=[f"run:{run.pk}"], progress=progress)
+        writer = ImageWriter(
+            engine, machine=machine.identity, parent=parent, tags=[f"run:{run.pk}"], progress=progress
+        )
         try:
             offset = 0
             disks = []
-            for disk in snap.disks:
+            for plan in plans:
+                disk = plan.disk
                 progress.next_disk(disk.label, offset)
                 reader = snap.open_disk(disk)
                 try:
-                    writer.write_disk(
-                        disk.key, reader, size=disk.capacity_bytes, change_id=disk.change_id or None
-                    )  # type: ignore[arg-type]
+                    if plan.areas is None:
+                        writer.write_disk(
+                            disk.key, reader, size=disk.capacity_bytes, change_id=disk.change_id or None
+                        )  # type: ignore[arg-type]
+                    else:
+                        writer.write_disk_areas(
+                            disk.key,
+                            reader,
+                            size=disk.capacity_bytes,
+                            areas=plan.areas,
+                            change_id=disk.change_id or None,
+                        )  # type: ignore[arg-type]
                 finally:
                     reader.close()
-                offset += disk.capacity_bytes
+                offset += plan.bytes
                 disks.append(
                     {
                         "key": disk.key,
@@ -151,6 +249,9 @@ def _back_up(run: BackupRun) -> RecoveryPoint:
                         "uuid": disk.uuid,
                         "capacity": disk.capacity_bytes,
                         "change_id": disk.change_id,
+                        "full_read": plan.areas is None,
+                        "read_bytes": plan.bytes,
+                        "why_full": plan.reason,
                     }
                 )
             BackupRun.objects.filter(pk=run.pk).update(state=RunState.COMMITTING)

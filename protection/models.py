@@ -94,6 +94,10 @@ class Policy(models.Model):
     keep_weekly = models.PositiveSmallIntegerField(default=8)
     keep_monthly = models.PositiveSmallIntegerField(default=12)
     keep_yearly = models.PositiveSmallIntegerField(default=0)
+    full_every_days = models.PositiveSmallIntegerField(
+        default=30,
+        help_text="Read every block again this often, in case changed-block tracking missed a write.",
+    )
 
     objects = PolicyQuerySet.as_manager()
 

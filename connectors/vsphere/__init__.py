@@ -13,6 +13,7 @@ from pyVmomi import vim, vmodl
 from connectors.base import (
     NO_PROGRESS,
     Change,
+    ChangeIdRejected,
     ConnectorError,
     Endpoint,
     Inventory,
@@ -59,6 +60,29 @@ class SnapshotSession:
 
     def open_disk(self, disk: SnapshotDisk) -> DatastoreReader:
         return DatastoreReader(self.endpoint, self.port, self.cookie, self.handle.datacenter, disk)
+
+    def changed_areas(self, disk: SnapshotDisk, since: str) -> list[tuple[int, int]]:
+        """(offset, length) areas changed since change id `since` ("*": every allocated area), asking
+        QueryChangedDiskAreas page by page until the end of the disk."""
+        areas: list[tuple[int, int]] = []
+        start = 0
+        while start < disk.capacity_bytes:
+            try:
+                info = self.handle.vm.QueryChangedDiskAreas(
+                    snapshot=self.handle.snapshot, deviceKey=int(disk.key), startOffset=start, changeId=since
+                )
+            except (vmodl.fault.InvalidArgument, vim.fault.FileFault) as error:
+                raise ChangeIdRejected(
+                    f"vSphere rejected change id {since!r} for {disk.label}: {fault_message(error)}"
+                ) from None
+            except vmodl.MethodFault as error:
+                raise ProtocolError(f"QueryChangedDiskAreas failed: {fault_message(error)}") from None
+            areas.extend((int(area.start), int(area.length)) for area in info.changedArea or [])
+            covered = int(info.startOffset) + int(info.length)
+            if covered <= start:
+                raise ProtocolError("QueryChangedDiskAreas made no progress (a zero-length answer)")
+            start = covered
+        return areas
 
 
 class VSphereConnector:

@@ -129,3 +129,28 @@ def test_custom_attributes_are_read_by_name(vcsim: Vcsim) -> None:
     admin.close()
     vm = next(m for m in VSphereConnector(endpoint_for(vcsim)).discover().machines if m.name == "DC0_H0_VM0")
     assert vm.attributes["CostCenter"] == "CC-4711"
+
+
+def test_changed_areas_are_paged_until_the_end_of_the_disk(vcsim: Vcsim) -> None:
+    """QueryChangedDiskAreas answers at most 64 extents at a time on this vcsim: 128 changed areas need pages."""
+    from tests.connectors.vsphere_helpers import upload_disk
+
+    block = 64 * 1024
+    image = bytearray(256 * block)
+    admin = Admin(vcsim)
+    upload_disk(admin, "DC0_H0_VM1", bytes(image))
+    admin.close()
+    connector = VSphereConnector(endpoint_for(vcsim))
+    machine = next(m for m in connector.discover().machines if m.name == "DC0_H0_VM1")
+    with connector.snapshot(machine.external_id, "DC0", name="first", quiesce=False) as snap:
+        first_id = snap.disks[0].change_id
+        assert snap.tracking_just_enabled and snap.changed_areas(snap.disks[0], "*") == []  # all zeros
+    for number in range(0, 256, 2):
+        image[number * block : number * block + 10] = b"changed!!!"
+    admin = Admin(vcsim)
+    upload_disk(admin, "DC0_H0_VM1", bytes(image))
+    admin.close()
+    with connector.snapshot(machine.external_id, "DC0", name="second", quiesce=False) as snap:
+        assert not snap.tracking_just_enabled
+        areas = snap.changed_areas(snap.disks[0], first_id)
+    assert areas == [(number * block, block) for number in range(0, 256, 2)]

@@ -10,14 +10,29 @@ if ! command -v go >/dev/null || [ ! -d /usr/share/gocode/src/github.com/vmware/
 	echo "build.sh: needs golang-go and golang-github-vmware-govmomi-dev (make peer-deps installs them)" >&2
 	exit 1
 fi
-if [ -x "$out" ] && [ -z "$(find "$here" -newer "$out" -name '*.go')" ]; then
+if [ -x "$out" ] && [ -z "$(find "$here" -newer "$out" \( -name '*.go' -o -name build.sh \))" ]; then
 	exit 0
 fi
 mkdir -p "$(dirname "$out")"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/src/bulwark/vcsim"
-cp "$here"/*.go "$work/src/bulwark/vcsim/"
+cp "$here/main.go" "$work/src/bulwark/vcsim/"
+# A temporary copy of the simulator package, found first on GOPATH, with changed-block tracking added (cbt.go)
+# and one call inserted where snapshots are created. The build fails if that anchor ever moves.
+govmomi=/usr/share/gocode/src/github.com/vmware/govmomi
+mkdir -p "$work/src/github.com/vmware/govmomi"
+for entry in "$govmomi"/*; do  # the rest of govmomi stays Debian's, linked
+	[ "$(basename "$entry")" = simulator ] || ln -s "$entry" "$work/src/github.com/vmware/govmomi/"
+done
+simulator="$work/src/github.com/vmware/govmomi/simulator"
+cp -r "$govmomi/simulator" "$simulator"
+cp "$here/cbt.go" "$simulator/"
+grep -q '^		snapshot.createSnapshotFiles()$' "$simulator/virtual_machine.go" || {
+	echo "build.sh: the snapshot anchor is missing from this govmomi version" >&2
+	exit 1
+}
+sed -i 's/^		snapshot.createSnapshotFiles()$/		snapshot.createSnapshotFiles()\n		cbtSnapshotTaken(vm, snapshot)/' "$simulator/virtual_machine.go"
 cd "$work/src/bulwark/vcsim"
 GO111MODULE=off GOPATH="$work:/usr/share/gocode" GOCACHE="${GOCACHE:-$HOME/.cache/bulwark-go}" \
 	go build -o "$out.tmp" .
