@@ -162,6 +162,9 @@ CELERY_BEAT_SCHEDULE = {
     "discover-due-sources": {"task": "inventory.discover_due", "schedule": 60.0},
     "check-agents": {"task": "inventory.check_agents", "schedule": 60.0},
     "check-unprotected": {"task": "protection.check_unprotected", "schedule": 300.0},
+    "schedule-backups": {"task": "protection.schedule_due", "schedule": 60.0},
+    "check-rpo": {"task": "protection.check_rpo", "schedule": 300.0},
+    "prune-repositories": {"task": "protection.prune_repositories", "schedule": 24 * 3600.0},
 }
 
 # A machine discovered this long ago that still has no policy raises an "unprotected" alert.

@@ -114,7 +114,15 @@ def run_backup(run_id: int) -> BackupRun:
         logger.exception("backup run %s failed unexpectedly", run.pk)
         return _finish(run, RunState.FAILED, f"unexpected error: {type(error).__name__}: {error}")
     run.refresh_from_db()
-    return _finish(run, RunState.COMMITTED, "", point=point)
+    finished = _finish(run, RunState.COMMITTED, "", point=point)
+    if run.policy is not None:
+        from protection.schedule import apply_retention
+
+        try:
+            apply_retention(machine=run.machine, policy=run.policy, repository=run.repository)
+        except (EngineError, OSError, ValueError):
+            logger.exception("retention after run %s failed; the next run tries again", run.pk)
+    return finished
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,8 @@ from inventory.models import Machine, MachineChange
 from protection.choices import AlertKind, RuleMode, Severity
 from protection.models import Alert, Assignment, Policy, ProtectionRule
 from protection.rules import Decision, evaluate
+
+logger = logging.getLogger(__name__)
 
 POLICY_AUDIT_FIELDS = ("name", "description", "rpo_minutes", "enabled")
 RULE_AUDIT_FIELDS = (
@@ -324,12 +327,36 @@ def raise_alert(
             )
     except IntegrityError:  # raised concurrently by another worker: one is enough
         return None
+    if severity == Severity.CRITICAL:
+        transaction.on_commit(lambda: _mail_admins(alert))
     data = {"id": alert.pk, "kind": alert.kind, "severity": alert.severity, "message": alert.message}
     if machine is not None:
         transaction.on_commit(lambda: publish_machine_event("alert.raised", machine, data))
     else:
         transaction.on_commit(lambda: publish("alert.raised", data, groups=[ADMINS]))
     return alert
+
+
+def _mail_admins(alert: Alert) -> None:
+    """Critical alerts also go by e-mail to every active backup admin with an address (Django's mail backend)."""
+    from django.core.mail import send_mail
+
+    from core.choices import Role
+
+    recipients = list(
+        User.objects.filter(role=Role.ADMIN, is_active=True).exclude(email="").values_list("email", flat=True)
+    )
+    if not recipients:
+        return
+    try:
+        send_mail(
+            subject=f"[Bulwark] {alert.get_kind_display()}: {alert.message[:120]}",
+            message=f"{alert.message}\n\nRaised {alert.raised_at:%Y-%m-%d %H:%M} UTC. Open alerts: /alerts/",
+            from_email=None,
+            recipient_list=recipients,
+        )
+    except Exception:
+        logger.warning("alert %s not mailed", alert.pk, exc_info=True)
 
 
 def _resolve(key: str) -> int:

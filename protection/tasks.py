@@ -19,3 +19,29 @@ def run_backup(run_id: int) -> None:
     from protection.backup import run_backup as run
 
     run(run_id)
+
+
+@shared_task(name="protection.schedule_due")
+def schedule_due() -> None:
+    """Queue the backups whose policy interval (or retry back-off) has passed."""
+    from protection.schedule import schedule_due as schedule
+
+    schedule()
+
+
+@shared_task(name="protection.check_rpo")
+def check_rpo() -> None:
+    """Alert on protected machines whose newest recovery point is older than their RPO."""
+    from protection.schedule import check_rpo as check
+
+    check()
+
+
+@shared_task(name="protection.prune_repositories")
+def prune_repositories() -> None:
+    """Reclaim the space of snapshots retention forgot, repository by repository."""
+    from protection.models import Repository
+    from protection.schedule import prune_repository
+
+    for repository in Repository.objects.all():
+        prune_repository(repository)

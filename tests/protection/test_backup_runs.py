@@ -140,3 +140,31 @@ def test_changed_block_tracking_reads_only_what_changed(protected_vm, estate: Es
     assert third.state == RunState.COMMITTED and third.full_read and third.bytes_new == 0
     assert "rejected change id" in RecoveryPoint.objects.get(run=third).disks[0]["why_full"]
     assert Alert.objects.open().filter(kind=AlertKind.CBT_RESET, machine=machine).exists()
+
+
+@pytest.mark.django_db
+def test_retention_keeps_what_the_policy_says_and_prune_reclaims_the_rest(
+    protected_vm, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from protection.schedule import prune_repository
+
+    machine, image, vcsim = protected_vm
+    policy = machine.assignment.policy
+    services.update_policy(actor=None, policy=policy)
+    type(policy).objects.filter(pk=policy.pk).update(keep_last=2, keep_daily=0, keep_weekly=0, keep_monthly=0)
+    rng = random.Random(5)
+    for day in range(3):
+        changed = bytearray(image)
+        changed[day * 65536 : day * 65536 + 65536] = rng.randbytes(65536)
+        admin = Admin(vcsim)
+        upload_disk(admin, "DC0_H0_VM0", bytes(changed))
+        admin.close()
+        run = run_backup(start_backup(machine=machine, requested_by=None).pk)
+        assert run.state == RunState.COMMITTED, run.error
+    points = RecoveryPoint.objects.filter(machine=machine)
+    assert points.count() == 2
+    engine = repositories.open_repository(run.repository)
+    assert sorted(s.id for s in engine.snapshots()) == sorted(points.values_list("snapshot_id", flat=True))
+    report = prune_repository(run.repository)
+    assert report["marked_packs"] + report["deleted_packs"] + report["repacked_packs"] >= 0
+    assert not verify(engine).problems

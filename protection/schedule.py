@@ -1,0 +1,136 @@
+"""Periodic protection work: start due backups (with retries and back-off), check RPOs, apply retention.
+
+Each function is called by a thin Celery task on django-celery-beat's schedule (config/settings.py) and is safe
+to run twice at once: starting a backup returns the machine's active run instead of queueing a second.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+
+from django.db.models import Max
+from django.utils import timezone
+
+from catalog.models import RecoveryPoint
+from engine.prune import prune
+from engine.retention import RetentionSpec, plan_retention
+from inventory.models import Machine
+from protection import repositories
+from protection.backup import BackupRefused, start_backup
+from protection.choices import AlertKind, RunState, RunTrigger, Severity
+from protection.models import BackupRun, Policy, Repository
+
+logger = logging.getLogger(__name__)
+
+RETRY_ATTEMPTS = 3
+RETRY_BASE = datetime.timedelta(minutes=5)
+
+
+def retry_delay(attempt: int) -> datetime.timedelta:
+    """5, 10, 20 minutes... after a failed attempt."""
+    return RETRY_BASE * (2 ** max(0, attempt - 1))
+
+
+def schedule_due(*, now: datetime.datetime | None = None) -> list[BackupRun]:
+    """Queue a backup for every protected machine whose policy interval has passed since its last run, and a
+    retry (with back-off) for one whose last run failed. Higher-priority policies are queued first."""
+    now = now or timezone.now()
+    started = []
+    for policy in Policy.objects.filter(enabled=True, repository__isnull=False).order_by("priority", "name"):
+        machines = (
+            Machine.objects.present()
+            .filter(assignment__policy=policy, template=False)
+            .annotate(last_queued=Max("runs__queued_at"))
+            .order_by("last_queued")
+        )
+        for machine in machines:
+            last = machine.runs.order_by("-queued_at").first()
+            trigger, due = RunTrigger.SCHEDULE, last is None
+            if last is not None:
+                interval_passed = now - last.queued_at >= datetime.timedelta(minutes=policy.interval_minutes)
+                if last.state == RunState.FAILED and last.attempt < RETRY_ATTEMPTS and last.finished_at:
+                    due = interval_passed or now - last.finished_at >= retry_delay(last.attempt)
+                    trigger = RunTrigger.SCHEDULE if interval_passed else RunTrigger.RETRY
+                else:
+                    due = interval_passed
+            if not due:
+                continue
+            try:
+                run = start_backup(machine=machine, requested_by=None, trigger=trigger, policy=policy)
+            except BackupRefused as error:
+                logger.warning("not backing up %s: %s", machine.name, error)
+                continue
+            if trigger == RunTrigger.RETRY and last is not None and run.attempt == 1:
+                BackupRun.objects.filter(pk=run.pk).update(attempt=last.attempt + 1)
+            started.append(run)
+    return started
+
+
+def check_rpo(*, now: datetime.datetime | None = None) -> dict[str, int]:
+    """An alert for every protected machine whose newest recovery point is older than its policy's RPO."""
+    from protection import services
+
+    now = now or timezone.now()
+    raised = resolved = 0
+    machines = Machine.objects.present().filter(assignment__isnull=False).select_related("assignment__policy")
+    for machine in machines.annotate(newest=Max("recovery_points__taken_at")):
+        policy = machine.assignment.policy
+        rpo = datetime.timedelta(minutes=policy.rpo_minutes)
+        reference = machine.newest or machine.assignment.assigned_at
+        key = f"rpo:{machine.pk}"
+        if now - reference > rpo:
+            age = (
+                "never backed up"
+                if machine.newest is None
+                else f"last recovery point {machine.newest:%Y-%m-%d %H:%M} UTC"
+            )
+            if services.raise_alert(
+                kind=AlertKind.RPO_MISSED,
+                key=key,
+                message=f"{machine.name} misses its RPO of {policy.rpo_minutes} min ({age})",
+                severity=Severity.CRITICAL,
+                machine=machine,
+            ):
+                raised += 1
+        else:
+            resolved += services.resolve_alerts(key=key)
+    return {"raised": raised, "resolved": resolved}
+
+
+def retention_spec(policy: Policy) -> RetentionSpec:
+    return RetentionSpec(
+        last=policy.keep_last,
+        daily=policy.keep_daily,
+        weekly=policy.keep_weekly,
+        monthly=policy.keep_monthly,
+        yearly=policy.keep_yearly,
+    )
+
+
+def apply_retention(*, machine: Machine, policy: Policy, repository: Repository) -> list[str]:
+    """Forget the machine's snapshots the policy's GFS retention no longer keeps (their data goes at the next
+    prune); their recovery points go with them. Returns the forgotten snapshot ids."""
+    spec = retention_spec(policy)
+    if spec.keeps_nothing:
+        return []
+    engine = repositories.open_repository(repository)
+    snapshots = [snapshot for snapshot in engine.snapshots() if snapshot.machine == machine.identity]
+    forgotten = []
+    for decision in plan_retention(snapshots, spec):
+        if not decision.keep:
+            engine.forget_snapshot(decision.snapshot.id)
+            forgotten.append(decision.snapshot.id)
+    RecoveryPoint.objects.filter(repository=repository, snapshot_id__in=forgotten).delete()
+    return forgotten
+
+
+def prune_repository(repository: Repository) -> dict[str, int]:
+    """Reclaim the space of forgotten snapshots (two-phase, safe beside running backups)."""
+    report = prune(repositories.open_repository(repository))
+    return {
+        "marked_packs": len(report.marked_packs),
+        "deleted_packs": len(report.deleted_packs),
+        "repacked_packs": len(report.repacked_packs),
+        "freed_bytes": report.freed_bytes,
+    }

@@ -1,0 +1,71 @@
+"""Schedules, retries with back-off, RPO alerts and their e-mail."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+
+from protection import repositories, services
+from protection.backup import create_repository
+from protection.choices import AlertKind, RunState, RunTrigger
+from protection.models import Alert, Assignment, BackupRun
+from protection.schedule import check_rpo, schedule_due
+from tests.conftest import Estate
+
+
+@pytest.fixture
+def policy(estate: Estate, tmp_path: Path, settings):  # type: ignore[no-untyped-def]
+    settings.DATA_DIR = tmp_path
+    repositories.forget_open_repositories()
+    repository = create_repository(actor=None, name="primary", kind="local", path="repo")
+    policy = services.create_policy(actor=None, name="hourly", rpo_minutes=90)
+    type(policy).objects.filter(pk=policy.pk).update(repository=repository, interval_minutes=60)
+    policy.refresh_from_db()
+    services.assign_policy(actor=estate.admin, machine=estate.finance_vm, policy=policy)
+    return policy
+
+
+@pytest.mark.django_db
+def test_due_machines_are_queued_once_and_again_after_the_interval(policy, estate: Estate) -> None:  # type: ignore[no-untyped-def]
+    first = schedule_due()
+    assert [run.machine for run in first] == [estate.finance_vm] and first[0].trigger == RunTrigger.SCHEDULE
+    assert schedule_due() == []  # its run is still queued
+    BackupRun.objects.filter(pk=first[0].pk).update(state=RunState.COMMITTED, finished_at=timezone.now())
+    assert schedule_due() == []
+    later = timezone.now() + datetime.timedelta(minutes=61)
+    assert [run.machine for run in schedule_due(now=later)] == [estate.finance_vm]
+
+
+@pytest.mark.django_db
+def test_a_failed_run_is_retried_with_back_off(policy, estate: Estate) -> None:  # type: ignore[no-untyped-def]
+    run = schedule_due()[0]
+    now = timezone.now()
+    BackupRun.objects.filter(pk=run.pk).update(
+        state=RunState.FAILED, finished_at=now, error="vCenter unreachable"
+    )
+    assert schedule_due(now=now + datetime.timedelta(minutes=2)) == []  # back-off: 5 minutes after attempt 1
+    retry = schedule_due(now=now + datetime.timedelta(minutes=6))
+    assert len(retry) == 1 and retry[0].trigger == RunTrigger.RETRY
+    assert BackupRun.objects.get(pk=retry[0].pk).attempt == 2
+
+
+@pytest.mark.django_db
+def test_a_missed_rpo_raises_a_critical_alert_by_mail(
+    policy, estate: Estate, django_capture_on_commit_callbacks
+) -> None:  # type: ignore[no-untyped-def]
+    estate.admin.email = "alice@example.com"
+    estate.admin.save()
+    Assignment.objects.filter(machine=estate.finance_vm).update(
+        assigned_at=timezone.now() - datetime.timedelta(hours=3)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        result = check_rpo()
+    assert result["raised"] == 1
+    assert mail.outbox and mail.outbox[0].to == ["alice@example.com"] and "RPO" in mail.outbox[0].subject
+    alert = Alert.objects.open().get(kind=AlertKind.RPO_MISSED)
+    assert "never backed up" in alert.message and alert.machine == estate.finance_vm
+    assert check_rpo()["raised"] == 0  # one open alert per machine
