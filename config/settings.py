@@ -169,6 +169,11 @@ CELERY_BEAT_SCHEDULE = {
 
 # A machine discovered this long ago that still has no policy raises an "unprotected" alert.
 BULWARK_UNPROTECTED_GRACE_MINUTES = env.int("BULWARK_UNPROTECTED_GRACE_MINUTES", 60, minimum=0)
+# Backup streams: without proxies, the embedded worker runs this many at once; snapshots taken for backups at
+# the same time on one ESXi host or one datastore are limited (they slow the VMs down and fill datastores).
+BULWARK_DEFAULT_STREAMS = env.int("BULWARK_DEFAULT_STREAMS", 4, minimum=1)
+BULWARK_SNAPSHOTS_PER_HOST = env.int("BULWARK_SNAPSHOTS_PER_HOST", 4, minimum=1)
+BULWARK_SNAPSHOTS_PER_DATASTORE = env.int("BULWARK_SNAPSHOTS_PER_DATASTORE", 4, minimum=1)
 # Follow vSphere changes live (WaitForUpdatesEx) in the web process of the embedded install.
 BULWARK_EMBEDDED_WATCH = env.bool("BULWARK_EMBEDDED_WATCH", default=BULWARK_EMBEDDED_WORKER)
 

@@ -26,6 +26,7 @@ from engine.image import ImageWriter
 from inventory.models import Machine
 from protection import repositories
 from protection.choices import ACTIVE_RUN_STATES, AlertKind, RunState, RunTrigger, Severity
+from protection.dispatch import dispatch
 from protection.models import Assignment, BackupRun, Policy, Repository
 from protection.progress import RunCancelled, RunProgress
 
@@ -46,8 +47,6 @@ def start_backup(
 ) -> BackupRun:
     """Queue a backup of a machine under its policy (or return the run already active); the task is sent once
     the transaction commits."""
-    from protection import tasks
-
     if policy is None:
         assignment = Assignment.objects.filter(machine=machine).select_related("policy__repository").first()
         policy = assignment.policy if assignment else None
@@ -71,8 +70,8 @@ def start_backup(
         audit.record(
             "backup.start", actor=requested_by, target=machine, after={"run": run.pk, "policy": policy.name}
         )
-    transaction.on_commit(lambda: tasks.run_backup.delay(run.pk))
     _announce(run)
+    transaction.on_commit(dispatch)
     return run
 
 
@@ -90,10 +89,10 @@ def cancel_run(*, run: BackupRun, actor: User) -> BackupRun:
     return run
 
 
-def run_backup(run_id: int) -> BackupRun:
+def run_backup(run_id: int, *, worker: str = "") -> BackupRun:
     """Claim a queued run and back the machine up. Never raises for a failed backup: the run says why."""
-    if not BackupRun.objects.filter(pk=run_id, state=RunState.QUEUED).update(
-        state=RunState.RUNNING, started_at=timezone.now(), phase="starting"
+    if not BackupRun.objects.filter(pk=run_id, state__in=[RunState.QUEUED, RunState.WAITING]).update(
+        state=RunState.RUNNING, started_at=timezone.now(), phase="starting", worker=worker[:200]
     ):
         return BackupRun.objects.get(pk=run_id)
     run = BackupRun.objects.select_related(
@@ -316,6 +315,7 @@ def _finish(run: BackupRun, state: str, error: str, *, point: RecoveryPoint | No
         elif state == RunState.COMMITTED:
             services.resolve_alerts(key=key)
     _announce(run)
+    transaction.on_commit(dispatch)  # a stream is free: start what waits
     return run
 
 

@@ -226,6 +226,8 @@ class BackupRun(models.Model):
     full_read = models.BooleanField(default=True)
     snapshot_id = models.CharField(max_length=100, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    sent_at = models.DateTimeField(null=True, blank=True, help_text="When it was sent to a worker's queue.")
+    worker = models.CharField(max_length=200, blank=True, help_text="The Celery worker that ran it.")
     error = models.TextField(blank=True)
 
     objects = BackupRunQuerySet.as_manager()

@@ -134,3 +134,29 @@ def prune_repository(repository: Repository) -> dict[str, int]:
         "repacked_packs": len(report.repacked_packs),
         "freed_bytes": report.freed_bytes,
     }
+
+
+def check_proxies(*, now: datetime.datetime | None = None) -> int:
+    """An alert for every enabled proxy that stopped heartbeating; resolved when it is back."""
+    from protection import services
+    from protection.dispatch import PROXY_ONLINE_SECONDS
+    from protection.models import Proxy
+
+    now = now or timezone.now()
+    raised = 0
+    for proxy in Proxy.objects.filter(enabled=True):
+        key = f"proxy:{proxy.pk}"
+        if proxy.last_seen is None or now - proxy.last_seen > datetime.timedelta(
+            seconds=PROXY_ONLINE_SECONDS
+        ):
+            seen = f"{proxy.last_seen:%Y-%m-%d %H:%M} UTC" if proxy.last_seen else "never"
+            if services.raise_alert(
+                kind=AlertKind.PROXY_OFFLINE,
+                key=key,
+                message=f"Proxy {proxy.name} is offline (last heartbeat {seen}); its runs wait for another proxy",
+                severity=Severity.CRITICAL,
+            ):
+                raised += 1
+        else:
+            services.resolve_alerts(key=key)
+    return raised

@@ -13,28 +13,32 @@ def check_unprotected() -> None:
     check()
 
 
-@shared_task(name="protection.run_backup", acks_late=True)
-def run_backup(run_id: int) -> None:
+@shared_task(name="protection.run_backup", acks_late=True, bind=True)
+def run_backup(self, run_id: int) -> None:  # type: ignore[no-untyped-def]
     """Run one queued backup (claimed with a conditional update: a second delivery does nothing)."""
     from protection.backup import run_backup as run
 
-    run(run_id)
+    run(run_id, worker=self.request.hostname or "")
 
 
 @shared_task(name="protection.schedule_due")
 def schedule_due() -> None:
     """Queue the backups whose policy interval (or retry back-off) has passed."""
+    from protection.dispatch import dispatch
     from protection.schedule import schedule_due as schedule
 
     schedule()
+    dispatch()
 
 
 @shared_task(name="protection.check_rpo")
 def check_rpo() -> None:
     """Alert on protected machines whose newest recovery point is older than their RPO."""
+    from protection.schedule import check_proxies
     from protection.schedule import check_rpo as check
 
     check()
+    check_proxies()
 
 
 @shared_task(name="protection.prune_repositories")
