@@ -90,7 +90,7 @@ def proxies(broker: str, transactional_db: None) -> Iterator[dict[str, str]]:
 def test_each_jurisdiction_backs_up_through_its_own_proxy(
     proxies: dict[str, str], broker: str, vcsim: Vcsim, tmp_path: Path
 ) -> None:
-    sender = Celery(broker=broker)
+    sender = Celery(broker=broker, set_as_current=False)
     repository = create_repository(actor=None, name="primary", kind="local", path=str(tmp_path / "repo"))
     policy = services.create_policy(actor=None, name="gold")
     type(policy).objects.filter(pk=policy.pk).update(repository=repository)
