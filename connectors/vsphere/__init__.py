@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from pyVmomi import vim, vmodl
 
@@ -237,3 +237,37 @@ class VSphereConnector:
                 )
             finally:
                 remove_snapshot(content, handle)
+
+    def restore_as_new_vm(
+        self,
+        original_external_id: str,
+        datacenter: str,
+        name: str,
+        disks: list[tuple[BinaryIO, int]],
+        progress: Callable[[int], None],
+    ) -> str:
+        """Create a VM named `name` beside the original and fill its disks from (reader, size) pairs; returns the
+        new VM's managed object id. The VM stays powered off."""
+        from connectors.vsphere.restore import create_vm_like, upload_disk
+
+        with session(self.endpoint) as instance:
+            content = instance.content
+            try:
+                vm, paths = create_vm_like(content, original_external_id, name, [size for _, size in disks])
+            except vmodl.MethodFault as error:
+                raise ProtocolError(f"creating VM {name} failed: {fault_message(error)}") from None
+            offset = 0
+            for (reader, size), path in zip(disks, paths, strict=True):
+                base = offset
+                upload_disk(
+                    self.endpoint,
+                    port_of(self.endpoint),
+                    str(instance._stub.cookie or ""),
+                    datacenter,
+                    path,
+                    reader,
+                    size,
+                    lambda done, base=base: progress(base + done),  # type: ignore[misc]
+                )
+                offset += size
+            return str(vm._moId)
