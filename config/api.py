@@ -18,6 +18,7 @@ from protection.api.views import (
     PolicyViewSet,
     ProtectionRuleViewSet,
 )
+from restores.api.views import RestoreViewSet
 
 
 class BulwarkApiRoot(APIRootView):
@@ -47,3 +48,4 @@ router.register("rules", ProtectionRuleViewSet, basename="rule")
 router.register("alerts", AlertViewSet, basename="alert")
 router.register("machine-protection", MachineProtectionViewSet, basename="machine-protection")
 router.register("runs", BackupRunViewSet, basename="run")
+router.register("restores", RestoreViewSet, basename="restore")

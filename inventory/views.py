@@ -83,6 +83,7 @@ class MachineDetailView(RoleRequiredMixin, DetailView):
             policies=Policy.objects.filter(enabled=True) if self.request.user.role == "admin" else [],  # type: ignore[union-attr]
             agent=Agent.objects.filter(machine=machine).first(),
             runs=list(machine.runs.all()[:10]),
+            points=list(machine.recovery_points.select_related("repository")[:20]),
         )
         return context
 

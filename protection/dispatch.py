@@ -54,7 +54,7 @@ def dispatch(*, send: Sender = send_to_queue) -> list[BackupRun]:
     sent: list[BackupRun] = []
     with transaction.atomic():
         pending = list(
-            BackupRun.objects.select_for_update()
+            BackupRun.objects.select_for_update(of=("self",))
             .filter(
                 state__in=[RunState.QUEUED, RunState.WAITING], sent_at__isnull=True, cancel_requested=False
             )

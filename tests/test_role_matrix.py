@@ -121,6 +121,12 @@ MATRIX: dict[str, Entry] = {
     "api:run-cancel": Entry(
         API_POST_ONLY_ADMIN, kwargs=lambda e: {"pk": e.run}, write=("post", ADMIN_WRITES)
     ),
+    "machine-restore": Entry(
+        POST_ONLY_ADMIN, kwargs=lambda e: {"pk": e.finance_vm.pk}, write=("post", ADMIN_WRITES)
+    ),
+    "restore-detail": Entry(EVERYONE, kwargs=lambda e: {"pk": e.restore}),
+    "api:restore-list": Entry(API_EVERYONE, write=("post", ADMIN_WRITES)),
+    "api:restore-detail": Entry(API_EVERYONE, kwargs=lambda e: {"pk": e.restore}),
     "machine-assign": Entry(
         POST_ONLY_ADMIN, kwargs=lambda e: {"pk": e.finance_vm.pk}, write=("post", ADMIN_WRITES)
     ),
@@ -233,6 +239,20 @@ def matrix_estate(estate: Estate, tmp_path: Any, settings: Any) -> Estate:
     settings.DATA_DIR = tmp_path
     repository = create_repository(actor=estate.admin, name="primary", kind="local", path="repo")
     estate.run = BackupRun.objects.create(machine=estate.finance_vm, repository=repository).pk  # type: ignore[attr-defined]
+    from django.utils import timezone
+
+    from catalog.models import RecoveryPoint
+    from restores.models import RestoreRequest
+
+    point = RecoveryPoint.objects.create(
+        machine=estate.finance_vm,
+        repository=repository,
+        snapshot_id="20261125T000000Z-0",
+        taken_at=timezone.now(),
+    )
+    estate.restore = RestoreRequest.objects.create(  # type: ignore[attr-defined]
+        machine=estate.finance_vm, point=point, kind="image_files", target="t"
+    ).pk
     return estate
 
 

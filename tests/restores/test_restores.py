@@ -81,3 +81,25 @@ def test_a_machine_restores_as_a_new_vm_on_vcsim(point, estate: Estate) -> None:
     ) as answer:
         assert answer.read() == image
     admin.close()
+
+
+@pytest.mark.django_db
+def test_the_restore_api_refuses_a_target_outside_and_scopes_reads(point, estate: Estate, client_for) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    recovery_point, _, _ = point
+    admin = client_for("admin")
+    response = admin.post(
+        "/api/restores/",
+        data=json.dumps({"point": recovery_point.pk, "kind": "image_files", "target": "../../etc"}),
+        content_type="application/json",
+    )
+    assert response.status_code == 400 and "target" in response.json()
+    response = admin.post(
+        "/api/restores/",
+        data=json.dumps({"point": recovery_point.pk, "kind": "image_files", "target": "case-12"}),
+        content_type="application/json",
+    )
+    assert response.status_code == 201 and response.json()["state"] == "queued"
+    # The restored machine is not in the help-desk operator's groups: its restores are invisible to them.
+    assert client_for("helpdesk").get(f"/api/restores/{response.json()['id']}/").status_code == 404
