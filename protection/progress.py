@@ -77,6 +77,7 @@ class RunProgress:
                         "total": self.total,
                         "rate": round(self._rate),
                         "eta": round(eta) if eta is not None else None,
+                        "at": time.time(),  # when the step was sent (clients can show staleness)
                         **extra,
                     },
                 )
