@@ -114,9 +114,10 @@ def run_backup(run_id: int, *, worker: str = "") -> BackupRun:
         return _finish(run, RunState.FAILED, f"unexpected error: {type(error).__name__}: {error}")
     run.refresh_from_db()
     finished = _finish(run, RunState.COMMITTED, "", point=point)
-    if run.policy is not None:
-        from protection.schedule import apply_retention
+    if run.policy is not None and point is not None:
+        from protection.schedule import apply_retention, copy_to_targets
 
+        copy_to_targets(point)
         try:
             apply_retention(machine=run.machine, policy=run.policy, repository=run.repository)
         except (EngineError, OSError, ValueError):

@@ -109,6 +109,27 @@ class Policy(models.Model):
         return self.name
 
 
+class CopyTarget(models.Model):
+    """A further copy of every recovery point of a policy, to another repository (another tier, site or an
+    immutable S3 bucket), with a retention of its own."""
+
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="copy_targets")
+    repository = models.ForeignKey(Repository, on_delete=models.PROTECT, related_name="copy_of")
+    keep_last = models.PositiveSmallIntegerField(default=3)
+    keep_daily = models.PositiveSmallIntegerField(default=7)
+    keep_weekly = models.PositiveSmallIntegerField(default=4)
+    keep_monthly = models.PositiveSmallIntegerField(default=12)
+    keep_yearly = models.PositiveSmallIntegerField(default=3)
+
+    objects = AdminOnlyQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["policy", "repository"], name="copy_target_once")]
+
+    def __str__(self) -> str:
+        return f"{self.policy} → {self.repository}"
+
+
 class ProtectionRule(models.Model):
     """Puts machines under a policy (or excludes them) by what discovery knows about them.
 

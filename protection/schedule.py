@@ -13,13 +13,15 @@ from django.db.models import Max
 from django.utils import timezone
 
 from catalog.models import RecoveryPoint
+from engine.copy import copy_snapshot
+from engine.errors import EngineError
 from engine.prune import prune
 from engine.retention import RetentionSpec, plan_retention
 from inventory.models import Machine
 from protection import repositories
 from protection.backup import BackupRefused, start_backup
 from protection.choices import AlertKind, RunState, RunTrigger, Severity
-from protection.models import BackupRun, Policy, Repository
+from protection.models import BackupRun, CopyTarget, Policy, Repository
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +100,7 @@ def check_rpo(*, now: datetime.datetime | None = None) -> dict[str, int]:
     return {"raised": raised, "resolved": resolved}
 
 
-def retention_spec(policy: Policy) -> RetentionSpec:
+def retention_spec(policy: Policy | CopyTarget) -> RetentionSpec:
     return RetentionSpec(
         last=policy.keep_last,
         daily=policy.keep_daily,
@@ -108,7 +110,7 @@ def retention_spec(policy: Policy) -> RetentionSpec:
     )
 
 
-def apply_retention(*, machine: Machine, policy: Policy, repository: Repository) -> list[str]:
+def apply_retention(*, machine: Machine, policy: Policy | CopyTarget, repository: Repository) -> list[str]:
     """Forget the machine's snapshots the policy's GFS retention no longer keeps (their data goes at the next
     prune); their recovery points go with them. Returns the forgotten snapshot ids."""
     spec = retention_spec(policy)
@@ -160,3 +162,48 @@ def check_proxies(*, now: datetime.datetime | None = None) -> int:
         else:
             services.resolve_alerts(key=key)
     return raised
+
+
+def copy_to_targets(point: RecoveryPoint) -> list[RecoveryPoint]:
+    """Copy a committed recovery point to each copy target of its run's policy (chunks re-keyed for the
+    target; S3 targets with Object Lock keep them immutable), then apply the target's own retention. A target
+    that fails is retried with the next run: copies skip what the target already holds."""
+    from protection import services
+
+    copies = []
+    run = point.run
+    if run is None or run.policy is None:
+        return copies
+    source = repositories.open_repository(point.repository)
+    snapshot = source.load_snapshot(point.snapshot_id)
+    for target in CopyTarget.objects.filter(policy=run.policy).select_related("repository__passphrase"):
+        key = f"copy:{point.machine_id}:{target.repository_id}"
+        try:
+            destination = repositories.open_repository(target.repository)
+            copied, stats = copy_snapshot(source, destination, snapshot)
+            copy, _ = RecoveryPoint.objects.get_or_create(
+                repository=target.repository,
+                snapshot_id=copied.id,
+                defaults={
+                    "machine": point.machine,
+                    "taken_at": point.taken_at,
+                    "kind": point.kind,
+                    "logical_bytes": point.logical_bytes,
+                    "new_bytes": stats.new_bytes,
+                    "stored_bytes": stats.stored_bytes,
+                    "consistent": point.consistent,
+                    "disks": point.disks,
+                },
+            )
+            copies.append(copy)
+            apply_retention(machine=point.machine, policy=target, repository=target.repository)
+            services.resolve_alerts(key=key)
+        except (EngineError, OSError) as error:
+            services.raise_alert(
+                kind=AlertKind.RUN_FAILED,
+                key=key,
+                message=f"Copy of {point.machine.name} to {target.repository.name} failed: {error}",
+                severity=Severity.CRITICAL,
+                machine=point.machine,
+            )
+    return copies

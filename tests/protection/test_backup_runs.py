@@ -17,6 +17,7 @@ from protection.choices import AlertKind, RunState
 from protection.models import Alert, BackupRun
 from tests.conftest import Estate
 from tests.connectors.vsphere_helpers import Admin, snapshot_count, upload_disk
+from tests.engine.conftest import s3_endpoint  # noqa: F401  (fixture)
 from tests.inventory.test_discovery import discover, make_source
 from tests.peers import Vcsim
 
@@ -168,3 +169,45 @@ def test_retention_keeps_what_the_policy_says_and_prune_reclaims_the_rest(
     report = prune_repository(run.repository)
     assert report["marked_packs"] + report["deleted_packs"] + report["repacked_packs"] >= 0
     assert not verify(engine).problems
+
+
+@pytest.mark.django_db
+def test_each_point_is_copied_to_an_immutable_s3_tier(protected_vm, s3_endpoint: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """A copy target on S3 with Object Lock: every committed point is copied (re-keyed for the target), locked
+    against early deletion, and restores bit-identical from the copy alone."""
+    import datetime
+
+    from core.services import create_credential
+    from engine.errors import StorageError
+    from protection.models import CopyTarget
+    from tests.engine.test_s3 import new_bucket
+
+    machine, image, _ = protected_vm
+    bucket = new_bucket(s3_endpoint, locked=True)
+    keys = create_credential(actor=None, name="s3", kind="s3", username="test", secret="test")
+    archive = create_repository(
+        actor=None,
+        name="archive",
+        kind="s3",
+        path=f"{bucket}/bulwark",
+        endpoint=s3_endpoint,
+        s3_credential=keys,
+        immutable_days=30,
+        tier="archive",
+    )
+    CopyTarget.objects.create(policy=machine.assignment.policy, repository=archive, keep_last=5)
+    run = run_backup(start_backup(machine=machine, requested_by=None).pk)
+    assert run.state == RunState.COMMITTED, run.error
+    copy = RecoveryPoint.objects.get(repository=archive, machine=machine)
+    engine = repositories.open_repository(archive)
+    restore_image(
+        engine, engine.load_snapshot(copy.snapshot_id), copy.disks[0]["key"], tmp_path / "from-archive.img"
+    )
+    assert (tmp_path / "from-archive.img").read_bytes() == image
+    manifest = f"bulwark/snapshots/{copy.snapshot_id}"
+    retained = engine.storage.retention_of(manifest.removeprefix("bulwark/"))  # type: ignore[attr-defined]
+    assert retained is not None and retained > datetime.datetime.now(datetime.UTC) + datetime.timedelta(
+        days=29
+    )
+    with pytest.raises(StorageError):
+        engine.storage.delete(manifest.removeprefix("bulwark/"))
