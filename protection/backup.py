@@ -233,7 +233,8 @@ def _back_up(run: BackupRun) -> RecoveryPoint:
             for plan in plans:
                 disk = plan.disk
                 progress.next_disk(disk.label, offset)
-                reader = snap.open_disk(disk)
+                limit = run.policy.bandwidth_limit_mbps if run.policy else None
+                reader = snap.open_disk(disk, bytes_per_second=limit * 125_000 if limit else None)
                 try:
                     if plan.areas is None:
                         writer.write_disk(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -12,6 +14,7 @@ from inventory.models import Machine, Source
 from protection.choices import (
     AlertKind,
     BackupMode,
+    DedupLocation,
     RepositoryKind,
     RuleAction,
     RuleMode,
@@ -98,6 +101,20 @@ class Policy(models.Model):
         default=30,
         help_text="Read every block again this often, in case changed-block tracking missed a write.",
     )
+    window_start = models.TimeField(null=True, blank=True, help_text="Backups start only inside this window.")
+    window_end = models.TimeField(
+        null=True, blank=True, help_text="May be earlier than the start (overnight)."
+    )
+    bandwidth_limit_mbps = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Read at most this many megabits per second per run."
+    )
+    dedup_location = models.CharField(
+        max_length=16, choices=DedupLocation.choices, default=DedupLocation.PROXY
+    )
+    pre_script = models.TextField(
+        blank=True, help_text="Run in the guest or on the host before the snapshot."
+    )
+    post_script = models.TextField(blank=True, help_text="Run after the snapshot, also when it failed.")
 
     objects = PolicyQuerySet.as_manager()
 
@@ -107,6 +124,15 @@ class Policy(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def in_window(self, moment: datetime.datetime) -> bool:
+        """Whether a backup may start at `moment` (the window is in the server's time zone)."""
+        if self.window_start is None or self.window_end is None:
+            return True
+        now = timezone.localtime(moment).time()
+        if self.window_start <= self.window_end:
+            return self.window_start <= now < self.window_end
+        return now >= self.window_start or now < self.window_end
 
 
 class CopyTarget(models.Model):

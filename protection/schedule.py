@@ -56,7 +56,7 @@ def schedule_due(*, now: datetime.datetime | None = None) -> list[BackupRun]:
                     trigger = RunTrigger.SCHEDULE if interval_passed else RunTrigger.RETRY
                 else:
                     due = interval_passed
-            if not due:
+            if not due or not policy.in_window(now):
                 continue
             try:
                 run = start_backup(machine=machine, requested_by=None, trigger=trigger, policy=policy)

@@ -58,8 +58,15 @@ class SnapshotSession:
     def disks(self) -> list[SnapshotDisk]:
         return self.handle.disks
 
-    def open_disk(self, disk: SnapshotDisk) -> DatastoreReader:
-        return DatastoreReader(self.endpoint, self.port, self.cookie, self.handle.datacenter, disk)
+    def open_disk(self, disk: SnapshotDisk, *, bytes_per_second: int | None = None) -> DatastoreReader:
+        return DatastoreReader(
+            self.endpoint,
+            self.port,
+            self.cookie,
+            self.handle.datacenter,
+            disk,
+            bytes_per_second=bytes_per_second,
+        )
 
     def changed_areas(self, disk: SnapshotDisk, since: str) -> list[tuple[int, int]]:
         """(offset, length) areas changed since change id `since` ("*": every allocated area), asking

@@ -53,9 +53,7 @@ def test_a_clone_is_seen_by_the_watch_within_seconds(vcsim: Vcsim) -> None:
     time.sleep(0.5)  # the watch's first answer (every existing VM) is skipped
     admin = Admin(vcsim)
     admin.clone("DC0_C0_RP0_VM0", "clone-01")
-    cloned_at = time.monotonic()
     assert arrived.wait(15), f"the watch did not report the clone; saw {seen}"
-    latency = time.monotonic() - cloned_at
     clone = next(c.machine for c in seen if c.machine is not None and c.machine.name == "clone-01")
     original = next(m for m in connector.discover().machines if m.name == "DC0_C0_RP0_VM0")
     assert clone.identity != original.identity  # a clone is a new machine
@@ -67,7 +65,6 @@ def test_a_clone_is_seen_by_the_watch_within_seconds(vcsim: Vcsim) -> None:
     stop.set()
     watcher.join(timeout=10)
     assert any(c.kind == "remove" and c.external_id == clone.external_id for c in seen)
-    assert latency < 15
 
 
 def test_wrong_password_is_named(vcsim: Vcsim) -> None:
@@ -113,10 +110,8 @@ def test_a_server_that_never_answers_times_out() -> None:
             secret="p",
             timeout=1.5,
         )
-        started = time.monotonic()
         with pytest.raises(TimedOut, match="did not answer"):
             VSphereConnector(endpoint).test()
-        assert time.monotonic() - started < 30
     finally:
         listener.close()
 
@@ -154,3 +149,25 @@ def test_changed_areas_are_paged_until_the_end_of_the_disk(vcsim: Vcsim) -> None
         assert not snap.tracking_just_enabled
         areas = snap.changed_areas(snap.disks[0], first_id)
     assert areas == [(number * block, block) for number in range(0, 256, 2)]
+
+
+def test_a_bandwidth_limit_slows_the_disk_reads_down(vcsim: Vcsim) -> None:
+    import os
+
+    from tests.connectors.vsphere_helpers import upload_disk
+
+    admin = Admin(vcsim)
+    upload_disk(admin, "DC0_H0_VM0", os.urandom(4 * 1024 * 1024))
+    admin.close()
+    connector = VSphereConnector(endpoint_for(vcsim))
+    machine = next(m for m in connector.discover().machines if m.name == "DC0_H0_VM0")
+    with connector.snapshot(machine.external_id, "DC0", name="limited", quiesce=False) as snap:
+        reader = snap.open_disk(snap.disks[0], bytes_per_second=1024 * 1024)  # 1 MiB/s
+        now = [reader._throttle_start]
+        slept: list[float] = []
+        reader.clock = lambda: now[0]  # a frozen clock: the reads themselves take no time
+        reader.sleep = lambda seconds: (slept.append(seconds), now.__setitem__(0, now[0] + seconds))
+        data = reader.read(4 * 1024 * 1024)
+        reader.close()
+    assert len(data) == 4 * 1024 * 1024
+    assert sum(slept) == pytest.approx(4.0)  # 4 MiB at 1 MiB/s: the reader waited four seconds' worth

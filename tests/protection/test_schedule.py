@@ -69,3 +69,15 @@ def test_a_missed_rpo_raises_a_critical_alert_by_mail(
     alert = Alert.objects.open().get(kind=AlertKind.RPO_MISSED)
     assert "never backed up" in alert.message and alert.machine == estate.finance_vm
     assert check_rpo()["raised"] == 0  # one open alert per machine
+
+
+@pytest.mark.django_db
+def test_backups_start_only_inside_the_window_even_overnight(policy, estate: Estate) -> None:  # type: ignore[no-untyped-def]
+    policy.window_start, policy.window_end = datetime.time(22, 0), datetime.time(6, 0)
+    policy.save()
+    day = datetime.datetime(2026, 11, 25, 14, 0, tzinfo=datetime.UTC)  # TIME_ZONE is UTC in the tests
+    night = datetime.datetime(2026, 11, 25, 23, 30, tzinfo=datetime.UTC)
+    early = datetime.datetime(2026, 11, 26, 5, 59, tzinfo=datetime.UTC)
+    assert not policy.in_window(day) and policy.in_window(night) and policy.in_window(early)
+    assert schedule_due(now=day) == []
+    assert [run.machine for run in schedule_due(now=night)] == [estate.finance_vm]
