@@ -38,7 +38,7 @@ browser-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; }
 
 # Debian packages the real test peers need (Go and govmomi's sources for vcsim), and the vcsim build.
-PEER_PACKAGES := golang-go golang-github-vmware-govmomi-dev
+PEER_PACKAGES := golang-go golang-github-vmware-govmomi-dev samba qemu-utils
 peer-deps:
 	@missing=""; for p in $(PEER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

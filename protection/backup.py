@@ -201,7 +201,7 @@ def _plan(run: BackupRun, snap: Any, previous: RecoveryPoint | None, parent: Any
 
 def _back_up(run: BackupRun) -> RecoveryPoint:
     machine = run.machine
-    if machine.platform != "vsphere" or machine.source is None:
+    if machine.platform not in ("vsphere", "hyperv") or machine.source is None:
         raise BackupRefused(
             f"agentless backups of {machine.get_platform_display()} machines are not available yet"
         )

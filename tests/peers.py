@@ -132,3 +132,70 @@ def vcsim_factory(vcsim_built: bool) -> Iterator[Callable[..., Vcsim]]:
 @pytest.fixture
 def vcsim(vcsim_factory: Callable[..., Vcsim]) -> Vcsim:
     return vcsim_factory()
+
+
+class Samba:
+    """Debian's smbd with a private configuration: one read-only share of `folder`, one user, a free port on
+    127.0.0.1 only. Stopped by its own PID."""
+
+    user = "bulwarksmb"
+    password = "Smb-Test-Pass-1"
+
+    def __init__(self, folder: str, state: str) -> None:
+        import pwd
+        import subprocess
+        import time as _time
+
+        self.port = free_port()
+        conf = os.path.join(state, "smb.conf")
+        for sub in ("private", "lock", "state", "cache", "pid"):
+            os.makedirs(os.path.join(state, sub), exist_ok=True)
+        with open(conf, "w") as handle:
+            handle.write(
+                "[global]\n"
+                f"  smb ports = {self.port}\n  interfaces = lo\n  bind interfaces only = yes\n"
+                f"  private dir = {state}/private\n  lock directory = {state}/lock\n  state directory = {state}/state\n"
+                f"  cache directory = {state}/cache\n  pid directory = {state}/pid\n  ncalrpc dir = {state}/ncalrpc\n"
+                f"  passdb backend = tdbsam:{state}/private/passdb.tdb\n  server role = standalone server\n"
+                f"  log file = {state}/log.%m\n  map to guest = Never\n  server min protocol = SMB2_10\n"
+                "  disable spoolss = yes\n  load printers = no\n  printing = bsd\n  printcap name = /dev/null\n"
+                f"[vms]\n  path = {folder}\n  read only = yes\n  valid users = {self.user}\n"
+            )
+        try:
+            pwd.getpwnam(self.user)
+        except KeyError:
+            subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", self.user], check=True)
+        subprocess.run(
+            ["smbpasswd", "-c", conf, "-s", "-a", self.user],
+            input=f"{self.password}\n{self.password}\n",
+            text=True,
+            check=True,
+            capture_output=True,
+        )
+        # A session of its own: smbd signals its whole process group when it stops, which must not be ours.
+        self.process = subprocess.Popen(
+            ["smbd", "--foreground", "--no-process-group", "--debug-stdout", "-s", conf],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = _time.monotonic() + 20
+        while not port_open("127.0.0.1", self.port):
+            if _time.monotonic() > deadline or self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError("smbd did not start")
+            _time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except Exception:
+                self.process.kill()
+
+
+def samba_available() -> bool:
+    import shutil
+
+    return shutil.which("smbd") is not None and shutil.which("smbpasswd") is not None and os.geteuid() == 0

@@ -45,3 +45,54 @@ $vms = foreach ($node in $nodes) {
 [ordered]@{ Host = $env:COMPUTERNAME; Cluster = $clusterName; Nodes = $nodes;
   OS = (Get-CimInstance Win32_OperatingSystem).Caption; VMs = @($vms) } | ConvertTo-Json -Depth 6 -Compress
 """
+
+
+def _quote(value: str) -> str:
+    """A PowerShell single-quoted string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def checkpoint(vm_id: str, name: str, production: bool) -> str:
+    """A checkpoint of the VM, and for each disk: the parent VHD(X) that now holds the checkpointed data, its
+    share path (\\\\host\\share\\...), size, and the resilient change tracking id of the checkpoint."""
+    return f"""# bulwark: checkpoint v1
+$vmId = {_quote(vm_id)}; $name = {_quote(name)}; $production = ${str(production).lower()}
+$ErrorActionPreference = 'Stop'
+$vm = Get-VM -Id $vmId
+Set-VM -VM $vm -CheckpointType $(if ($production) {{ 'ProductionOnly' }} else {{ 'Standard' }})
+$checkpoint = Checkpoint-VM -VM $vm -SnapshotName $name -Passthru
+$disks = foreach ($drive in Get-VMHardDiskDrive -VMSnapshot $checkpoint) {{
+  $vhd = Get-VHD -Path $drive.Path
+  $share = Get-SmbShare | Where-Object {{ $drive.Path.StartsWith($_.Path + '\\\\') }} | Select-Object -First 1
+  $rct = Get-CimInstance -Namespace root\\virtualization\\v2 -ClassName Msvm_VirtualSystemSettingData |
+    Where-Object {{ $_.ConfigurationID -eq $checkpoint.Id }} | Select-Object -ExpandProperty ResilientChangeTrackingIdentifiers -ErrorAction SilentlyContinue
+  [ordered]@{{ Key = "$($drive.ControllerType):$($drive.ControllerNumber):$($drive.ControllerLocation)"; Path = $drive.Path
+    Share = $(if ($share) {{ "\\\\$env:COMPUTERNAME\\$($share.Name)" + $drive.Path.Substring($share.Path.Length) }} else {{ '' }})
+    Size = $vhd.Size; DiskIdentifier = [string]$vhd.DiskIdentifier; RctId = [string]($rct | Select-Object -First 1) }}
+}}
+[ordered]@{{ Checkpoint = [string]$checkpoint.Id; Production = $production; Disks = @($disks) }} | ConvertTo-Json -Depth 4 -Compress
+"""
+
+
+def changed_ranges(vm_id: str, checkpoint_id: str, disk_path: str, since_rct: str, offset: int) -> str:
+    """Ranges changed since an RCT id, from `offset` on, at most one page (the host decides its size)."""
+    return f"""# bulwark: changes v1
+$vmId = {_quote(vm_id)}; $checkpointId = {_quote(checkpoint_id)}; $path = {_quote(disk_path)}; $since = {_quote(since_rct)}; $offset = {int(offset)}
+$ErrorActionPreference = 'Stop'
+$service = Get-CimInstance -Namespace root\\virtualization\\v2 -ClassName Msvm_ImageManagementService
+$size = (Get-VHD -Path $path).Size
+$result = Invoke-CimMethod -InputObject $service -MethodName GetVirtualDiskChanges -Arguments @{{
+  Path = $path; LimitId = ''; TargetSnapshotId = $checkpointId; ChangeTrackingId = $since; StartingOffset = [uint64]$offset
+  ByteLength = [uint64]($size - $offset) }}
+if ($result.ReturnValue -ne 0) {{ throw "GetVirtualDiskChanges returned $($result.ReturnValue)" }}
+[ordered]@{{ Offsets = @($result.ChangedByteOffsets); Lengths = @($result.ChangedByteLengths); Processed = $result.ProcessedByteLength; Size = $size }} | ConvertTo-Json -Compress
+"""
+
+
+def remove_checkpoint(vm_id: str, checkpoint_id: str) -> str:
+    return f"""# bulwark: remove-checkpoint v1
+$vmId = {_quote(vm_id)}; $checkpointId = {_quote(checkpoint_id)}
+$ErrorActionPreference = 'Stop'
+Get-VMSnapshot -VM (Get-VM -Id $vmId) | Where-Object {{ $_.Id -eq $checkpointId }} | Remove-VMSnapshot
+@{{ Removed = $true }} | ConvertTo-Json -Compress
+"""

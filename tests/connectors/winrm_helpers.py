@@ -41,7 +41,10 @@ class WinRMServer:
         return self.log.read_text().splitlines() if self.log.exists() else []
 
 
-def start_server(tmp_path: Path, responses: Path = RECORDED) -> WinRMServer:
+def start_server(
+    tmp_path: Path, responses: Path = RECORDED, *, user: str = USER, password: str = PASSWORD
+) -> WinRMServer:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     ca, cert, key = make_ca_and_server_cert(tmp_path / "tls")
     port = free_port()
     log = tmp_path / "exchanges.log"
@@ -57,9 +60,9 @@ def start_server(tmp_path: Path, responses: Path = RECORDED) -> WinRMServer:
             "--key",
             str(key),
             "--user",
-            USER,
+            user,
             "--password",
-            PASSWORD,
+            password,
             "--responses",
             str(responses),
             "--log",

@@ -70,8 +70,8 @@ def clixml_error(message: str) -> bytes:
 
 
 class State:
-    def __init__(self, responses: dict[str, Any], log: Path | None, user: str, password: str) -> None:
-        self.responses = responses
+    def __init__(self, responses: Path, log: Path | None, user: str, password: str) -> None:
+        self.responses_file = responses
         self.log = log
         self.user = user
         self.password = password
@@ -240,10 +240,13 @@ class Handler(BaseHTTPRequestHandler):
                 "exit": 1,
             }
         script = base64.b64decode(words[2]).decode("utf-16-le")
-        first = script.splitlines()[0] if script else ""
-        key = first.removeprefix("# bulwark:").strip()
+        lines = script.splitlines()
+        key = (lines[0] if lines else "").removeprefix("# bulwark:").strip()
         self.state.record(f"Script {key}")
-        answer = self.state.responses.get(key)
+        if len(lines) > 1 and lines[1].startswith("$vmId"):
+            self.state.record(f"Parameters {lines[1]}")
+        # Read on every command, so a test can change the host's answers between two backups.
+        answer = json.loads(self.state.responses_file.read_text()).get(key)
         if answer is None:
             return {
                 "stdout": b"",
@@ -279,7 +282,7 @@ def main() -> None:
         store.write(f"{domain}:{user}:{args.password}\n")
     os.environ["NTLM_USER_FILE"] = store.name
     Handler.state = State(
-        json.loads(Path(args.responses).read_text()),
+        Path(args.responses),
         Path(args.log) if args.log else None,
         user,
         args.password,
