@@ -174,6 +174,10 @@ BULWARK_UNPROTECTED_GRACE_MINUTES = env.int("BULWARK_UNPROTECTED_GRACE_MINUTES",
 BULWARK_DEFAULT_STREAMS = env.int("BULWARK_DEFAULT_STREAMS", 4, minimum=1)
 BULWARK_SNAPSHOTS_PER_HOST = env.int("BULWARK_SNAPSHOTS_PER_HOST", 4, minimum=1)
 BULWARK_SNAPSHOTS_PER_DATASTORE = env.int("BULWARK_SNAPSHOTS_PER_DATASTORE", 4, minimum=1)
+# A running backup whose worker has not reported for this long is failed (and retried): its worker died.
+BULWARK_RUN_STALE_SECONDS = env.int("BULWARK_RUN_STALE_SECONDS", 300, minimum=30)
+# During a backup, the packs stored so far are indexed at least this often: a killed run's data is reused.
+BULWARK_INDEX_CHECKPOINT_SECONDS = env.int("BULWARK_INDEX_CHECKPOINT_SECONDS", 60, minimum=1)
 # Follow vSphere changes live (WaitForUpdatesEx) in the web process of the embedded install.
 BULWARK_EMBEDDED_WATCH = env.bool("BULWARK_EMBEDDED_WATCH", default=BULWARK_EMBEDDED_WORKER)
 

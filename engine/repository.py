@@ -150,6 +150,9 @@ class Repository:
         self.upload_retry_delay = 0.5
         # How long a backup's lease lives without a refresh (a killed backup blocks prune at most this long).
         self.lease_seconds = LEASE_SECONDS
+        # During a long backup, an index file naming the packs stored so far is written at most this often, so
+        # a backup killed half-way leaves its chunks findable: the next one reuses them instead of storing again.
+        self.index_checkpoint_seconds = 60.0
         # Immutable copies: packs and manifests are stored with an Object Lock retention this long (on the
         # storage's clock). Index files are not locked: they can always be rebuilt from the packs.
         self.retain_for: datetime.timedelta | None = None
@@ -400,6 +403,8 @@ class ChunkWriter:
         self._uploads: deque[Future[tuple[fmt.IndexedPack, list[fmt.PackEntry]]]] = deque()
         self._stored: list[tuple[fmt.IndexedPack, list[fmt.PackEntry]]] = []
         self._closed = False
+        self._last_index = time.monotonic()
+        self._pack_opened = time.monotonic()
         # While this lease lives, prune deletes nothing this backup might still reference.
         self._lease = LeaseHolder(repository.storage, "backup", seconds=repository.lease_seconds).acquire()
 
@@ -414,10 +419,14 @@ class ChunkWriter:
         self._session.add(chunk_id)
         if self._pack is None:
             self._pack = fmt.PackBuilder(self.repository.master)
+            self._pack_opened = time.monotonic()
         pack = self._pack
         counter = pack.reserve(len(data))
-        if pack.projected_size >= self.repository.pack_target:
-            self._pack = None  # full once the chunks in flight land: later chunks open a new pack
+        old = time.monotonic() - self._pack_opened >= self.repository.index_checkpoint_seconds
+        if pack.projected_size >= self.repository.pack_target or old:
+            # Full once the chunks in flight land (or open for a checkpoint interval already: a slow backup
+            # still gets its data into stored, indexed packs): later chunks open a new pack.
+            self._pack = None
         flags = fmt.FLAG_META if meta else 0
         future = self._pool.submit(_compress_and_seal, pack.aead, counter, chunk_id, flags, data)
         self._inflight.append((pack, chunk_id, counter, len(data), future))
@@ -434,6 +443,8 @@ class ChunkWriter:
         self.stats.stored_bytes += entry.stored_length
         if pack is not self._pack and len(pack.entries) == pack.reserved:
             self._seal_pack(pack)  # a closed pack's last chunk in flight has landed
+        while self._uploads and self._uploads[0].done():
+            self._collect_upload()  # note stored packs as they land (and checkpoint the index in time)
 
     def _seal_pack(self, pack: fmt.PackBuilder) -> None:
         if not pack.entries:
@@ -462,6 +473,11 @@ class ChunkWriter:
     def _collect_upload(self) -> None:
         stored = self._uploads.popleft().result()  # raises the upload's StorageError
         self._stored.append(stored)
+        now = time.monotonic()
+        if now - self._last_index >= self.repository.index_checkpoint_seconds:
+            self.repository.write_index_file(self._stored)
+            self._stored = []
+            self._last_index = now
 
     def store_packs(self) -> None:
         """Wait until every chunk added so far sits in a pack confirmed stored (no index file yet)."""

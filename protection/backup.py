@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -92,7 +93,11 @@ def cancel_run(*, run: BackupRun, actor: User) -> BackupRun:
 def run_backup(run_id: int, *, worker: str = "") -> BackupRun:
     """Claim a queued run and back the machine up. Never raises for a failed backup: the run says why."""
     if not BackupRun.objects.filter(pk=run_id, state__in=[RunState.QUEUED, RunState.WAITING]).update(
-        state=RunState.RUNNING, started_at=timezone.now(), phase="starting", worker=worker[:200]
+        state=RunState.RUNNING,
+        started_at=timezone.now(),
+        heartbeat_at=timezone.now(),
+        phase="starting",
+        worker=worker[:200],
     ):
         return BackupRun.objects.get(pk=run_id)
     run = BackupRun.objects.select_related(
@@ -292,6 +297,28 @@ def _back_up(run: BackupRun) -> RecoveryPoint:
             bytes_done=total,
         )
     return point
+
+
+def reap_stale_runs(*, now: datetime.datetime | None = None) -> list[BackupRun]:
+    """Runs whose worker stopped giving signs of life (killed, crashed, host lost) fail with that reason, so
+    their stream is freed and the scheduler retries them. What they stored stays; the next run reuses it."""
+    now = now or timezone.now()
+    stale_before = now - datetime.timedelta(seconds=settings.BULWARK_RUN_STALE_SECONDS)
+    reaped = []
+    for run in BackupRun.objects.filter(
+        state__in=[RunState.RUNNING, RunState.COMMITTING], heartbeat_at__lt=stale_before
+    ).select_related("machine"):
+        if BackupRun.objects.filter(pk=run.pk, state__in=[RunState.RUNNING, RunState.COMMITTING]).update(
+            state=RunState.QUEUED  # a transient state: _finish below marks it failed
+        ):
+            reaped.append(
+                _finish(
+                    run,
+                    RunState.FAILED,
+                    f"the worker running it ({run.worker or 'unknown'}) stopped giving signs of life",
+                )
+            )
+    return reaped
 
 
 def _finish(run: BackupRun, state: str, error: str, *, point: RecoveryPoint | None = None) -> BackupRun:

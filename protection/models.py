@@ -274,6 +274,7 @@ class BackupRun(models.Model):
     snapshot_id = models.CharField(max_length=100, blank=True)
     cancel_requested = models.BooleanField(default=False)
     sent_at = models.DateTimeField(null=True, blank=True, help_text="When it was sent to a worker's queue.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="The worker's last sign of life.")
     worker = models.CharField(max_length=200, blank=True, help_text="The Celery worker that ran it.")
     error = models.TextField(blank=True)
 

@@ -78,3 +78,4 @@ def _configure(repository: Repository, engine: EngineRepository) -> None:
     engine.retain_for = (
         datetime.timedelta(days=repository.immutable_days) if repository.immutable_days else None
     )
+    engine.index_checkpoint_seconds = float(settings.BULWARK_INDEX_CHECKPOINT_SECONDS)

@@ -24,9 +24,11 @@ def run_backup(self, run_id: int) -> None:  # type: ignore[no-untyped-def]
 @shared_task(name="protection.schedule_due")
 def schedule_due() -> None:
     """Queue the backups whose policy interval (or retry back-off) has passed."""
+    from protection.backup import reap_stale_runs
     from protection.dispatch import dispatch
     from protection.schedule import schedule_due as schedule
 
+    reap_stale_runs()
     schedule()
     dispatch()
 

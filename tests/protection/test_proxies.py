@@ -120,3 +120,80 @@ def test_each_jurisdiction_backs_up_through_its_own_proxy(
         run.refresh_from_db()
         assert run.proxy is not None and run.proxy.name == proxies[jurisdiction]
         assert run.worker.startswith(proxies[jurisdiction] + "@")
+
+
+def test_a_worker_killed_mid_backup_fails_its_run_and_the_next_run_reuses_the_stored_data(
+    broker: str, vcsim: Vcsim, tmp_path: Path, transactional_db: None
+) -> None:
+    """SIGKILL the proxy in the middle of a (bandwidth-limited) backup: the run is reaped as failed with the
+    reason, the repository verifies clean, and the next run stores only what the killed one had not."""
+    import datetime
+    import signal
+
+    from django.utils import timezone
+
+    from engine.maintenance import verify
+    from protection import repositories
+    from protection.backup import reap_stale_runs, run_backup
+
+    name = f"doomed-{uuid.uuid4().hex[:6]}"
+    env = {
+        **os.environ,
+        "CELERY_BROKER_URL": broker,
+        "DATABASE_URL": database_url(),
+        "BULWARK_EMBEDDED_WATCH": "false",
+        "BULWARK_INDEX_CHECKPOINT_SECONDS": "1",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "proxy", "--name", name, "--streams", "1"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        repository = create_repository(actor=None, name="primary", kind="local", path=str(tmp_path / "repo"))
+        policy = services.create_policy(actor=None, name="slow")
+        type(policy).objects.filter(pk=policy.pk).update(
+            repository=repository, bandwidth_limit_mbps=40
+        )  # 5 MB/s
+        admin = Admin(vcsim)
+        upload_disk(admin, "DC0_H0_VM0", os.urandom(32 * 1024 * 1024))
+        admin.close()
+        discover(make_source(vcsim))
+        machine = Machine.objects.get(name="DC0_H0_VM0")
+        deadline = time.monotonic() + 60
+        while not Proxy.objects.filter(name=name).exists():
+            assert time.monotonic() < deadline, "the proxy did not register"
+            time.sleep(0.2)
+        time.sleep(2)
+        run = BackupRun.objects.create(machine=machine, policy=policy, repository=repository)
+        sender = Celery(broker=broker, set_as_current=False)
+        dispatch(
+            send=lambda run_id, queue: sender.send_task("protection.run_backup", args=(run_id,), queue=queue)
+        )
+        while BackupRun.objects.get(pk=run.pk).bytes_done < 24 * 1024 * 1024:
+            assert time.monotonic() < deadline + 60, BackupRun.objects.values("state", "phase", "error").get(
+                pk=run.pk
+            )
+            time.sleep(0.2)
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+    assert BackupRun.objects.get(pk=run.pk).state == RunState.RUNNING  # nobody knows yet
+    reaped = reap_stale_runs(now=timezone.now() + datetime.timedelta(minutes=10))
+    assert [r.pk for r in reaped] == [run.pk]
+    failed = BackupRun.objects.get(pk=run.pk)
+    assert failed.state == RunState.FAILED and "stopped giving signs of life" in failed.error
+    repositories.forget_open_repositories()
+    engine = repositories.open_repository(repository)
+    assert [p for p in verify(engine).problems if p.severity == "error"] == []
+    Proxy.objects.filter(name=name).update(enabled=False)
+    retry = BackupRun.objects.create(machine=machine, policy=policy, repository=repository)
+    type(policy).objects.filter(pk=policy.pk).update(bandwidth_limit_mbps=None)
+    done = run_backup(retry.pk)
+    assert done.state == RunState.COMMITTED, done.error
+    assert done.bytes_new < 28 * 1024 * 1024  # the killed run's checkpointed chunks were reused
