@@ -49,7 +49,7 @@ def audit_context(*, request: Any, ip_address: str | None) -> Iterator[None]:
 def _json_value(value: Any) -> Any:
     if isinstance(value, models.Model):
         return value.pk
-    if isinstance(value, datetime.datetime | datetime.date):
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
         return value.isoformat()
     if isinstance(value, Decimal | uuid.UUID):
         return str(value)

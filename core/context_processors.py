@@ -17,6 +17,7 @@ NAVIGATION = [
     ("Sources", "source-list", ADMIN_ONLY, {"source-list", "source-create", "source-detail", "source-edit"}),
     ("Agents", "agent-list", ADMIN_ONLY, {"agent-list"}),
     ("Policies", "policy-list", ADMIN_ONLY, {"policy-list", "policy-create", "policy-edit"}),
+    ("Repositories", "repository-list", ADMIN_ONLY, {"repository-list"}),
     ("Rules", "rule-list", ADMIN_ONLY, {"rule-list", "rule-create", "rule-edit"}),
     ("Groups", "group-list", ADMIN_ONLY, {"group-list", "group-create", "group-edit"}),
     ("Users", "user-list", ADMIN_ONLY, {"user-list", "user-create", "user-edit"}),

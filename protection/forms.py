@@ -7,8 +7,8 @@ from django.core.exceptions import ValidationError
 
 from inventory.choices import Platform
 from inventory.models import Source
-from protection.choices import RuleAction
-from protection.models import Policy, ProtectionRule
+from protection.choices import RepositoryKind, RuleAction, Tier
+from protection.models import Policy, ProtectionRule, Repository
 
 CRITERIA = [
     "match_source",
@@ -25,9 +25,81 @@ CRITERIA = [
 class PolicyForm(forms.ModelForm):
     class Meta:
         model = Policy
-        fields = ["name", "description", "rpo_minutes", "enabled"]
-        widgets = {"description": forms.Textarea(attrs={"rows": 2})}
-        labels = {"rpo_minutes": "RPO (minutes)"}
+        fields = [
+            "name",
+            "description",
+            "enabled",
+            "repository",
+            "interval_minutes",
+            "rpo_minutes",
+            "priority",
+            "quiesce",
+            "keep_last",
+            "keep_daily",
+            "keep_weekly",
+            "keep_monthly",
+            "keep_yearly",
+            "full_every_days",
+            "window_start",
+            "window_end",
+            "bandwidth_limit_mbps",
+        ]
+        widgets = {
+            "description": forms.Textarea(attrs={"rows": 2}),
+            "window_start": forms.TimeInput(attrs={"type": "time"}),
+            "window_end": forms.TimeInput(attrs={"type": "time"}),
+        }
+        labels = {
+            "rpo_minutes": "RPO (minutes)",
+            "interval_minutes": "Back up every (minutes)",
+            "bandwidth_limit_mbps": "Bandwidth limit (Mbit/s per run)",
+        }
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if (data.get("window_start") is None) != (data.get("window_end") is None):
+            raise ValidationError("Give both ends of the backup window, or neither.")
+        if not any(
+            data.get(k) for k in ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
+        ):
+            raise ValidationError("The retention must keep something.")
+        return data
+
+
+class RepositoryForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    kind = forms.ChoiceField(choices=RepositoryKind.choices)
+    path = forms.CharField(
+        max_length=1000,
+        help_text="Local: a folder (relative paths are under the data folder). S3: bucket/prefix.",
+    )
+    endpoint = forms.URLField(required=False, assume_scheme="https", help_text="S3 endpoint URL; empty for AWS.")
+    access_key = forms.CharField(required=False, max_length=255, label="S3 access key")
+    secret_key = forms.CharField(
+        required=False, widget=forms.PasswordInput(render_value=False), label="S3 secret key"
+    )
+    tier = forms.ChoiceField(choices=Tier.choices, initial=Tier.PRIMARY)
+    site = forms.CharField(required=False, max_length=64)
+    jurisdiction = forms.CharField(required=False, max_length=64)
+    immutable_days = forms.IntegerField(
+        min_value=0,
+        initial=0,
+        help_text="S3 Object Lock retention in days (the bucket must have Object Lock).",
+    )
+
+    def clean_name(self) -> str:
+        name: str = self.cleaned_data["name"].strip()
+        if Repository.objects.filter(name__iexact=name).exists():
+            raise ValidationError("A repository with this name already exists.")
+        return name
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("kind") == RepositoryKind.S3 and not (data.get("access_key") and data.get("secret_key")):
+            self.add_error("access_key", "An S3 repository needs an access key and its secret.")
+        if data.get("kind") == RepositoryKind.LOCAL and data.get("immutable_days"):
+            self.add_error("immutable_days", "Only S3 repositories can be immutable (Object Lock).")
+        return data
 
 
 class RuleForm(forms.ModelForm):

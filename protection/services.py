@@ -24,7 +24,27 @@ from protection.rules import Decision, evaluate
 
 logger = logging.getLogger(__name__)
 
-POLICY_AUDIT_FIELDS = ("name", "description", "rpo_minutes", "enabled")
+POLICY_AUDIT_FIELDS = (
+    "name",
+    "description",
+    "rpo_minutes",
+    "enabled",
+    "repository",
+    "interval_minutes",
+    "priority",
+    "quiesce",
+    "keep_last",
+    "keep_daily",
+    "keep_weekly",
+    "keep_monthly",
+    "keep_yearly",
+    "full_every_days",
+    "window_start",
+    "window_end",
+    "bandwidth_limit_mbps",
+    "mode",
+    "dedup_location",
+)
 RULE_AUDIT_FIELDS = (
     "name",
     "position",

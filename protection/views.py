@@ -14,10 +14,10 @@ from django.views.generic import FormView, TemplateView
 from core.access import ADMIN_ONLY, ALL_ROLES, RoleRequiredMixin
 from inventory.models import Machine
 from protection import services
-from protection.backup import BackupRefused, cancel_run, start_backup
+from protection.backup import BackupRefused, cancel_run, create_repository, start_backup
 from protection.choices import ACTIVE_RUN_STATES
-from protection.forms import AssignForm, PolicyForm, RuleForm
-from protection.models import Alert, BackupRun, Policy, ProtectionRule
+from protection.forms import AssignForm, PolicyForm, RepositoryForm, RuleForm
+from protection.models import Alert, BackupRun, Policy, ProtectionRule, Repository
 
 
 class PolicyListView(RoleRequiredMixin, TemplateView):
@@ -48,9 +48,8 @@ class PolicyFormView(RoleRequiredMixin, FormView):
         fields = {name: form.cleaned_data[name] for name in PolicyForm.Meta.fields}
         policy = self.get_object()
         if policy is None:
-            policy = services.create_policy(actor=self.request.user, **fields)  # type: ignore[arg-type]
-        else:
-            services.update_policy(actor=self.request.user, policy=policy, **fields)  # type: ignore[arg-type]
+            policy = services.create_policy(actor=self.request.user, name=fields.pop("name"))  # type: ignore[arg-type]
+        services.update_policy(actor=self.request.user, policy=policy, **fields)  # type: ignore[arg-type]
         messages.success(self.request, f"Policy {policy.name} saved.")
         return HttpResponseRedirect(reverse("policy-list"))
 
@@ -252,3 +251,51 @@ class MachineBackupView(RoleRequiredMixin, View):
             messages.error(request, f"Cannot back up: {error}.")
             return HttpResponseRedirect(reverse("machine-detail", args=[pk]))
         return HttpResponseRedirect(reverse("run-detail", args=[run.pk]))
+
+
+class RepositoryListView(RoleRequiredMixin, FormView):
+    """Repositories, and a form to add one (its engine format and keys are created at once)."""
+
+    template_name = "protection/repository_list.html"
+    allowed_roles = ADMIN_ONLY
+    form_class = RepositoryForm
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context["repositories"] = Repository.objects.visible_to(self.request.user).annotate(
+            points=Count("recovery_points")
+        )
+        return context
+
+    def form_valid(self, form: RepositoryForm) -> HttpResponse:
+        from core.services import create_credential
+        from engine.errors import EngineError
+
+        data = form.cleaned_data
+        keys = None
+        if data["kind"] == "s3":
+            keys = create_credential(
+                actor=self.request.user,  # type: ignore[arg-type]
+                name=f"s3 {data['name']}",
+                kind="s3",
+                username=data["access_key"],
+                secret=data["secret_key"],
+            )
+        try:
+            create_repository(
+                actor=self.request.user,  # type: ignore[arg-type]
+                name=data["name"],
+                kind=data["kind"],
+                path=data["path"],
+                endpoint=data["endpoint"],
+                s3_credential=keys,
+                tier=data["tier"],
+                site=data["site"],
+                jurisdiction=data["jurisdiction"],
+                immutable_days=data["immutable_days"],
+            )
+        except (EngineError, OSError) as error:
+            form.add_error(None, f"The repository could not be created there: {error}")
+            return self.form_invalid(form)
+        messages.success(self.request, f"Repository {data['name']} created.")
+        return HttpResponseRedirect(reverse("repository-list"))

@@ -103,6 +103,7 @@ MATRIX: dict[str, Entry] = {
     "policy-list": Entry(ADMIN_PAGE),
     "policy-create": Entry(ADMIN_PAGE, write=("post", ADMIN_WRITES)),
     "policy-edit": Entry(ADMIN_PAGE, kwargs=lambda e: {"pk": e.policy}, write=("post", ADMIN_WRITES)),
+    "repository-list": Entry(ADMIN_PAGE, write=("post", ADMIN_WRITES)),
     "rule-list": Entry(ADMIN_PAGE),
     "rule-create": Entry(ADMIN_PAGE, write=("post", ADMIN_WRITES)),
     "rule-preview": Entry(POST_ONLY_ADMIN, write=("post", ADMIN_WRITES)),

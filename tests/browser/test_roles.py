@@ -19,6 +19,7 @@ NAVIGATION = {
         "Sources",
         "Agents",
         "Policies",
+        "Repositories",
         "Rules",
         "Groups",
         "Users",

@@ -81,3 +81,54 @@ def test_backups_start_only_inside_the_window_even_overnight(policy, estate: Est
     assert not policy.in_window(day) and policy.in_window(night) and policy.in_window(early)
     assert schedule_due(now=day) == []
     assert [run.machine for run in schedule_due(now=night)] == [estate.finance_vm]
+
+
+@pytest.mark.django_db
+def test_an_admin_configures_a_repository_and_a_policy_from_the_pages(
+    estate: Estate, client_for, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from protection.models import Policy, Repository
+
+    admin = client_for("admin")
+    response = admin.post(
+        "/repositories/",
+        {
+            "name": "nas",
+            "kind": "local",
+            "path": str(tmp_path / "nas"),
+            "tier": "primary",
+            "immutable_days": 0,
+        },
+    )
+    assert response.status_code == 302, response.content
+    repository = Repository.objects.get(name="nas")
+    assert (tmp_path / "nas" / "config").exists()  # the engine repository exists
+    response = admin.post(
+        "/repositories/",
+        {"name": "cloud", "kind": "s3", "path": "bucket", "tier": "copy", "immutable_days": 0},
+    )
+    assert response.status_code == 200 and "needs an access key" in response.content.decode()
+    fields = {
+        "name": "nightly",
+        "enabled": "on",
+        "repository": repository.pk,
+        "interval_minutes": 1440,
+        "rpo_minutes": 1500,
+        "priority": 3,
+        "quiesce": "on",
+        "keep_last": 7,
+        "keep_daily": 14,
+        "keep_weekly": 4,
+        "keep_monthly": 6,
+        "keep_yearly": 0,
+        "full_every_days": 30,
+        "window_start": "22:00",
+        "window_end": "06:00",
+        "bandwidth_limit_mbps": "",
+    }
+    response = admin.post("/policies/new/", fields)
+    assert response.status_code == 302, response.content
+    policy = Policy.objects.get(name="nightly")
+    assert policy.repository == repository and policy.window_start == datetime.time(22, 0)
+    response = admin.post("/policies/new/", {**fields, "name": "broken", "window_end": ""})
+    assert response.status_code == 200 and "both ends" in response.content.decode()
