@@ -73,7 +73,9 @@ class RepositoryForm(forms.Form):
         max_length=1000,
         help_text="Local: a folder (relative paths are under the data folder). S3: bucket/prefix.",
     )
-    endpoint = forms.URLField(required=False, assume_scheme="https", help_text="S3 endpoint URL; empty for AWS.")
+    endpoint = forms.URLField(
+        required=False, assume_scheme="https", help_text="S3 endpoint URL; empty for AWS."
+    )
     access_key = forms.CharField(required=False, max_length=255, label="S3 access key")
     secret_key = forms.CharField(
         required=False, widget=forms.PasswordInput(render_value=False), label="S3 secret key"
