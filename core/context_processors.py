@@ -17,12 +17,11 @@ NAVIGATION = [
     ("Sources", "source-list", ADMIN_ONLY, {"source-list", "source-create", "source-detail", "source-edit"}),
     ("Agents", "agent-list", ADMIN_ONLY, {"agent-list"}),
     ("Policies", "policy-list", ADMIN_ONLY, {"policy-list", "policy-create", "policy-edit"}),
-    ("Repositories", "repository-list", ADMIN_ONLY, {"repository-list"}),
+    ("Storage", "repository-list", ADMIN_ONLY, {"repository-list"}),
     ("Rules", "rule-list", ADMIN_ONLY, {"rule-list", "rule-create", "rule-edit"}),
     ("Groups", "group-list", ADMIN_ONLY, {"group-list", "group-create", "group-edit"}),
     ("Users", "user-list", ADMIN_ONLY, {"user-list", "user-create", "user-edit"}),
-    ("Audit log", "audit-log", AUDIT_READERS, {"audit-log"}),
-    ("API", "api-docs", ALL_ROLES, {"api-docs"}),
+    ("Audit", "audit-log", AUDIT_READERS, {"audit-log"}),
 ]
 
 

@@ -68,6 +68,28 @@ class DashboardView(RoleRequiredMixin, TemplateView):
             .count(),
         }
         context["alerts"] = Alert.objects.visible_to(user).open().select_related("machine")[:6]
+        import datetime
+
+        from django.db.models import Sum
+        from django.utils import timezone
+
+        from catalog.models import RecoveryPoint
+        from protection.choices import ACTIVE_RUN_STATES, RunState
+        from protection.models import BackupRun
+
+        runs = BackupRun.objects.visible_to(user)
+        day_ago = timezone.now() - datetime.timedelta(hours=24)
+        points = RecoveryPoint.objects.visible_to(user).aggregate(
+            logical=Sum("logical_bytes"), stored=Sum("stored_bytes")
+        )
+        context["runs"] = {
+            "active": runs.filter(state__in=ACTIVE_RUN_STATES).count(),
+            "failed_24h": runs.filter(state=RunState.FAILED, finished_at__gte=day_ago).count(),
+            "committed_24h": runs.filter(state=RunState.COMMITTED, finished_at__gte=day_ago).count(),
+            "running": list(runs.filter(state=RunState.RUNNING).select_related("machine")[:5]),
+            "logical": points["logical"] or 0,
+            "stored": points["stored"] or 0,
+        }
         if user.role == Role.ADMIN:  # type: ignore[union-attr]
             from inventory.models import Source
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import logging
 
+from django.db import connection
 from django.db.models import Max
 from django.utils import timezone
 
@@ -46,8 +47,22 @@ def schedule_due(*, now: datetime.datetime | None = None) -> list[BackupRun]:
             .annotate(last_queued=Max("runs__queued_at"))
             .order_by("last_queued")
         )
-        for machine in machines:
-            last = machine.runs.order_by("-queued_at").first()
+        machine_list = list(machines)
+        # Every machine's latest run in one query (not one per machine).
+        latest = (
+            {
+                run.machine_id: run
+                for run in BackupRun.objects.filter(machine__in=[m.pk for m in machine_list])
+                .order_by("machine_id", "-queued_at", "-pk")
+                .distinct("machine_id")
+            }
+            if connection.features.can_distinct_on_fields
+            else None
+        )
+        for machine in machine_list:
+            last = (
+                latest.get(machine.pk) if latest is not None else machine.runs.order_by("-queued_at").first()
+            )
             trigger, due = RunTrigger.SCHEDULE, last is None
             if last is not None:
                 interval_passed = now - last.queued_at >= datetime.timedelta(minutes=policy.interval_minutes)

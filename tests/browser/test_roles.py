@@ -19,16 +19,15 @@ NAVIGATION = {
         "Sources",
         "Agents",
         "Policies",
-        "Repositories",
+        "Storage",
         "Rules",
         "Groups",
         "Users",
-        "Audit log",
-        "API",
+        "Audit",
     ],
-    "helpdesk": ["Dashboard", "Machines", "Runs", "Alerts", "API"],
-    "owner": ["Dashboard", "Machines", "Runs", "Alerts", "API"],
-    "auditor": ["Dashboard", "Machines", "Runs", "Alerts", "Audit log", "API"],
+    "helpdesk": ["Dashboard", "Machines", "Runs", "Alerts"],
+    "owner": ["Dashboard", "Machines", "Runs", "Alerts"],
+    "auditor": ["Dashboard", "Machines", "Runs", "Alerts", "Audit"],
 }
 
 
