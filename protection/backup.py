@@ -220,8 +220,16 @@ def _back_up(run: BackupRun) -> RecoveryPoint:
             parent = engine.load_snapshot(previous.snapshot_id)
         except EngineError:
             parent = None  # pruned or damaged: this run reads every block
+    hooks = {}
+    if run.policy and (run.policy.pre_script.strip() or run.policy.post_script.strip()):
+        if machine.platform != "hyperv":
+            raise BackupRefused(
+                "pre/post scripts run on Hyper-V hosts only for now; vSphere guest scripts need VMware Tools "
+                "guest operations, not available yet"
+            )
+        hooks = {"pre_script": run.policy.pre_script, "post_script": run.policy.post_script}
     with connector.snapshot(
-        machine.external_id, machine.datacenter, name=f"bulwark-run-{run.pk}", quiesce=quiesce
+        machine.external_id, machine.datacenter, name=f"bulwark-run-{run.pk}", quiesce=quiesce, **hooks
     ) as snap:
         plans = _plan(run, snap, previous, parent)
         total = sum(plan.bytes for plan in plans)

@@ -155,12 +155,29 @@ class HyperVConnector:
 
     @contextmanager
     def snapshot(
-        self, external_id: str, datacenter: str, *, name: str, quiesce: bool
+        self,
+        external_id: str,
+        datacenter: str,
+        *,
+        name: str,
+        quiesce: bool,
+        pre_script: str = "",
+        post_script: str = "",
     ) -> Iterator[CheckpointSession]:
-        """A (production) checkpoint, removed afterwards: always, on failure too."""
+        """A (production) checkpoint, removed afterwards: always, on failure too. The policy's pre-script runs on
+        the host before it (a failure stops the backup), the post-script right after it, also when it failed."""
         from connectors.hyperv.backup import parse_checkpoint
 
-        handle = parse_checkpoint(self._run(scripts.checkpoint(external_id, name, quiesce)))
+        if pre_script.strip():
+            try:
+                self._run(scripts.hook("pre", external_id, pre_script))
+            except ProtocolError as error:
+                raise ConnectorError(f"the pre-snapshot script failed: {error}") from None
+        try:
+            handle = parse_checkpoint(self._run(scripts.checkpoint(external_id, name, quiesce)))
+        finally:
+            if post_script.strip():
+                self._run(scripts.hook("post", external_id, post_script))
         try:
             yield CheckpointSession(self, external_id, handle)
         finally:

@@ -96,3 +96,17 @@ $ErrorActionPreference = 'Stop'
 Get-VMSnapshot -VM (Get-VM -Id $vmId) | Where-Object {{ $_.Id -eq $checkpointId }} | Remove-VMSnapshot
 @{{ Removed = $true }} | ConvertTo-Json -Compress
 """
+
+
+def hook(stage: str, vm_id: str, body: str) -> str:
+    """An admin's pre- or post-snapshot script, run on the Hyper-V host with the VM's id in $vmId. Its output
+    is returned as text; a failure (an exception or a non-zero exit) fails the hook."""
+    return f"""# bulwark: {stage}-script v1
+$vmId = {_quote(vm_id)}
+$ErrorActionPreference = 'Stop'
+$output = & {{
+{body}
+}} 2>&1 | Out-String
+if ($LASTEXITCODE -and $LASTEXITCODE -ne 0) {{ throw "exit code $LASTEXITCODE`n$output" }}
+@{{ Output = $output }} | ConvertTo-Json -Compress
+"""

@@ -151,6 +151,34 @@ def test_a_hyperv_vm_is_backed_up_over_smb_then_incrementally_with_rct(samba, tm
         assert log.count("Script checkpoint v1") == 2 and log.count("Script remove-checkpoint v1") == 2
         assert f"Parameters $vmId = '{VM_ID}'; $name = 'bulwark-run-{first.pk}'; $production = $true" in log
         assert any(line.startswith("Parameters $vmId") and "$since = 'rct:1'" in line for line in log)
+
+        # The policy's pre- and post-snapshot scripts run on the host around the checkpoint; a failing
+        # pre-script stops the backup before any checkpoint is taken.
+        type(policy).objects.filter(pk=policy.pk).update(
+            pre_script="Stop-Service AppWriter", post_script="Start-Service AppWriter"
+        )
+        recorded = answers("rct:2", [])
+        recorded["pre-script v1"] = {"stdout": {"Output": "stopped"}}
+        recorded["post-script v1"] = {"stdout": {"Output": "started"}}
+        responses.write_text(json.dumps(recorded))
+        before = len(winrm.exchanges())
+        third = run_backup(start_backup(machine=machine, requested_by=None).pk)
+        assert third.state == RunState.COMMITTED, third.error
+        scripts_run = [line for line in winrm.exchanges()[before:] if line.startswith("Script")]
+        assert scripts_run == [
+            "Script pre-script v1",
+            "Script checkpoint v1",
+            "Script post-script v1",
+            "Script changes v1",
+            "Script remove-checkpoint v1",
+        ]
+        recorded["pre-script v1"] = {"exit": 1, "stderr": "Stop-Service : Cannot stop service AppWriter"}
+        responses.write_text(json.dumps(recorded))
+        checkpoints = winrm.exchanges().count("Script checkpoint v1")
+        fourth = run_backup(start_backup(machine=machine, requested_by=None).pk)
+        assert fourth.state == RunState.FAILED and "pre-snapshot script failed" in fourth.error
+        assert "Cannot stop service AppWriter" in fourth.error
+        assert winrm.exchanges().count("Script checkpoint v1") == checkpoints
     finally:
         winrm.process.terminate()
         winrm.process.wait(timeout=10)
