@@ -1,21 +1,28 @@
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.core.paginator import Paginator
 from django.db import connection
+from django.db.models import Sum
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.views.generic import FormView, TemplateView
 
+from catalog.models import RecoveryPoint
 from core import services
 from core.access import ADMIN_ONLY, ALL_ROLES, AUDIT_READERS, RoleRequiredMixin, ScopedObjectFormMixin
 from core.choices import Role
 from core.forms import ThrottledAuthenticationForm, UserForm
 from core.models import AuditEvent, Credential, User
-from inventory.models import Machine, MachineGroup
+from inventory.models import Machine, MachineGroup, Source
+from protection.choices import ACTIVE_RUN_STATES, RunState
+from protection.models import Alert, BackupRun
+from protection.services import unprotected_machines
 
 PAGE_SIZE = 50
 
@@ -55,9 +62,6 @@ class DashboardView(RoleRequiredMixin, TemplateView):
             "physical": present.filter(kind="physical").count(),
             "gone": machines.gone().count(),
         }
-        from protection.models import Alert
-        from protection.services import unprotected_machines
-
         protectable = present.filter(template=False)
         unprotected = unprotected_machines(machines)
         context["protection"] = {
@@ -68,15 +72,6 @@ class DashboardView(RoleRequiredMixin, TemplateView):
             .count(),
         }
         context["alerts"] = Alert.objects.visible_to(user).open().select_related("machine")[:6]
-        import datetime
-
-        from django.db.models import Sum
-        from django.utils import timezone
-
-        from catalog.models import RecoveryPoint
-        from protection.choices import ACTIVE_RUN_STATES, RunState
-        from protection.models import BackupRun
-
         runs = BackupRun.objects.visible_to(user)
         day_ago = timezone.now() - datetime.timedelta(hours=24)
         points = RecoveryPoint.objects.visible_to(user).aggregate(
@@ -91,8 +86,6 @@ class DashboardView(RoleRequiredMixin, TemplateView):
             "stored": points["stored"] or 0,
         }
         if user.role == Role.ADMIN:  # type: ignore[union-attr]
-            from inventory.models import Source
-
             context["sources"] = {
                 "total": Source.objects.count(),
                 "failed": list(Source.objects.filter(state="failed", enabled=True).values_list("pk", "name")),

@@ -8,18 +8,7 @@ from django.core.exceptions import ValidationError
 from inventory.choices import Platform
 from inventory.models import Source
 from protection.choices import RepositoryKind, RuleAction, Tier
-from protection.models import Policy, ProtectionRule, Repository
-
-CRITERIA = [
-    "match_source",
-    "match_platform",
-    "match_name",
-    "match_tags",
-    "match_folder",
-    "match_resource_pool",
-    "match_host",
-    "match_guest_os",
-]
+from protection.models import RULE_CRITERIA, Policy, ProtectionRule, Repository
 
 
 class PolicyForm(forms.ModelForm):
@@ -112,7 +101,7 @@ class RuleForm(forms.ModelForm):
 
     class Meta:
         model = ProtectionRule
-        fields = ["name", "enabled", "action", "policy", "mode", *CRITERIA]
+        fields = ["name", "enabled", "action", "policy", "mode", *RULE_CRITERIA]
         labels = {
             "match_name": "Name pattern",
             "match_tags": "Tags",
@@ -133,7 +122,7 @@ class RuleForm(forms.ModelForm):
             self.add_error("policy", "An include rule needs the policy it assigns.")
         if data.get("action") == RuleAction.EXCLUDE:
             data["policy"] = None
-        if not any(data.get(name) for name in CRITERIA):
+        if not any(data.get(name) for name in RULE_CRITERIA):
             raise ValidationError(
                 "Set at least one criterion: a rule that matches everything is a policy default."
             )

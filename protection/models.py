@@ -156,6 +156,20 @@ class CopyTarget(models.Model):
         return f"{self.policy} → {self.repository}"
 
 
+# What a rule matches on, and every field a person sets on a rule (forms, API and audit use these lists).
+RULE_CRITERIA = (
+    "match_source",
+    "match_platform",
+    "match_name",
+    "match_tags",
+    "match_folder",
+    "match_resource_pool",
+    "match_host",
+    "match_guest_os",
+)
+RULE_FIELDS = ("name", "position", "enabled", "action", "policy", "mode", *RULE_CRITERIA)
+
+
 class ProtectionRule(models.Model):
     """Puts machines under a policy (or excludes them) by what discovery knows about them.
 

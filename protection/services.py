@@ -19,7 +19,7 @@ from core.models import User
 from inventory.choices import ChangeKind
 from inventory.models import Machine, MachineChange
 from protection.choices import AlertKind, RuleMode, Severity
-from protection.models import Alert, Assignment, Policy, ProtectionRule
+from protection.models import RULE_FIELDS, Alert, Assignment, Policy, ProtectionRule
 from protection.rules import Decision, evaluate
 
 logger = logging.getLogger(__name__)
@@ -45,22 +45,7 @@ POLICY_AUDIT_FIELDS = (
     "mode",
     "dedup_location",
 )
-RULE_AUDIT_FIELDS = (
-    "name",
-    "position",
-    "enabled",
-    "action",
-    "policy",
-    "mode",
-    "match_source",
-    "match_platform",
-    "match_name",
-    "match_tags",
-    "match_folder",
-    "match_resource_pool",
-    "match_host",
-    "match_guest_os",
-)
+RULE_AUDIT_FIELDS = RULE_FIELDS
 
 
 # --- policies --------------------------------------------------------------------------------------------------

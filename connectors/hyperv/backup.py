@@ -3,11 +3,11 @@ share (smbprotocol), VHD(X) parsed by dissect.hypervisor, changed ranges from re
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.base import BadCredentials, Endpoint, ProtocolError, Unreachable
+from connectors.throttle import Throttle
 
 
 @dataclass
@@ -65,16 +65,10 @@ class VirtualDiskOverSmb:
             self._file.close()
             raise ProtocolError(f"{unc} is not a readable VHD(X): {error}") from None
         self.size = disk.capacity_bytes
-        self.bytes_per_second = bytes_per_second
-        self.clock, self.sleep = time.monotonic, time.sleep
-        self._start, self._bytes = self.clock(), 0
+        self.throttle = Throttle(bytes_per_second)
 
     def read(self, length: int = -1) -> bytes:
-        if self.bytes_per_second:
-            self._bytes += max(length, 0)
-            ahead = self._bytes / self.bytes_per_second - (self.clock() - self._start)
-            if ahead > 0:
-                self.sleep(ahead)
+        self.throttle.before_read(length)
         data: bytes = self._disk.read(length)
         return data
 

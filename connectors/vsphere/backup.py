@@ -21,6 +21,7 @@ from pyVmomi import vim, vmodl
 
 from connectors import tls
 from connectors.base import ConnectorError, Endpoint, ProtocolError, Unreachable
+from connectors.throttle import Throttle
 from connectors.vsphere.session import fault_message
 
 BACKING = re.compile(r"^\[(?P<datastore>[^\]]+)\]\s*(?P<path>.+)$")
@@ -162,10 +163,7 @@ class DatastoreReader:
         bytes_per_second: int | None = None,
     ) -> None:
         self.endpoint = endpoint
-        self.bytes_per_second = bytes_per_second
-        self.clock, self.sleep = time.monotonic, time.sleep
-        self._throttle_start = self.clock()
-        self._throttle_bytes = 0
+        self.throttle = Throttle(bytes_per_second)
         self.port = port
         self.cookie = cookie
         self.size = disk.capacity_bytes
@@ -214,7 +212,7 @@ class DatastoreReader:
         if offset >= self.size or length <= 0:
             return b""
         length = min(length, self.size - offset)
-        self._throttle(length)
+        self.throttle.before_read(length)
         status, body, _ = self._request("GET", self.url, {"Range": f"bytes={offset}-{offset + length - 1}"})
         if status == 416:  # past the end of a thin file: zeros up to the capacity
             return bytes(length)
@@ -223,15 +221,6 @@ class DatastoreReader:
         if status == 200:  # a server that ignores Range sends the whole file
             body = body[offset : offset + length]
         return body + bytes(length - len(body))
-
-    def _throttle(self, length: int) -> None:
-        """Keep the average read rate under the policy's bandwidth limit (sleep before a read that would pass it)."""
-        if not self.bytes_per_second:
-            return
-        self._throttle_bytes += length
-        ahead = self._throttle_bytes / self.bytes_per_second - (self.clock() - self._throttle_start)
-        if ahead > 0:
-            self.sleep(ahead)
 
     def read(self, length: int = -1) -> bytes:
         """Sequential reads come from READ_AHEAD-sized ranged requests (one GET per 4 MiB, not per block)."""

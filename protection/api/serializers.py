@@ -7,7 +7,7 @@ from rest_framework import serializers
 from inventory.models import Source
 from protection import services
 from protection.choices import RuleAction
-from protection.models import Alert, BackupRun, Policy, ProtectionRule
+from protection.models import RULE_CRITERIA, RULE_FIELDS, Alert, BackupRun, Policy, ProtectionRule
 from protection.rules import Decision
 
 
@@ -24,24 +24,6 @@ class PolicySerializer(serializers.ModelSerializer):
 
     def update(self, instance: Policy, validated: dict[str, Any]) -> Policy:
         return services.update_policy(actor=self.context["request"].user, policy=instance, **validated)
-
-
-RULE_FIELDS = [
-    "name",
-    "position",
-    "enabled",
-    "action",
-    "policy",
-    "mode",
-    "match_source",
-    "match_platform",
-    "match_name",
-    "match_tags",
-    "match_folder",
-    "match_resource_pool",
-    "match_host",
-    "match_guest_os",
-]
 
 
 class ProtectionRuleSerializer(serializers.ModelSerializer):
@@ -63,7 +45,7 @@ class ProtectionRuleSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError({"policy": ["An include rule needs the policy it assigns."]})
         if action == RuleAction.EXCLUDE and merged.get("policy") is not None:
             raise serializers.ValidationError({"policy": ["An exclusion assigns no policy: leave it empty."]})
-        criteria = [name for name in RULE_FIELDS if name.startswith("match_") and merged.get(name)]
+        criteria = [name for name in RULE_CRITERIA if merged.get(name)]
         if not criteria:
             raise serializers.ValidationError(
                 {

@@ -163,10 +163,10 @@ def test_a_bandwidth_limit_slows_the_disk_reads_down(vcsim: Vcsim) -> None:
     machine = next(m for m in connector.discover().machines if m.name == "DC0_H0_VM0")
     with connector.snapshot(machine.external_id, "DC0", name="limited", quiesce=False) as snap:
         reader = snap.open_disk(snap.disks[0], bytes_per_second=1024 * 1024)  # 1 MiB/s
-        now = [reader._throttle_start]
+        now = [reader.throttle.start]
         slept: list[float] = []
-        reader.clock = lambda: now[0]  # a frozen clock: the reads themselves take no time
-        reader.sleep = lambda seconds: (slept.append(seconds), now.__setitem__(0, now[0] + seconds))
+        reader.throttle.clock = lambda: now[0]  # a frozen clock: the reads themselves take no time
+        reader.throttle.sleep = lambda seconds: (slept.append(seconds), now.__setitem__(0, now[0] + seconds))
         data = reader.read(4 * 1024 * 1024)
         reader.close()
     assert len(data) == 4 * 1024 * 1024
