@@ -14,8 +14,9 @@ class RecoveryPoint(models.Model):
 
     machine = models.ForeignKey(Machine, on_delete=models.PROTECT, related_name="recovery_points")
     repository = models.ForeignKey(Repository, on_delete=models.PROTECT, related_name="recovery_points")
-    run = models.OneToOneField(
-        BackupRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="point"
+    # One run may commit several points: an agent's files and its volumes are two snapshots.
+    run = models.ForeignKey(
+        BackupRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="points"
     )
     snapshot_id = models.CharField(max_length=100)
     taken_at = models.DateTimeField()

@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.api import router
 from inventory.api.views import AgentEnrolView, AgentHeartbeatView
+from protection.api.agent import AgentChunksView, AgentJobsView, AgentRestoreView, AgentRunView
 
 urlpatterns = [
     path("", include("core.urls")),
@@ -14,6 +15,10 @@ urlpatterns = [
     path("", include("restores.urls")),
     path("api/agent/enrol/", AgentEnrolView.as_view(), name="agent-enrol"),
     path("api/agent/heartbeat/", AgentHeartbeatView.as_view(), name="agent-heartbeat"),
+    path("api/agent/jobs/", AgentJobsView.as_view(), name="agent-jobs"),
+    path("api/agent/runs/<int:pk>/chunks/", AgentChunksView.as_view(), name="agent-run-chunks"),
+    path("api/agent/runs/<int:pk>/<slug:step>/", AgentRunView.as_view(), name="agent-run"),
+    path("api/agent/restores/<int:pk>/<slug:step>/", AgentRestoreView.as_view(), name="agent-restore"),
     path("api/", include((router.urls, "api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # A page for people: anonymous visitors are sent to sign in rather than shown a bare 401.

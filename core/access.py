@@ -16,6 +16,8 @@ from core.choices import Role
 ALL_ROLES = frozenset(Role)
 ADMIN_ONLY = frozenset({Role.ADMIN})
 AUDIT_READERS = frozenset({Role.ADMIN, Role.AUDITOR})
+# Self-service file restores: admins, and help-desk operators for the machines in their scope.
+FILE_RESTORERS = frozenset({Role.ADMIN, Role.HELPDESK})
 
 
 class RoleRequiredMixin(LoginRequiredMixin):

@@ -3,6 +3,7 @@ backup never blocks anything for longer than its lease), and all times come from
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
@@ -51,6 +52,41 @@ def live_leases(storage: Storage, *, kind: str | None = None) -> list[Lease]:
     return leases
 
 
+def _write_lease(
+    storage: Storage, lease_id: str, kind: str, started: datetime.datetime | None, seconds: int
+) -> datetime.datetime:
+    now = storage.now()
+    started = started or now
+    record = {
+        "kind": kind,
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": started.isoformat(),
+        "expires": (now + datetime.timedelta(seconds=seconds)).isoformat(),
+    }
+    storage.put(LOCKS + lease_id, json.dumps(record).encode())
+    return started
+
+
+def renew_lease(storage: Storage, lease_id: str, kind: str, *, seconds: int = LEASE_SECONDS) -> None:
+    """Write or extend a lease that outlives any one process: an agent's backup spans many requests, each
+    renewing it. It keeps the start of its first write, so a prune still treats everything uploaded since then
+    as possibly in use; once the agent goes silent for `seconds` the lease lapses by itself."""
+    started = None
+    with contextlib.suppress(
+        EngineError, ValueError, KeyError
+    ):  # not there: first write, or lapsed and removed
+        started = datetime.datetime.fromisoformat(json.loads(storage.get(LOCKS + lease_id))["started"])
+    _write_lease(storage, lease_id, kind, started, seconds)
+
+
+def drop_lease(storage: Storage, lease_id: str) -> None:
+    try:
+        storage.delete(LOCKS + lease_id)
+    except EngineError:
+        logger.warning("could not remove the lease %s; it expires by itself", lease_id)
+
+
 class LeaseHolder:
     """Holds a lease while a backup or prune runs, refreshing it in the background."""
 
@@ -67,17 +103,7 @@ class LeaseHolder:
         self._thread: threading.Thread | None = None
 
     def _write(self) -> None:
-        now = self.storage.now()
-        if self.started is None:
-            self.started = now
-        record = {
-            "kind": self.kind,
-            "hostname": socket.gethostname(),
-            "pid": os.getpid(),
-            "started": self.started.isoformat(),
-            "expires": (now + datetime.timedelta(seconds=self.seconds)).isoformat(),
-        }
-        self.storage.put(LOCKS + self.id, json.dumps(record).encode())
+        self.started = _write_lease(self.storage, self.id, self.kind, self.started, self.seconds)
 
     def acquire(self) -> LeaseHolder:
         if self.exclusive:

@@ -24,9 +24,9 @@ from core.events import publish_machine_events
 from core.models import User
 from engine.errors import EngineError
 from engine.image import ImageWriter
-from inventory.models import Machine
+from inventory.models import Agent, Machine
 from protection import repositories
-from protection.choices import ACTIVE_RUN_STATES, AlertKind, RunState, RunTrigger, Severity
+from protection.choices import ACTIVE_RUN_STATES, AlertKind, BackupMode, RunState, RunTrigger, Severity
 from protection.dispatch import dispatch
 from protection.models import Assignment, BackupRun, Policy, Repository
 from protection.progress import RunCancelled, RunProgress
@@ -57,6 +57,13 @@ def start_backup(
         raise BackupRefused(f"policy {policy.name} names no repository")
     if machine.gone_since is not None:
         raise BackupRefused(f"{machine.name} is gone from its source")
+    if policy.mode == BackupMode.AGENT:
+        if not Agent.objects.filter(machine=machine, revoked_at__isnull=True).exists():
+            raise BackupRefused(
+                f"{machine.name} has no enrolled agent, and policy {policy.name} backs up by agent"
+            )
+        if not (policy.include_paths.strip() or policy.volumes.strip()):
+            raise BackupRefused(f"policy {policy.name} names no paths or volumes for the agent to back up")
     active = BackupRun.objects.filter(machine=machine, state__in=ACTIVE_RUN_STATES).first()
     if active is not None:
         return active
@@ -66,6 +73,7 @@ def start_backup(
         repository=policy.repository,
         trigger=trigger,
         requested_by=requested_by,
+        phase="waiting for the agent to pick it up" if policy.mode == BackupMode.AGENT else "",
     )
     if requested_by is not None:
         audit.record(
@@ -120,13 +128,9 @@ def run_backup(run_id: int, *, worker: str = "") -> BackupRun:
     run.refresh_from_db()
     finished = _finish(run, RunState.COMMITTED, "", point=point)
     if run.policy is not None and point is not None:
-        from protection.schedule import apply_retention, copy_to_targets
+        from protection.schedule import after_commit
 
-        copy_to_targets(point)
-        try:
-            apply_retention(machine=run.machine, policy=run.policy, repository=run.repository)
-        except (EngineError, OSError, ValueError):
-            logger.exception("retention after run %s failed; the next run tries again", run.pk)
+        after_commit(point, run.policy)
     return finished
 
 

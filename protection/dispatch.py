@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from protection.choices import RunState
+from protection.choices import BackupMode, RunState
 from protection.models import BackupRun, Proxy
 
 DEFAULT_QUEUE = "celery"
@@ -58,6 +58,7 @@ def dispatch(*, send: Sender = send_to_queue) -> list[BackupRun]:
             .filter(
                 state__in=[RunState.QUEUED, RunState.WAITING], sent_at__isnull=True, cancel_requested=False
             )
+            .exclude(policy__mode=BackupMode.AGENT)  # the machine's agent picks those up itself
             .select_related("machine__source", "policy")
             .order_by("policy__priority", "queued_at")
         )

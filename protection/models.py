@@ -115,6 +115,23 @@ class Policy(models.Model):
         blank=True, help_text="Run in the guest or on the host before the snapshot."
     )
     post_script = models.TextField(blank=True, help_text="Run after the snapshot, also when it failed.")
+    schedule_cron = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="Cron schedule (minute hour day month weekday, server time), e.g. '30 22 * * 1-5'; "
+        "when set it replaces the interval.",
+    )
+    # Agent backups: what the agent reads.
+    include_paths = models.TextField(
+        blank=True, help_text="Agent: folders and files to back up at file level, one absolute path per line."
+    )
+    exclude_patterns = models.TextField(
+        blank=True, help_text="Agent: names or paths to skip, shell patterns, one per line (e.g. *.tmp)."
+    )
+    volumes = models.TextField(
+        blank=True,
+        help_text="Agent: block devices to back up whole, one per line (e.g. /dev/sda), for bare-metal restore.",
+    )
 
     objects = PolicyQuerySet.as_manager()
 
@@ -291,6 +308,9 @@ class BackupRun(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="The worker's last sign of life.")
     worker = models.CharField(max_length=200, blank=True, help_text="The Celery worker that ran it.")
     error = models.TextField(blank=True)
+    lease = models.CharField(
+        max_length=64, blank=True, help_text="Agent runs: the repository lease that guards uploaded chunks."
+    )
 
     objects = BackupRunQuerySet.as_manager()
 

@@ -56,30 +56,33 @@ class RunProgress:
 
     def send(self, phase: str, done: int | None = None, **extra: Any) -> None:
         done = self._last_done if done is None else done
-        BackupRun.objects.filter(pk=self.run.pk).update(
-            bytes_done=done,
-            bytes_total=self.total,
-            rate=self._rate,
-            phase=phase[:200],
-            current_disk=self.disk[:200],
-        )
-        eta = (self.total - done) / self._rate if self._rate > 0 and self.total else None
-        publish_machine_events(
-            "run.progress",
-            [
-                (
-                    self.run.machine,
-                    {
-                        "run": self.run.pk,
-                        "phase": phase,
-                        "disk": self.disk,
-                        "done": done,
-                        "total": self.total,
-                        "rate": round(self._rate),
-                        "eta": round(eta) if eta is not None else None,
-                        "at": time.time(),  # when the step was sent (clients can show staleness)
-                        **extra,
-                    },
-                )
-            ],
-        )
+        report(self.run, phase=phase, done=done, total=self.total, rate=self._rate, disk=self.disk, **extra)
+
+
+def report(
+    run: BackupRun, *, phase: str, done: int, total: int, rate: float, disk: str = "", **extra: Any
+) -> None:
+    """Record a run's figures on its row and send them to everyone watching its machine."""
+    BackupRun.objects.filter(pk=run.pk).update(
+        bytes_done=done, bytes_total=total, rate=rate, phase=phase[:200], current_disk=disk[:200]
+    )
+    eta = (total - done) / rate if rate > 0 and total else None
+    publish_machine_events(
+        "run.progress",
+        [
+            (
+                run.machine,
+                {
+                    "run": run.pk,
+                    "phase": phase,
+                    "disk": disk,
+                    "done": done,
+                    "total": total,
+                    "rate": round(rate),
+                    "eta": round(eta) if eta is not None else None,
+                    "at": time.time(),  # when the step was sent (clients can show staleness)
+                    **extra,
+                },
+            )
+        ],
+    )

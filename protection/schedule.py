@@ -125,6 +125,15 @@ def retention_spec(policy: Policy | CopyTarget) -> RetentionSpec:
     )
 
 
+def after_commit(point: RecoveryPoint, policy: Policy) -> None:
+    """What follows every committed point: copies to the next tiers, then the policy's retention."""
+    copy_to_targets(point)
+    try:
+        apply_retention(machine=point.machine, policy=policy, repository=point.repository)
+    except (EngineError, OSError, ValueError):
+        logger.exception("retention after point %s failed; the next run tries again", point.pk)
+
+
 def apply_retention(*, machine: Machine, policy: Policy | CopyTarget, repository: Repository) -> list[str]:
     """Forget the machine's snapshots the policy's GFS retention no longer keeps (their data goes at the next
     prune); their recovery points go with them. Returns the forgotten snapshot ids."""
@@ -134,10 +143,12 @@ def apply_retention(*, machine: Machine, policy: Policy | CopyTarget, repository
     engine = repositories.open_repository(repository)
     snapshots = [snapshot for snapshot in engine.snapshots() if snapshot.machine == machine.identity]
     forgotten = []
-    for decision in plan_retention(snapshots, spec):
-        if not decision.keep:
-            engine.forget_snapshot(decision.snapshot.id)
-            forgotten.append(decision.snapshot.id)
+    # Per kind: an agent's file snapshots and its volume images are kept each by their own count.
+    for kind in sorted({snapshot.kind for snapshot in snapshots}):
+        for decision in plan_retention([s for s in snapshots if s.kind == kind], spec):
+            if not decision.keep:
+                engine.forget_snapshot(decision.snapshot.id)
+                forgotten.append(decision.snapshot.id)
     RecoveryPoint.objects.filter(repository=repository, snapshot_id__in=forgotten).delete()
     return forgotten
 

@@ -14,6 +14,8 @@ from inventory.models import Machine
 class RestoreKind(models.TextChoices):
     IMAGE_FILES = "image_files", "Disk images to files"
     NEW_VM = "new_vm", "A new VM on the source"
+    FILES_TO_AGENT = "files_to_agent", "Files back to the agent host"
+    DOWNLOAD = "download", "Files downloaded in the browser"
 
 
 class RestoreState(models.TextChoices):
@@ -32,7 +34,11 @@ class RestoreRequest(models.Model):
     point = models.ForeignKey(RecoveryPoint, on_delete=models.PROTECT, related_name="restores")
     kind = models.CharField(max_length=16, choices=RestoreKind.choices)
     target = models.CharField(
-        max_length=255, help_text="Folder under the restore area, or the new VM's name."
+        max_length=1000,
+        help_text="Folder under the restore area, the new VM's name, or a folder on the agent host.",
+    )
+    paths = models.JSONField(
+        default=list, blank=True, help_text="File restores: the chosen paths in the snapshot (empty: all)."
     )
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,9 @@ from core.events import publish_machine_events
 from core.models import User
 from engine.errors import EngineError
 from engine.image import ImageReader, restore_image
+from inventory.models import Agent
 from protection import repositories
+from restores import files
 from restores.models import RestoreKind, RestoreRequest, RestoreState
 
 logger = logging.getLogger(__name__)
@@ -55,11 +58,59 @@ def target_folder(name: str) -> Path:
     return folder
 
 
+def agent_target(target: str) -> str:
+    """A folder on the agent's host: absolute, normalised, no '..' (the agent checks again on its side)."""
+    if not target.startswith("/") or "\0" in target or len(target) > 1000:
+        raise RestoreRefused("the target on the host must be an absolute folder, e.g. /srv/restored")
+    parts = [part for part in target.split("/") if part]
+    if any(part in (".", "..") for part in parts):
+        raise RestoreRefused("the target on the host may not contain . or .. components")
+    return "/" + "/".join(parts)
+
+
+def clean_paths(point: RecoveryPoint, paths: list[str]) -> list[str]:
+    """The chosen paths, checked to exist in the point's snapshot."""
+    engine = repositories.open_repository(point.repository)
+    snapshot = engine.load_snapshot(point.snapshot_id)
+    cleaned = []
+    for path in paths:
+        try:
+            cleaned.append("/".join(files.split(path)))
+            files.lookup(engine, snapshot, path)
+        except files.NotFound as error:
+            raise RestoreRefused(str(error)) from None
+    return cleaned
+
+
 @transaction.atomic
-def request_restore(*, actor: User, point: RecoveryPoint, kind: str, target: str) -> RestoreRequest:
-    """Queue a whole-machine restore (admins: full-machine restores can overwrite nothing, but cost storage)."""
+def request_restore(
+    *, actor: User, point: RecoveryPoint, kind: str, target: str, paths: list[str] | None = None
+) -> RestoreRequest:
+    """Queue a restore: a whole machine (image files, new VM) or chosen files back to the agent's host."""
     from restores import tasks
 
+    paths = list(paths or [])
+    if kind == RestoreKind.FILES_TO_AGENT:
+        if point.kind != "files":
+            raise RestoreRefused("this recovery point holds disk images; choose a file backup")
+        if not Agent.objects.filter(machine=point.machine, revoked_at__isnull=True).exists():
+            raise RestoreRefused(f"{point.machine.name} has no enrolled agent to restore to")
+        target = agent_target(target)
+        paths = clean_paths(point, paths)
+        request = RestoreRequest.objects.create(
+            machine=point.machine, point=point, kind=kind, target=target, paths=paths, requested_by=actor
+        )
+        audit.record(
+            "restore.request",
+            actor=actor,
+            target=point.machine,
+            after={"point": point.snapshot_id, "kind": kind, "target": target, "paths": paths[:50]},
+        )
+        return request  # the agent picks it up on its next poll
+    if point.kind != "image":
+        raise RestoreRefused(
+            "this recovery point holds files; restore them to the agent host or download them"
+        )
     if kind == RestoreKind.IMAGE_FILES:
         folder = target_folder(target)
         if folder.exists() and any(folder.iterdir()):
@@ -168,3 +219,88 @@ def _restore(request: RestoreRequest) -> dict[str, Any]:
         machine.external_id, machine.datacenter, request.target, readers, progress
     )
     return {"vm": moref, "name": request.target}
+
+
+# --- files back to an agent's host ------------------------------------------------------------------------------
+
+
+def _agent_restore(agent: Agent, restore_id: int, *states: str) -> RestoreRequest:
+    request = (
+        RestoreRequest.objects.select_related("point__repository__passphrase", "machine")
+        .filter(pk=restore_id, machine=agent.machine, kind=RestoreKind.FILES_TO_AGENT)
+        .first()
+    )
+    if request is None:
+        raise RestoreRefused(f"restore {restore_id} is not a restore to this machine")
+    if request.state not in states:
+        raise RestoreRefused(f"restore {restore_id} is {request.get_state_display().lower()}")
+    return request
+
+
+def start_agent_restore(agent: Agent, restore_id: int) -> dict[str, Any]:
+    """Claim a queued file restore for the agent (or describe again the one it already runs)."""
+    RestoreRequest.objects.filter(
+        pk=restore_id, machine=agent.machine, kind=RestoreKind.FILES_TO_AGENT, state=RestoreState.QUEUED
+    ).update(state=RestoreState.RUNNING, started_at=timezone.now())
+    request = _agent_restore(agent, restore_id, RestoreState.RUNNING)
+    engine = repositories.open_repository(request.point.repository)
+    snapshot = engine.load_snapshot(request.point.snapshot_id)
+    selection = files.measure(engine, snapshot, request.paths)
+    RestoreRequest.objects.filter(pk=request.pk).update(bytes_total=selection.bytes)
+    return {
+        "restore": request.pk,
+        "target": request.target,
+        "paths": request.paths,
+        "files": selection.files,
+        "folders": selection.folders,
+        "bytes": selection.bytes,
+    }
+
+
+def agent_archive(agent: Agent, restore_id: int) -> Iterator[bytes]:
+    request = _agent_restore(agent, restore_id, RestoreState.RUNNING)
+    engine = repositories.open_repository(request.point.repository)
+    snapshot = engine.load_snapshot(request.point.snapshot_id)
+    request.bytes_total = request.bytes_total or 0
+    return files.tar_stream(engine, snapshot, request.paths, on_bytes=_Progress(request))
+
+
+def finish_agent_restore(
+    agent: Agent, restore_id: int, *, error: str, result: dict[str, Any]
+) -> RestoreRequest:
+    request = _agent_restore(agent, restore_id, RestoreState.RUNNING)
+    state = RestoreState.FAILED if error else RestoreState.DONE
+    RestoreRequest.objects.filter(pk=request.pk).update(
+        state=state,
+        finished_at=timezone.now(),
+        error=error[:5000],
+        result={k: v for k, v in result.items() if isinstance(v, (int, str))},
+        bytes_done=request.bytes_total if not error else request.bytes_done,
+    )
+    request.refresh_from_db()
+    publish_machine_events(
+        "restore.state", [(request.machine, {"restore": request.pk, "state": state, "error": error})]
+    )
+    return request
+
+
+def record_download(*, actor: User, point: RecoveryPoint, paths: list[str]) -> RestoreRequest:
+    """A browser download is a restore too: it is audited and listed with the machine's restores."""
+    request = RestoreRequest.objects.create(
+        machine=point.machine,
+        point=point,
+        kind=RestoreKind.DOWNLOAD,
+        target="browser download",
+        paths=paths,
+        requested_by=actor,
+        state=RestoreState.DONE,
+        started_at=timezone.now(),
+        finished_at=timezone.now(),
+    )
+    audit.record(
+        "restore.download",
+        actor=actor,
+        target=point.machine,
+        after={"point": point.snapshot_id, "paths": paths[:50]},
+    )
+    return request

@@ -1,18 +1,23 @@
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.views import View
 from django.views.generic import TemplateView
 
 from catalog.models import RecoveryPoint
-from core.access import ADMIN_ONLY, ALL_ROLES, RoleRequiredMixin
+from core.access import ADMIN_ONLY, ALL_ROLES, FILE_RESTORERS, RoleRequiredMixin
+from core.streaming import streaming
+from engine.errors import EngineError
+from protection import repositories
+from restores import files
 from restores.models import RestoreKind, RestoreRequest
-from restores.services import RestoreRefused, request_restore
+from restores.services import RestoreRefused, record_download, request_restore
 
 
 class MachineRestoreView(RoleRequiredMixin, View):
@@ -46,3 +51,98 @@ class RestoreDetailView(RoleRequiredMixin, TemplateView):
             pk=self.kwargs["pk"],
         )
         return context
+
+
+def _file_point(request: HttpRequest, pk: int) -> RecoveryPoint:
+    point = get_object_or_404(
+        RecoveryPoint.objects.visible_to(request.user).select_related("machine", "repository__passphrase"),
+        pk=pk,
+    )
+    return point
+
+
+class PointFilesView(RoleRequiredMixin, TemplateView):
+    """Browse a file recovery point folder by folder; choose files to download or to restore to the host."""
+
+    template_name = "restores/point_files.html"
+    allowed_roles = FILE_RESTORERS
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        point = _file_point(self.request, self.kwargs["pk"])
+        path = "/".join(part for part in self.request.GET.get("path", "").split("/") if part)
+        context.update(point=point, machine=point.machine, path=path, entries=[], error="")
+        parts = path.split("/") if path else []
+        context["crumbs"] = [("/".join(parts[: i + 1]), part) for i, part in enumerate(parts)]
+        if point.kind != "files":
+            context["error"] = "This recovery point holds disk images; restore it from the machine's page."
+            return context
+        try:
+            engine = repositories.open_repository(point.repository)
+            snapshot = engine.load_snapshot(point.snapshot_id)
+            entries = files.list_folder(engine, snapshot, path)
+        except files.NotFound as error:
+            raise Http404(str(error)) from None
+        except (EngineError, OSError) as error:
+            context["error"] = f"The recovery point cannot be read: {error}"
+            return context
+        context["entries"] = [
+            {
+                **entry,
+                "path": f"{path}/{entry['name']}" if path else entry["name"],
+                "modified": datetime.datetime.fromtimestamp(
+                    int(entry.get("mtime_ns", 0)) / 1e9, tz=datetime.UTC
+                ),
+            }
+            for entry in entries
+        ]
+        return context
+
+
+class PointDownloadView(RoleRequiredMixin, View):
+    """GET ?path=a&path=b: the chosen files and folders as a tar archive, streamed."""
+
+    allowed_roles = FILE_RESTORERS
+
+    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+        point = _file_point(request, pk)
+        if point.kind != "files":
+            raise Http404("this recovery point holds disk images, not files")
+        paths = request.GET.getlist("path")
+        try:
+            engine = repositories.open_repository(point.repository)
+            snapshot = engine.load_snapshot(point.snapshot_id)
+            cleaned = ["/".join(files.split(path)) for path in paths]
+            for path in cleaned:
+                files.lookup(engine, snapshot, path)
+        except files.NotFound as error:
+            raise Http404(str(error)) from None
+        record_download(actor=request.user, point=point, paths=cleaned)  # type: ignore[arg-type]
+        name = f"{point.machine.name}-{point.taken_at:%Y%m%d-%H%M}.tar".replace(" ", "_")
+        return streaming(  # type: ignore[return-value]
+            request,  # type: ignore[arg-type]
+            files.tar_stream(engine, snapshot, cleaned),
+            Content_Disposition=f'attachment; filename="{name}"',
+        )
+
+
+class PointRestoreFilesView(RoleRequiredMixin, View):
+    """POST: restore the chosen paths to a folder on the machine's own host, through its agent."""
+
+    allowed_roles = FILE_RESTORERS
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        point = _file_point(request, pk)
+        here = reverse("point-files", args=[pk])
+        try:
+            restore = request_restore(
+                actor=request.user,  # type: ignore[arg-type]
+                point=point,
+                kind=RestoreKind.FILES_TO_AGENT,
+                target=request.POST.get("target", "").strip() or "/",
+                paths=request.POST.getlist("path"),
+            )
+        except RestoreRefused as error:
+            messages.error(request, f"Cannot restore: {error}.")
+            return HttpResponseRedirect(here)
+        return HttpResponseRedirect(reverse("restore-detail", args=[restore.pk]))

@@ -126,6 +126,20 @@ MATRIX: dict[str, Entry] = {
         POST_ONLY_ADMIN, kwargs=lambda e: {"pk": e.finance_vm.pk}, write=("post", ADMIN_WRITES)
     ),
     "restore-detail": Entry(EVERYONE, kwargs=lambda e: {"pk": e.restore}),
+    # File restores: admins and help-desk operators (in scope); the matrix point holds images, so 404 there.
+    "point-files": Entry(
+        {"anonymous": PAGE_LOGIN, "admin": 200, "helpdesk": 200, "owner": 403, "auditor": 403},
+        kwargs=lambda e: {"pk": e.point},
+    ),
+    "point-download": Entry(
+        {"anonymous": PAGE_LOGIN, "admin": 404, "helpdesk": 404, "owner": 403, "auditor": 403},
+        kwargs=lambda e: {"pk": e.point},
+    ),
+    "point-restore-files": Entry(
+        {"anonymous": PAGE_LOGIN, "admin": 405, "helpdesk": 405, "owner": 403, "auditor": 403},
+        kwargs=lambda e: {"pk": e.point},
+        write=("post", frozenset({"admin", "helpdesk"})),
+    ),
     "api:restore-list": Entry(API_EVERYONE, write=("post", ADMIN_WRITES)),
     "api:restore-detail": Entry(API_EVERYONE, kwargs=lambda e: {"pk": e.restore}),
     "machine-assign": Entry(
@@ -135,6 +149,25 @@ MATRIX: dict[str, Entry] = {
     "agent-enrol": Entry({role: 405 for role in ROLES}, write=("post", frozenset(ROLES))),
     "agent-heartbeat": Entry(
         {role: 405 for role in ROLES}, write=("post", frozenset()), extra={"refused": 401}
+    ),
+    "agent-jobs": Entry({role: 401 for role in ROLES}),
+    "agent-run": Entry(
+        {role: 405 for role in ROLES},
+        kwargs=lambda e: {"pk": e.run, "step": "start"},
+        write=("post", frozenset()),
+        extra={"refused": 401},
+    ),
+    "agent-run-chunks": Entry(
+        {role: 405 for role in ROLES},
+        kwargs=lambda e: {"pk": e.run},
+        write=("post", frozenset()),
+        extra={"refused": 401},
+    ),
+    "agent-restore": Entry(
+        {role: 401 for role in ROLES},
+        kwargs=lambda e: {"pk": e.restore, "step": "start"},
+        write=("post", frozenset()),
+        extra={"refused": 401},
     ),
     "api:source-list": Entry(API_ADMIN, write=("post", ADMIN_WRITES)),
     "api:source-detail": Entry(API_ADMIN, kwargs=lambda e: {"pk": e.source}, write=("patch", ADMIN_WRITES)),
@@ -251,6 +284,7 @@ def matrix_estate(estate: Estate, tmp_path: Any, settings: Any) -> Estate:
         snapshot_id="20261125T000000Z-0",
         taken_at=timezone.now(),
     )
+    estate.point = point.pk  # type: ignore[attr-defined]
     estate.restore = RestoreRequest.objects.create(  # type: ignore[attr-defined]
         machine=estate.finance_vm, point=point, kind="image_files", target="t"
     ).pk

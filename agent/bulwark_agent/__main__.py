@@ -1,7 +1,7 @@
-"""bulwark-agent: enrol, then heartbeat with host facts.
+"""bulwark-agent: enrol, then heartbeat with host facts and run backup and restore jobs.
 
 bulwark-agent enrol --server https://console --token bwe_... [--ca ca.pem]
-bulwark-agent run [--once]
+bulwark-agent run [--once]   (heartbeats, and runs the backups and restores the console queues)
 bulwark-agent facts
 """
 
@@ -61,31 +61,86 @@ def enrol(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client(state: dict[str, Any], *, retry_seconds: float = 0.0) -> Client:
+    client = Client(
+        state["server"],
+        ca_file=state.get("ca", ""),
+        allow_http=state.get("allow_http", False),
+        retry_seconds=retry_seconds,
+    )
+    client.key = state["key"]
+    return client
+
+
+def _do_jobs(args: argparse.Namespace, state: dict[str, Any], jobs: list[dict[str, Any]]) -> None:
+    from bulwark_agent.backup import run_backup
+    from bulwark_agent.restore import run_restore
+
+    # Job calls ride out a dropped connection or a console restart for a while (each call is idempotent).
+    client = _client(state, retry_seconds=args.retry_seconds)
+    for job in jobs:
+        try:
+            if job.get("type") == "backup":
+                logger.info(
+                    "backup run %s: %s", job["run"], run_backup(client, int(job["run"]), Path(args.state_dir))
+                )
+            elif job.get("type") == "restore":
+                logger.info("restore %s: %s", job["restore"], run_restore(client, int(job["restore"])))
+        except AgentError as error:
+            logger.error("job %s failed: %s", job, error)
+
+
 def run(args: argparse.Namespace) -> int:
     path = _state_file(args)
     try:
         state = json.loads(path.read_text())
     except OSError:
         raise AgentError(f"not enrolled: {path} is missing (run `bulwark-agent enrol` first)") from None
-    client = Client(state["server"], ca_file=state.get("ca", ""), allow_http=state.get("allow_http", False))
+    client = _client(state)
     interval = int(args.interval or state.get("interval") or 60)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    while not stop.is_set():
+
+    def heartbeat() -> list[dict[str, Any]]:
+        nonlocal interval
         try:
             reported = _facts(args, state)
             reported["heartbeat_seconds"] = interval
-            answer = client.post("/api/agent/heartbeat/", {"facts": reported}, key=state["key"])
+            answer = client.post("/api/agent/heartbeat/", {"facts": reported})
             interval = int(answer.get("heartbeat_seconds") or interval)
             logger.info("heartbeat sent")
+            return list(answer.get("jobs") or [])
         except AgentError as error:
             if "refused (401)" in str(error) or "refused (403)" in str(error):
                 raise
             logger.warning("%s; retrying", error)  # the console may be restarting: keep trying
-        if args.once:
-            return 0
-        stop.wait(interval)
+            return []
+
+    jobs = heartbeat()
+    if args.once:
+        _do_jobs(args, state, jobs)
+        return 0
+
+    def beat() -> None:  # heartbeats go on while a long backup runs
+        while not stop.wait(interval):
+            try:
+                heartbeat()
+            except AgentError:
+                stop.set()
+
+    threading.Thread(target=beat, name="heartbeat", daemon=True).start()
+    while not stop.is_set():
+        _do_jobs(args, state, jobs)
+        if stop.wait(args.poll):
+            break
+        try:
+            jobs = list(client.get("/api/agent/jobs/").get("jobs") or [])
+        except AgentError as error:
+            if "refused (401)" in str(error) or "refused (403)" in str(error):
+                raise
+            logger.warning("%s; retrying", error)
+            jobs = []
     return 0
 
 
@@ -108,6 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     run_parser = commands.add_parser("run", help="send heartbeats with host facts until stopped")
     run_parser.add_argument("--once", action="store_true")
     run_parser.add_argument("--interval", type=int, default=0)
+    run_parser.add_argument("--poll", type=float, default=15.0, help="seconds between asking for jobs")
+    run_parser.add_argument(
+        "--retry-seconds",
+        type=float,
+        default=600.0,
+        help="how long a job rides out a dropped connection before giving up",
+    )
     commands.add_parser("facts", help="print the facts this host reports")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

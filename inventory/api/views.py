@@ -212,4 +212,6 @@ class AgentHeartbeatView(APIView):
         agent = agents.heartbeat(
             agent=request.auth, facts=serializer.validated_data["facts"], address=_client_address(request)
         )
-        return Response({"ok": True, "heartbeat_seconds": agent.heartbeat_seconds})
+        from protection.agent_runs import jobs_for
+
+        return Response({"ok": True, "heartbeat_seconds": agent.heartbeat_seconds, "jobs": jobs_for(agent)})

@@ -1,0 +1,497 @@
+"""Agent backups: the agent reads, chunks and hashes at the source; the console checks and stores.
+
+The agent runs the engine's chunking (FastCDC for files, fixed blocks for volumes) and keyed BLAKE3 ids with the
+repository's chunk-id key (never its encryption key). With source-side dedup it asks which ids the repository
+lacks and sends only those; otherwise it sends every chunk and the console deduplicates. Each chunk's id is
+recomputed here from its content, so an agent can never store data under a false id (no dedup poisoning), and a
+snapshot is committed only once every chunk it names is in a pack confirmed stored.
+
+Calls, all authenticated by the agent key and scoped to the agent's own machine:
+- `jobs`: queued backup runs and file restores of this machine;
+- `start`: claim the run (queued → running) and receive the job;
+- `missing`, `store_chunks`, `progress`: the transfer; every call renews the run's heartbeat and repository
+  lease, so a prune never deletes what the agent uploaded before its commit;
+- `commit`: write the snapshot manifest (files: a root tree; volumes: block tables), once per kind;
+- `finish`: the run ends committed, or failed with the agent's reason (its pre-script failed, a path vanished).
+
+A dropped connection is retried by the agent; every call is idempotent (start returns the same job to the agent
+already running it, uploads skip chunks already stored, a commit of a kind already committed returns that point).
+An agent killed mid-run stops renewing its heartbeat: the reaper fails the run, and the next run reuses every
+chunk already stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import zstandard
+from django.db import transaction
+from django.utils import timezone
+
+from catalog.models import RecoveryPoint
+from engine.errors import EngineError, UnsafePath
+from engine.files import AVERAGE_CHUNK, MAX_CHUNK, MIN_CHUNK, TREE_VERSION, check_name
+from engine.image import TABLE_SPAN, ZERO_ID
+from engine.locks import drop_lease, renew_lease
+from engine.repository import Repository as EngineRepository
+from engine.repository import Snapshot, new_snapshot_id, now_utc
+from inventory.models import Agent
+from protection import repositories
+from protection.choices import BackupMode, DedupLocation, RunState
+from protection.models import BackupRun
+from protection.progress import report
+
+# One upload frame: flags, chunk id, payload length, payload (zstd-compressed when FLAG_ZSTD).
+FRAME = struct.Struct("!B32sI")
+FLAG_META = 1
+FLAG_ZSTD = 2
+# A chunk is at most MAX_CHUNK bytes, a block table TABLE_SPAN ids; a directory's tree may be larger.
+MAX_CHUNK_BYTES = 64 * 1024 * 1024
+MAX_IDS_PER_QUERY = 20_000
+# The agent sends at most this many bytes of chunks per request.
+BATCH_BYTES = 16 * 1024 * 1024
+
+
+class AgentJobError(Exception):
+    """The call cannot be honoured; `status` is the HTTP status, `code` a word the agent acts on."""
+
+    def __init__(self, message: str, *, status: int = 409, code: str = "refused", **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.extra = extra
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def jobs_for(agent: Agent) -> list[dict[str, Any]]:
+    from restores.models import RestoreKind, RestoreRequest, RestoreState
+
+    runs = BackupRun.objects.filter(
+        machine=agent.machine,
+        state__in=[RunState.QUEUED, RunState.WAITING],
+        cancel_requested=False,
+        policy__mode=BackupMode.AGENT,
+    ).order_by("queued_at")
+    restores = RestoreRequest.objects.filter(
+        machine=agent.machine, kind=RestoreKind.FILES_TO_AGENT, state=RestoreState.QUEUED
+    ).order_by("created_at")
+    return [{"type": "backup", "run": run.pk} for run in runs] + [
+        {"type": "restore", "restore": restore.pk} for restore in restores
+    ]
+
+
+def _engine(run: BackupRun) -> EngineRepository:
+    return repositories.open_repository(run.repository)
+
+
+def _touch(run: BackupRun, engine: EngineRepository | None = None) -> None:
+    BackupRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
+    if run.lease:
+        renew_lease((engine or _engine(run)).storage, run.lease, "backup")
+
+
+def _active_run(agent: Agent, run_id: int) -> BackupRun:
+    run = (
+        BackupRun.objects.select_related("repository__passphrase", "policy", "machine")
+        .filter(pk=run_id, machine=agent.machine)
+        .first()
+    )
+    if run is None:
+        raise AgentJobError(f"run {run_id} is not a run of this machine", status=404, code="unknown")
+    if run.cancel_requested and run.state in (RunState.RUNNING, RunState.COMMITTING):
+        _end(run, RunState.CANCELLED, "cancelled by request")
+        raise AgentJobError("the run was cancelled", code="cancelled")
+    if run.state not in (RunState.RUNNING, RunState.COMMITTING):
+        raise AgentJobError(f"run {run_id} is {run.get_state_display().lower()}", code=run.state)
+    return run
+
+
+def start(agent: Agent, run_id: int) -> dict[str, Any]:
+    """Claim a queued run for this agent and describe the job. Asking again while it runs (the answer was lost
+    on a dropped connection) returns the same job."""
+    worker = f"agent on {agent.machine.name}"[:200]
+    lease = f"agent-{run_id}-{os.urandom(8).hex()}"
+    claimed = BackupRun.objects.filter(
+        pk=run_id,
+        machine=agent.machine,
+        state__in=[RunState.QUEUED, RunState.WAITING],
+        cancel_requested=False,
+        policy__mode=BackupMode.AGENT,
+    ).update(
+        state=RunState.RUNNING,
+        started_at=timezone.now(),
+        heartbeat_at=timezone.now(),
+        phase="starting on the agent",
+        worker=worker,
+        lease=lease,
+    )
+    run = _active_run(agent, run_id)
+    if not claimed and run.worker != worker:
+        raise AgentJobError(f"run {run_id} is running elsewhere ({run.worker})")
+    engine = _engine(run)
+    _touch(run, engine)
+    from protection.backup import _announce
+
+    _announce(run)
+    policy = run.policy
+    assert policy is not None  # claimed only with an agent-mode policy
+    parent = (
+        RecoveryPoint.objects.filter(machine=run.machine, repository=run.repository, kind="files")
+        .order_by("-taken_at", "-pk")
+        .values_list("snapshot_id", flat=True)
+        .first()
+    )
+    limit = policy.bandwidth_limit_mbps
+    return {
+        "run": run.pk,
+        "policy": policy.name,
+        "paths": _lines(policy.include_paths),
+        "excludes": _lines(policy.exclude_patterns),
+        "volumes": _lines(policy.volumes),
+        "pre_script": policy.pre_script,
+        "post_script": policy.post_script,
+        "chunking": {"min": MIN_CHUNK, "avg": AVERAGE_CHUNK, "max": MAX_CHUNK},
+        "tree_version": TREE_VERSION,
+        "block_size": engine.config.block_size,
+        "table_span": TABLE_SPAN,
+        "id_key": engine.master.chunk_id.hex(),
+        "source_dedup": policy.dedup_location == DedupLocation.AGENT,
+        "parent": parent,
+        "batch_bytes": BATCH_BYTES,
+        "bandwidth_bytes_per_second": limit * 125_000 if limit else None,
+    }
+
+
+def _parse_ids(ids: Any) -> list[bytes]:
+    if not isinstance(ids, list) or len(ids) > MAX_IDS_PER_QUERY:
+        raise AgentJobError(f"ids must be a list of at most {MAX_IDS_PER_QUERY} chunk ids", status=400)
+    try:
+        parsed = [bytes.fromhex(item) for item in ids]
+    except (TypeError, ValueError):
+        raise AgentJobError("ids must be hexadecimal chunk ids", status=400) from None
+    if any(len(item) != 32 for item in parsed):
+        raise AgentJobError("a chunk id is 32 bytes (64 hex digits)", status=400)
+    return parsed
+
+
+def missing(agent: Agent, run_id: int, ids: Any) -> list[str]:
+    """Which of these ids the repository lacks: only those travel."""
+    run = _active_run(agent, run_id)
+    wanted = _parse_ids(ids)
+    engine = _engine(run)  # with a fresh view of the index (other writers' packs count too)
+    _touch(run, engine)
+    return [chunk_id.hex() for chunk_id in wanted if engine.index.lookup(chunk_id) is None]
+
+
+@dataclass
+class StoreResult:
+    received: int = 0
+    stored: int = 0
+    new_bytes: int = 0
+    stored_bytes: int = 0
+    wire_bytes: int = 0
+    rejected: list[str] = field(default_factory=list)
+
+
+def _read_exactly(stream: IO[bytes], length: int) -> bytes:
+    parts = []
+    while length:
+        data = stream.read(length)
+        if not data:
+            raise AgentJobError("the upload ended in the middle of a chunk", status=400, code="truncated")
+        parts.append(data)
+        length -= len(data)
+    return b"".join(parts)
+
+
+def store_chunks(agent: Agent, run_id: int, stream: IO[bytes]) -> StoreResult:
+    """Store a batch of chunks sent as frames. Each id is checked against its content first; a false one is
+    refused (and nothing is stored under it). Returns once every chunk is in a pack confirmed stored and
+    indexed, so what was acknowledged survives a crash of either side."""
+    run = _active_run(agent, run_id)
+    engine = _engine(run)
+    _touch(run, engine)
+    result = StoreResult()
+    decompressor = zstandard.ZstdDecompressor()
+    with engine.writer(threads=2) as writer:
+        while True:
+            header = stream.read(FRAME.size)
+            if not header:
+                break
+            if len(header) < FRAME.size:
+                header += _read_exactly(stream, FRAME.size - len(header))
+            flags, chunk_id, length = FRAME.unpack(header)
+            if length > MAX_CHUNK_BYTES:
+                raise AgentJobError(f"a chunk of {length} bytes is larger than allowed", status=400)
+            payload = _read_exactly(stream, length)
+            result.wire_bytes += FRAME.size + length
+            if flags & FLAG_ZSTD:
+                try:
+                    data = decompressor.decompress(payload, max_output_size=MAX_CHUNK_BYTES)
+                except zstandard.ZstdError as error:
+                    raise AgentJobError(f"chunk {chunk_id.hex()[:16]}…: {error}", status=400) from None
+            else:
+                data = payload
+            result.received += 1
+            if engine.master.chunk_id_of(data) != chunk_id:
+                result.rejected.append(chunk_id.hex())
+                continue
+            writer.add(data, meta=bool(flags & FLAG_META))
+        writer.flush()
+        result.stored = writer.stats.new_chunks
+        result.new_bytes = writer.stats.new_bytes
+        result.stored_bytes = writer.stats.stored_bytes
+    if result.rejected:
+        raise AgentJobError(
+            f"{len(result.rejected)} chunk(s) do not match their ids; nothing was stored under them",
+            status=400,
+            code="bad-chunk",
+            rejected=result.rejected[:100],
+        )
+    from django.db.models import F
+
+    BackupRun.objects.filter(pk=run.pk).update(
+        bytes_new=F("bytes_new") + result.new_bytes, bytes_stored=F("bytes_stored") + result.stored_bytes
+    )
+    return result
+
+
+def progress(agent: Agent, run_id: int, data: dict[str, Any]) -> None:
+    run = _active_run(agent, run_id)
+    _touch(run)
+    try:
+        done, total, rate = (
+            int(data.get("done") or 0),
+            int(data.get("total") or 0),
+            float(data.get("rate") or 0),
+        )
+    except (TypeError, ValueError):
+        raise AgentJobError("done, total and rate must be numbers", status=400) from None
+    report(
+        run,
+        phase=str(data.get("phase") or "")[:200],
+        done=max(0, done),
+        total=max(0, total),
+        rate=max(0.0, rate),
+        disk=str(data.get("current") or "")[:200],
+        sent=int(data.get("sent") or 0),
+    )
+
+
+# --- commit ---------------------------------------------------------------------------------------------------------
+
+
+class _Checker:
+    """Walks what a manifest would name and collects every chunk the index lacks."""
+
+    def __init__(self, engine: EngineRepository) -> None:
+        self.engine = engine
+        self.missing: list[str] = []
+        self.chunks = 0
+
+    def need(self, chunk_id: bytes) -> bool:
+        self.chunks += 1
+        if self.engine.index.lookup(chunk_id) is None:
+            if len(self.missing) < 1000:
+                self.missing.append(chunk_id.hex())
+            return False
+        return True
+
+    def tree(self, tree_id: str) -> dict[str, int]:
+        totals = {"files": 0, "directories": 0, "symlinks": 0, "logical_bytes": 0}
+        stack = [tree_id]
+        while stack:
+            current = stack.pop()
+            if not self.need(_hex_id(current)):
+                continue
+            try:
+                tree = json.loads(self.engine.read_chunk(_hex_id(current)))
+                entries = tree["entries"]
+                names = [check_name(entry["name"]) for entry in entries]
+            except (ValueError, KeyError, TypeError, UnsafePath) as error:
+                raise AgentJobError(f"tree {current[:16]}… is malformed: {error}", status=400) from None
+            if len(set(names)) != len(names):
+                raise AgentJobError(f"tree {current[:16]}… names one entry twice", status=400)
+            for entry in entries:
+                kind = entry.get("type")
+                if kind == "dir":
+                    totals["directories"] += 1
+                    stack.append(str(entry["tree"]))
+                elif kind == "file":
+                    totals["files"] += 1
+                    totals["logical_bytes"] += int(entry.get("size") or 0)
+                    for chunk in entry.get("chunks") or []:
+                        self.need(_hex_id(chunk))
+                elif kind == "symlink":
+                    totals["symlinks"] += 1
+                else:
+                    raise AgentJobError(f"tree {current[:16]}… has an entry of unknown type", status=400)
+        return totals
+
+    def disk(self, disk: dict[str, Any], block_size: int) -> dict[str, Any]:
+        try:
+            name, size, tables = str(disk["name"]), int(disk["size"]), [str(t) for t in disk["tables"]]
+        except (KeyError, TypeError, ValueError):
+            raise AgentJobError("each disk needs name, size and tables", status=400) from None
+        blocks = -(-size // block_size)
+        if len(tables) != -(-blocks // TABLE_SPAN):
+            raise AgentJobError(f"disk {name}: {len(tables)} tables for {blocks} blocks", status=400)
+        zero = 0
+        for table_id in tables:
+            if not self.need(_hex_id(table_id)):
+                continue
+            table = self.engine.read_chunk(_hex_id(table_id))
+            for at in range(0, len(table), 32):
+                block = table[at : at + 32]
+                if block == ZERO_ID:
+                    zero += 1
+                else:
+                    self.need(block)
+        return {
+            "name": name,
+            "size": size,
+            "block_size": block_size,
+            "tables": tables,
+            "change_id": None,
+            "full_read": True,
+            "stats": {"zero_bytes": zero * block_size},
+        }
+
+
+def _hex_id(value: Any) -> bytes:
+    try:
+        chunk_id = bytes.fromhex(str(value))
+    except ValueError:
+        chunk_id = b""
+    if len(chunk_id) != 32:
+        raise AgentJobError(f"{str(value)[:70]!r} is not a chunk id", status=400)
+    return chunk_id
+
+
+def commit(agent: Agent, run_id: int, data: dict[str, Any]) -> RecoveryPoint:
+    """Write the snapshot manifest once every chunk it names is stored; a kind already committed by this run
+    returns its point (the agent retried after losing the answer)."""
+    run = _active_run(agent, run_id)
+    kind = data.get("kind")
+    if kind not in ("files", "image"):
+        raise AgentJobError("kind must be files or image", status=400)
+    done = RecoveryPoint.objects.filter(run=run, kind=kind).first()
+    if done is not None:
+        return done
+    engine = _engine(run)
+    _touch(run, engine)
+    checker = _Checker(engine)
+    agent_stats = data.get("stats") if isinstance(data.get("stats"), dict) else {}
+    stats = {key: int(value) for key, value in agent_stats.items() if isinstance(value, int)}
+    if kind == "files":
+        tree = str(data.get("tree") or "")
+        totals = checker.tree(tree)
+        content: dict[str, Any] = {"tree": tree}
+        point_disks: list[dict[str, Any]] = []
+    else:
+        disks = data.get("disks")
+        if not isinstance(disks, list) or not disks:
+            raise AgentJobError("an image commit needs its disks", status=400)
+        manifest_disks = [checker.disk(disk, engine.config.block_size) for disk in disks]
+        totals = {
+            "logical_bytes": sum(d["size"] for d in manifest_disks),
+            "zero_bytes": sum(d["stats"]["zero_bytes"] for d in manifest_disks),
+        }
+        content = {"disks": manifest_disks}
+        point_disks = [
+            {
+                "key": d["name"],
+                "label": d["name"],
+                "capacity": d["size"],
+                "full_read": True,
+                "read_bytes": d["size"],
+            }
+            for d in manifest_disks
+        ]
+    if checker.missing:
+        raise AgentJobError(
+            f"{len(checker.missing)} chunk(s) the snapshot names are not stored (uploaded too long ago and "
+            "pruned, or never sent)",
+            code="missing",
+            missing=checker.missing,
+        )
+    run.refresh_from_db()
+    BackupRun.objects.filter(pk=run.pk).update(state=RunState.COMMITTING)
+    when = now_utc()
+    snapshot = Snapshot(
+        id=new_snapshot_id(when),
+        kind=kind,
+        time=when.isoformat(),
+        hostname=run.machine.name,
+        machine=run.machine.identity,
+        tags=[f"run:{run.pk}", "agent"],
+        parent=str(data.get("parent")) if kind == "files" and data.get("parent") else None,
+        stats={
+            "new_bytes": run.bytes_new,
+            "stored_bytes": run.bytes_stored,
+            "chunks": checker.chunks,
+            **stats,
+            **totals,
+        },
+        **content,
+    )
+    try:
+        engine.commit_snapshot(snapshot)
+    except EngineError as error:
+        raise AgentJobError(
+            f"the manifest could not be stored: {error}", status=503, code="storage"
+        ) from None
+    with transaction.atomic():
+        point = RecoveryPoint.objects.create(
+            machine=run.machine,
+            repository=run.repository,
+            run=run,
+            snapshot_id=snapshot.id,
+            taken_at=snapshot.taken_at,
+            kind=kind,
+            logical_bytes=totals.get("logical_bytes", 0),
+            new_bytes=run.bytes_new,
+            stored_bytes=run.bytes_stored,
+            consistent=bool(run.policy and run.policy.pre_script.strip()),
+            disks=point_disks,
+        )
+        BackupRun.objects.filter(pk=run.pk).update(snapshot_id=snapshot.id, state=RunState.RUNNING)
+    return point
+
+
+def finish(agent: Agent, run_id: int, error: str, warning: str = "") -> BackupRun:
+    """The agent is done: committed when it reports no error and committed something, else failed. A warning
+    (a post-script failed, paths skipped) stays on the committed run for the admin to read."""
+    run = _active_run(agent, run_id)
+    if not error and not RecoveryPoint.objects.filter(run=run).exists():
+        error = "the agent finished without committing a snapshot"
+    if error:
+        return _end(run, RunState.FAILED, error)
+    finished = _end(run, RunState.COMMITTED, "")
+    if warning:
+        BackupRun.objects.filter(pk=run.pk).update(phase=f"committed with warnings: {warning}"[:200])
+        finished.refresh_from_db()
+    if run.policy is not None:
+        from protection.schedule import after_commit
+
+        for point in RecoveryPoint.objects.filter(run=run):
+            after_commit(point, run.policy)
+    return finished
+
+
+def _end(run: BackupRun, state: str, error: str) -> BackupRun:
+    from protection.backup import _finish
+
+    if run.lease:
+        with contextlib.suppress(EngineError, OSError):  # else the lease lapses by itself
+            drop_lease(_engine(run).storage, run.lease)
+    BackupRun.objects.filter(pk=run.pk).update(lease="")
+    return _finish(run, state, error)
