@@ -10,8 +10,10 @@ devices are not restored.
 from __future__ import annotations
 
 import errno
+import http.client
 import logging
 import os
+import ssl
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -145,8 +147,19 @@ def run_restore(client: Client, restore_id: int) -> str:
         except Refused as refusal:
             error = str(refusal)
             break
-        except (AgentError, OSError, tarfile.TarError, EOFError) as failure:
-            error = f"the restore stream failed: {failure}"
+        except (
+            AgentError,
+            ConnectionError,
+            TimeoutError,
+            ssl.SSLError,
+            http.client.HTTPException,
+            tarfile.ReadError,
+            EOFError,
+        ) as failure:
+            error = f"the restore stream failed: {failure}"  # the transfer broke: try again
             logger.warning("restore %s attempt %s: %s", restore_id, attempt + 1, failure)
+        except OSError as failure:
+            error = f"writing on this host failed: {failure}"  # not the network's fault: no retry
+            break
     answer = client.post(f"/api/agent/restores/{restore_id}/finish/", {"error": error, "result": figures})
     return str(answer.get("state"))
