@@ -73,6 +73,7 @@ class MachineDetailView(RoleRequiredMixin, DetailView):
         context = super().get_context_data(**kwargs)
         machine = self.object
         rules = list(ProtectionRule.objects.select_related("policy", "match_source"))
+        points = list(machine.recovery_points.select_related("repository")[:20])
         context.update(
             assignment=Assignment.objects.filter(machine=machine)
             .select_related("policy", "rule", "assigned_by")
@@ -83,7 +84,8 @@ class MachineDetailView(RoleRequiredMixin, DetailView):
             policies=Policy.objects.filter(enabled=True) if self.request.user.role == "admin" else [],  # type: ignore[union-attr]
             agent=Agent.objects.filter(machine=machine).first(),
             runs=list(machine.runs.all()[:10]),
-            points=list(machine.recovery_points.select_related("repository")[:20]),
+            points=points,
+            image_points=[point for point in points if point.kind == "image"],
         )
         return context
 

@@ -19,6 +19,8 @@ class PolicyForm(forms.ModelForm):
             "description",
             "enabled",
             "repository",
+            "mode",
+            "schedule_cron",
             "interval_minutes",
             "rpo_minutes",
             "priority",
@@ -32,17 +34,61 @@ class PolicyForm(forms.ModelForm):
             "window_start",
             "window_end",
             "bandwidth_limit_mbps",
+            "dedup_location",
+            "pre_script",
+            "post_script",
+            "include_paths",
+            "exclude_patterns",
+            "volumes",
         ]
         widgets = {
             "description": forms.Textarea(attrs={"rows": 2}),
             "window_start": forms.TimeInput(attrs={"type": "time"}),
             "window_end": forms.TimeInput(attrs={"type": "time"}),
+            "pre_script": forms.Textarea(attrs={"rows": 2, "class": "mono"}),
+            "post_script": forms.Textarea(attrs={"rows": 2, "class": "mono"}),
+            "include_paths": forms.Textarea(
+                attrs={"rows": 3, "class": "mono", "placeholder": "/etc\n/srv/data"}
+            ),
+            "exclude_patterns": forms.Textarea(attrs={"rows": 2, "class": "mono", "placeholder": "*.tmp"}),
+            "volumes": forms.Textarea(attrs={"rows": 2, "class": "mono", "placeholder": "/dev/sda"}),
         }
         labels = {
             "rpo_minutes": "RPO (minutes)",
             "interval_minutes": "Back up every (minutes)",
             "bandwidth_limit_mbps": "Bandwidth limit (Mbit/s per run)",
+            "schedule_cron": "Cron schedule",
+            "include_paths": "Paths (agent)",
+            "exclude_patterns": "Exclusions (agent)",
+            "volumes": "Whole volumes (agent)",
         }
+
+    def clean_schedule_cron(self) -> str:
+        from protection.schedule import parse_cron
+
+        value = " ".join(self.cleaned_data.get("schedule_cron", "").split())
+        if value:
+            try:
+                parse_cron(value)
+            except ValueError as error:
+                raise ValidationError(str(error)) from None
+        return value
+
+    def _lines(self, name: str, *, absolute: bool) -> str:
+        lines = [line.strip() for line in self.cleaned_data.get(name, "").splitlines() if line.strip()]
+        for line in lines:
+            if absolute and not line.startswith("/"):
+                raise ValidationError(f"{line!r} is not an absolute path")
+        return "\n".join(lines)
+
+    def clean_include_paths(self) -> str:
+        return self._lines("include_paths", absolute=True)
+
+    def clean_volumes(self) -> str:
+        return self._lines("volumes", absolute=True)
+
+    def clean_exclude_patterns(self) -> str:
+        return self._lines("exclude_patterns", absolute=False)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -52,6 +98,8 @@ class PolicyForm(forms.ModelForm):
             data.get(k) for k in ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
         ):
             raise ValidationError("The retention must keep something.")
+        if data.get("mode") == "agent" and not (data.get("include_paths") or data.get("volumes")):
+            raise ValidationError("An agent policy needs paths or volumes to back up.")
         return data
 
 

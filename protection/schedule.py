@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import logging
 
+from celery.schedules import crontab
 from django.db import connection
 from django.db.models import Max
 from django.utils import timezone
@@ -35,8 +36,29 @@ def retry_delay(attempt: int) -> datetime.timedelta:
     return RETRY_BASE * (2 ** max(0, attempt - 1))
 
 
+def parse_cron(text: str) -> crontab:
+    """A five-field cron schedule (minute hour day-of-month month day-of-week); ValueError says what is wrong."""
+    fields = text.split()
+    if len(fields) != 5:
+        raise ValueError("a cron schedule has five fields: minute hour day-of-month month day-of-week")
+    minute, hour, day, month, weekday = fields
+    try:
+        return crontab(minute=minute, hour=hour, day_of_month=day, month_of_year=month, day_of_week=weekday)
+    except (ValueError, KeyError, IndexError) as error:
+        raise ValueError(f"not a valid cron schedule: {error}") from None
+
+
+def _cron_due(policy: Policy, last_queued: datetime.datetime, now: datetime.datetime) -> bool:
+    """Whether a fire time of the policy's cron schedule (server time) passed since the last run was queued."""
+    local_now = timezone.localtime(now)
+    schedule = parse_cron(policy.schedule_cron)
+    schedule.nowfun = lambda: local_now
+    return bool(schedule.is_due(timezone.localtime(last_queued)).is_due)
+
+
 def schedule_due(*, now: datetime.datetime | None = None) -> list[BackupRun]:
-    """Queue a backup for every protected machine whose policy interval has passed since its last run, and a
+    """Queue a backup for every protected machine whose policy interval (or a cron fire time) has passed since its
+    last run, and a
     retry (with back-off) for one whose last run failed. Higher-priority policies are queued first."""
     now = now or timezone.now()
     started = []
@@ -65,7 +87,12 @@ def schedule_due(*, now: datetime.datetime | None = None) -> list[BackupRun]:
             )
             trigger, due = RunTrigger.SCHEDULE, last is None
             if last is not None:
-                interval_passed = now - last.queued_at >= datetime.timedelta(minutes=policy.interval_minutes)
+                if policy.schedule_cron:
+                    interval_passed = _cron_due(policy, last.queued_at, now)
+                else:
+                    interval_passed = now - last.queued_at >= datetime.timedelta(
+                        minutes=policy.interval_minutes
+                    )
                 if last.state == RunState.FAILED and last.attempt < RETRY_ATTEMPTS and last.finished_at:
                     due = interval_passed or now - last.finished_at >= retry_delay(last.attempt)
                     trigger = RunTrigger.SCHEDULE if interval_passed else RunTrigger.RETRY

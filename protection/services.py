@@ -44,6 +44,12 @@ POLICY_AUDIT_FIELDS = (
     "bandwidth_limit_mbps",
     "mode",
     "dedup_location",
+    "schedule_cron",
+    "pre_script",
+    "post_script",
+    "include_paths",
+    "exclude_patterns",
+    "volumes",
 )
 RULE_AUDIT_FIELDS = RULE_FIELDS
 

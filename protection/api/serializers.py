@@ -16,11 +16,50 @@ class PolicySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Policy
-        fields = ["id", "name", "description", "rpo_minutes", "enabled", "machines", "created_at"]
+        fields = ["id", *services.POLICY_AUDIT_FIELDS, "machines", "created_at"]
         read_only_fields = ["created_at"]
 
+    def validate_schedule_cron(self, value: str) -> str:
+        from protection.schedule import parse_cron
+
+        value = " ".join(value.split())
+        if value:
+            try:
+                parse_cron(value)
+            except ValueError as error:
+                raise serializers.ValidationError(str(error)) from None
+        return value
+
+    def _absolute_lines(self, value: str) -> str:
+        lines = [line.strip() for line in value.splitlines() if line.strip()]
+        bad = [line for line in lines if not line.startswith("/")]
+        if bad:
+            raise serializers.ValidationError(f"not absolute: {', '.join(bad[:5])}")
+        return "\n".join(lines)
+
+    def validate_include_paths(self, value: str) -> str:
+        return self._absolute_lines(value)
+
+    def validate_volumes(self, value: str) -> str:
+        return self._absolute_lines(value)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        merged = {
+            **(
+                {f: getattr(self.instance, f) for f in ("mode", "include_paths", "volumes")}
+                if self.instance
+                else {}
+            ),
+            **attrs,
+        }
+        if merged.get("mode") == "agent" and not (merged.get("include_paths") or merged.get("volumes")):
+            raise serializers.ValidationError({"include_paths": ["An agent policy needs paths or volumes."]})
+        return attrs
+
     def create(self, validated: dict[str, Any]) -> Policy:
-        return services.create_policy(actor=self.context["request"].user, **validated)
+        actor = self.context["request"].user
+        policy = services.create_policy(actor=actor, name=validated.pop("name"))
+        return services.update_policy(actor=actor, policy=policy, **validated) if validated else policy
 
     def update(self, instance: Policy, validated: dict[str, Any]) -> Policy:
         return services.update_policy(actor=self.context["request"].user, policy=instance, **validated)

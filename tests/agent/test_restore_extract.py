@@ -40,7 +40,8 @@ def archive(*members: tuple[str, str, bytes | str]) -> io.BytesIO:
 
 def test_a_plain_archive_is_restored_with_modes_and_times(tmp_path: Path) -> None:
     figures = extract(
-        archive(("dir", "srv", b""), ("file", "srv/a.txt", "alpha"), ("link", "srv/b", "a.txt")), str(tmp_path)
+        archive(("dir", "srv", b""), ("file", "srv/a.txt", "alpha"), ("link", "srv/b", "a.txt")),
+        str(tmp_path),
     )
     assert (tmp_path / "srv" / "a.txt").read_text() == "alpha"
     assert (tmp_path / "srv" / "a.txt").stat().st_mode & 0o777 == 0o640
@@ -76,7 +77,9 @@ def test_a_symlinked_parent_is_never_written_through(tmp_path: Path) -> None:
         extract(archive(("file", "srv/planted.txt", "x")), str(target))
     # A symlink from the archive is created last, so a later entry cannot go through it either.
     with pytest.raises(UnsafeEntry):
-        extract(archive(("link", "lnk", str(outside)), ("file", "lnk/planted.txt", "x")), str(tmp_path / "t2"))
+        extract(
+            archive(("link", "lnk", str(outside)), ("file", "lnk/planted.txt", "x")), str(tmp_path / "t2")
+        )
     assert list(outside.iterdir()) == []
 
 

@@ -125,6 +125,8 @@ def test_an_admin_configures_a_repository_and_a_policy_from_the_pages(
         "window_start": "22:00",
         "window_end": "06:00",
         "bandwidth_limit_mbps": "",
+        "mode": "agentless",
+        "dedup_location": "proxy",
     }
     response = admin.post("/policies/new/", fields)
     assert response.status_code == 302, response.content
@@ -132,3 +134,64 @@ def test_an_admin_configures_a_repository_and_a_policy_from_the_pages(
     assert policy.repository == repository and policy.window_start == datetime.time(22, 0)
     response = admin.post("/policies/new/", {**fields, "name": "broken", "window_end": ""})
     assert response.status_code == 200 and "both ends" in response.content.decode()
+    agent_fields = {**fields, "name": "servers", "mode": "agent", "dedup_location": "agent"}
+    response = admin.post("/policies/new/", {**agent_fields, "schedule_cron": "every night"})
+    page = response.content.decode()
+    assert response.status_code == 200 and "five fields" in page and "needs paths or volumes" in page
+    response = admin.post(
+        "/policies/new/",
+        {
+            **agent_fields,
+            "schedule_cron": "15 1 * * *",
+            "include_paths": "/etc\r\n/srv\r\n",
+            "pre_script": "sync",
+        },
+    )
+    assert response.status_code == 302, response.content
+    servers = Policy.objects.get(name="servers")
+    assert servers.include_paths == "/etc\n/srv" and servers.schedule_cron == "15 1 * * *"
+
+
+@pytest.mark.django_db
+def test_a_cron_schedule_replaces_the_interval(policy, estate: Estate, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.TIME_ZONE = "UTC"
+    type(policy).objects.filter(pk=policy.pk).update(schedule_cron="30 22 * * 1-5")  # weekdays 22:30
+    first = schedule_due()[0]  # a machine never backed up is protected at once
+    wednesday = datetime.datetime(2026, 11, 25, 22, 0, tzinfo=datetime.UTC)
+    BackupRun.objects.filter(pk=first.pk).update(
+        state=RunState.COMMITTED, queued_at=wednesday - datetime.timedelta(hours=20), finished_at=wednesday
+    )
+    assert schedule_due(now=wednesday) == []  # 22:00: the day's fire time has not come (an interval would)
+    assert len(schedule_due(now=wednesday + datetime.timedelta(minutes=31))) == 1  # 22:31
+    latest = BackupRun.objects.filter(machine=estate.finance_vm).order_by("-queued_at").first()
+    BackupRun.objects.filter(pk=latest.pk).update(  # type: ignore[union-attr]
+        state=RunState.COMMITTED, queued_at=wednesday + datetime.timedelta(minutes=31)
+    )
+    saturday = datetime.datetime(2026, 11, 28, 22, 45, tzinfo=datetime.UTC)
+    friday_missed = schedule_due(
+        now=saturday
+    )  # Thursday's and Friday's fire times passed: one run catches up
+    assert len(friday_missed) == 1
+
+
+@pytest.mark.django_db
+def test_the_policy_api_checks_cron_and_agent_fields(estate: Estate, client_for) -> None:  # type: ignore[no-untyped-def]
+    admin = client_for("admin")
+    bad = admin.post(
+        "/api/policies/",
+        {"name": "nightly", "schedule_cron": "61 * * * *", "mode": "agent", "include_paths": "etc"},
+        content_type="application/json",
+    )
+    assert bad.status_code == 400
+    assert set(bad.json()) == {"schedule_cron", "include_paths"}
+    missing = admin.post(
+        "/api/policies/", {"name": "nightly", "mode": "agent"}, content_type="application/json"
+    )
+    assert missing.status_code == 400 and "include_paths" in missing.json()
+    good = admin.post(
+        "/api/policies/",
+        {"name": "nightly", "schedule_cron": "0  2 * * *", "mode": "agent", "include_paths": "/etc\n /srv "},
+        content_type="application/json",
+    )
+    assert good.status_code == 201, good.json()
+    assert good.json()["schedule_cron"] == "0 2 * * *" and good.json()["include_paths"] == "/etc\n/srv"
