@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime
+import stat
 from typing import Any
 
 from django.contrib import messages
@@ -53,6 +54,9 @@ class RestoreDetailView(RoleRequiredMixin, TemplateView):
         return context
 
 
+TYPE_BITS = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "symlink": stat.S_IFLNK}
+
+
 def _file_point(request: HttpRequest, pk: int) -> RecoveryPoint:
     point = get_object_or_404(
         RecoveryPoint.objects.visible_to(request.user).select_related("machine", "repository__passphrase"),
@@ -93,6 +97,7 @@ class PointFilesView(RoleRequiredMixin, TemplateView):
                 "modified": datetime.datetime.fromtimestamp(
                     int(entry.get("mtime_ns", 0)) / 1e9, tz=datetime.UTC
                 ),
+                "permissions": stat.filemode(TYPE_BITS.get(entry["type"], 0) | int(entry.get("mode", 0))),
             }
             for entry in entries
         ]
