@@ -20,6 +20,7 @@ import stat
 import struct
 import subprocess
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,8 @@ class Session:
         self._rate = 0.0
         self._last_done = 0
         self._last_time = self.started
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload")
+        self._sending: Future[None] | None = None
 
     def path(self, step: str) -> str:
         return f"/api/agent/runs/{self.run}/{step}/"
@@ -124,35 +127,51 @@ class Session:
                 self.flush()
         return chunk_id.hex()
 
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        batch, self.pending, self.pending_bytes = self.pending, [], 0
+    def flush(self, *, wait: bool = False) -> None:
+        """Hand the pending chunks to the upload thread (one batch in flight while the next is read: memory
+        stays at two batches); with wait, return once every batch is stored."""
+        if self.pending:
+            batch, self.pending, self.pending_bytes = self.pending, [], 0
+            self._wait_sent()
+            self._sending = self._sender.submit(self._send, batch)
+        if wait:
+            self._wait_sent()
+        self.report()
+
+    def _wait_sent(self) -> None:
+        if self._sending is not None:
+            future, self._sending = self._sending, None
+            future.result()  # raises what the upload raised (Cancelled, a refusal, the connection gone)
+
+    def _send(self, batch: list[tuple[bytes, int, bytes]]) -> None:
         if self.source_dedup:
             missing = set(self.call("missing", {"ids": [item[0].hex() for item in batch]})["missing"])
             batch = [item for item in batch if item[0].hex() in missing]
-        if batch:
-            frames = []
-            for chunk_id, flags, data in batch:
-                packed = self.compressor.compress(data)
-                if len(packed) < len(data):
-                    flags, data = flags | FLAG_ZSTD, packed
-                frames.append(FRAME.pack(flags, chunk_id, len(data)))
-                frames.append(data)
-            body = b"".join(frames)
-            began = time.monotonic()
-            try:
-                self.client.post_bytes(self.path("chunks"), body)
-            except Refused as refusal:
-                if refusal.code == "cancelled":
-                    raise Cancelled() from None
-                raise
-            self.figures.sent_chunks += len(batch)
-            self.figures.sent_bytes += len(body)
-            if self.limit:
-                # Stay under the policy's bandwidth: a batch may not go faster than the limit allows.
-                time.sleep(max(0.0, len(body) / float(self.limit) - (time.monotonic() - began)))
-        self.report()
+        if not batch:
+            return
+        frames = []
+        for chunk_id, flags, data in batch:
+            packed = self.compressor.compress(data)
+            if len(packed) < len(data):
+                flags, data = flags | FLAG_ZSTD, packed
+            frames.append(FRAME.pack(flags, chunk_id, len(data)))
+            frames.append(data)
+        body = b"".join(frames)
+        began = time.monotonic()
+        try:
+            self.client.post_bytes(self.path("chunks"), body)
+        except Refused as refusal:
+            if refusal.code == "cancelled":
+                raise Cancelled() from None
+            raise
+        self.figures.sent_chunks += len(batch)
+        self.figures.sent_bytes += len(body)
+        if self.limit:
+            # Stay under the policy's bandwidth: a batch may not go faster than the limit allows.
+            time.sleep(max(0.0, len(body) / float(self.limit) - (time.monotonic() - began)))
+
+    def close(self) -> None:
+        self._sender.shutdown(wait=True, cancel_futures=True)
 
     # --- progress -----------------------------------------------------------------------------------------------
     def report(self, *, force: bool = False) -> None:
@@ -405,7 +424,7 @@ def back_up_files(session: Session, state_dir: Path) -> dict[str, Any]:
         session.phase = "reading files"
         session.report(force=True)
         tree = backup.directory("/", root_selection)
-        session.flush()
+        session.flush(wait=True)
         figures = session.figures
         if not figures.files and not figures.directories and figures.errors:
             raise JobFailed("nothing to back up: " + "; ".join(figures.errors[:5]))
@@ -514,7 +533,7 @@ def run_backup(client: Client, run_id: int, state_dir: Path) -> str:
                     session.figures.total += _size_of(device)
                 for device in spec["volumes"]:
                     disks.append(back_up_volume(session, device))
-                session.flush()
+                session.flush(wait=True)
                 session.phase = "committing volumes"
                 session.call("commit", {"kind": "image", "disks": disks})
         finally:
@@ -524,6 +543,7 @@ def run_backup(client: Client, run_id: int, state_dir: Path) -> str:
                 warning = str(failure)
     except Cancelled:
         logger.info("run %s was cancelled by the console", run_id)
+        session.close()
         return "cancelled"
     except JobFailed as failure:
         error = str(failure)
@@ -541,6 +561,7 @@ def run_backup(client: Client, run_id: int, state_dir: Path) -> str:
     session.phase = "finishing"
     with contextlib.suppress(Cancelled, AgentError):
         session.report(force=True)
+    session.close()
     answer = client.post(f"/api/agent/runs/{run_id}/finish/", {"error": error or "", "warning": warning})
     logger.info(
         "run %s %s: %s chunks, %s sent in %s chunks (%s retries)",
