@@ -14,6 +14,7 @@ from inventory.api.views import (
 from protection.api.views import (
     AlertViewSet,
     BackupRunViewSet,
+    CopyTargetViewSet,
     MachineProtectionViewSet,
     PolicyViewSet,
     ProtectionRuleViewSet,
@@ -44,6 +45,7 @@ router.register("sources", SourceViewSet, basename="source")
 router.register("discovery-runs", DiscoveryRunViewSet, basename="discovery-run")
 router.register("enrolment-tokens", EnrolmentTokenViewSet, basename="enrolment-token")
 router.register("policies", PolicyViewSet, basename="policy")
+router.register("copy-targets", CopyTargetViewSet, basename="copy-target")
 router.register("rules", ProtectionRuleViewSet, basename="rule")
 router.register("alerts", AlertViewSet, basename="alert")
 router.register("machine-protection", MachineProtectionViewSet, basename="machine-protection")

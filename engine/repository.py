@@ -359,9 +359,14 @@ _worker_state = threading.local()
 
 
 def _compress_and_seal(
-    aead: AESGCM, counter: int, chunk_id: bytes, flags: int, data: bytes
+    aead: AESGCM, counter: int, chunk_id: bytes, flags: int, data: bytes, compressed: bytes | None = None
 ) -> tuple[int, bytes]:
-    """On a worker thread: zstd (kept raw when it saves too little), then encryption. Both release the GIL."""
+    """On a worker thread: zstd (kept raw when it saves too little), then encryption. Both release the GIL.
+    A zstd frame compressed elsewhere (an agent's, checked to decompress to `data`) is sealed as it is."""
+    if compressed is not None:
+        if len(compressed) < len(data) * INCOMPRESSIBLE_RATIO:
+            flags, data = flags | fmt.FLAG_ZSTD, compressed
+        return flags, fmt.seal_chunk(aead, counter, chunk_id, flags, data)
     compressor = getattr(_worker_state, "compressor", None)
     if compressor is None:  # one context per thread: they are not thread-safe, and cost to make
         compressor = _worker_state.compressor = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL)
@@ -408,9 +413,12 @@ class ChunkWriter:
         # While this lease lives, prune deletes nothing this backup might still reference.
         self._lease = LeaseHolder(repository.storage, "backup", seconds=repository.lease_seconds).acquire()
 
-    def add(self, data: bytes, *, meta: bool = False, force: bool = False) -> bytes:
+    def add(
+        self, data: bytes, *, meta: bool = False, force: bool = False, compressed: bytes | None = None
+    ) -> bytes:
         """Store a chunk unless the repository has it already; returns its id. `force` stores it again even
-        if the index has it (prune copying live chunks out of a mostly unused pack)."""
+        if the index has it (prune copying live chunks out of a mostly unused pack). `compressed`: a zstd frame
+        the caller has checked decompresses to `data`, stored instead of compressing again."""
         chunk_id = self.repository.master.chunk_id_of(data)
         if chunk_id in self._session or (not force and self._index.lookup(chunk_id) is not None):
             self.stats.reused_chunks += 1
@@ -428,7 +436,7 @@ class ChunkWriter:
             # still gets its data into stored, indexed packs): later chunks open a new pack.
             self._pack = None
         flags = fmt.FLAG_META if meta else 0
-        future = self._pool.submit(_compress_and_seal, pack.aead, counter, chunk_id, flags, data)
+        future = self._pool.submit(_compress_and_seal, pack.aead, counter, chunk_id, flags, data, compressed)
         self._inflight.append((pack, chunk_id, counter, len(data), future))
         while len(self._inflight) > self._max_inflight:
             self._place_oldest()

@@ -244,7 +244,8 @@ def store_chunks(agent: Agent, run_id: int, stream: IO[bytes]) -> StoreResult:
             if engine.master.chunk_id_of(data) != chunk_id:
                 result.rejected.append(chunk_id.hex())
                 continue
-            writer.add(data, meta=bool(flags & FLAG_META))
+            # The agent's zstd frame was just checked to decompress to these bytes: stored without recompressing.
+            writer.add(data, meta=bool(flags & FLAG_META), compressed=payload if flags & FLAG_ZSTD else None)
         writer.flush()
         result.stored = writer.stats.new_chunks
         result.new_bytes = writer.stats.new_bytes

@@ -182,3 +182,20 @@ class AssignForm(forms.Form):
         queryset=Policy.objects.filter(enabled=True), required=False, empty_label="— let the rules decide —"
     )
     reason = forms.CharField(max_length=400, required=False)
+
+
+class CopyTargetForm(forms.Form):
+    repository = forms.ModelChoiceField(
+        queryset=Repository.objects.none(), help_text="Another tier, site or bucket."
+    )
+    keep_last = forms.IntegerField(min_value=0, max_value=1000, initial=3)
+    keep_daily = forms.IntegerField(min_value=0, max_value=1000, initial=7)
+    keep_weekly = forms.IntegerField(min_value=0, max_value=1000, initial=4)
+    keep_monthly = forms.IntegerField(min_value=0, max_value=1000, initial=12)
+    keep_yearly = forms.IntegerField(min_value=0, max_value=1000, initial=3)
+
+    def __init__(self, *args: Any, policy: Policy, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        taken = [policy.repository_id, *policy.copy_targets.values_list("repository_id", flat=True)]
+        choices = Repository.objects.exclude(pk__in=[pk for pk in taken if pk])
+        self.fields["repository"].queryset = choices  # type: ignore[attr-defined]

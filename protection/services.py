@@ -19,7 +19,7 @@ from core.models import User
 from inventory.choices import ChangeKind
 from inventory.models import Machine, MachineChange
 from protection.choices import AlertKind, RuleMode, Severity
-from protection.models import RULE_FIELDS, Alert, Assignment, Policy, ProtectionRule
+from protection.models import RULE_FIELDS, Alert, Assignment, CopyTarget, Policy, ProtectionRule, Repository
 from protection.rules import Decision, evaluate
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,49 @@ def update_policy(*, actor: User | None, policy: Policy, **fields: Any) -> Polic
         after=audit.snapshot(policy, POLICY_AUDIT_FIELDS),
     )
     return policy
+
+
+# --- copy targets ----------------------------------------------------------------------------------------------
+COPY_TARGET_FIELDS = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
+
+
+class CopyTargetRefused(ValueError):
+    """The copy target cannot be added (the policy's own repository, one already there, a retention of nothing)."""
+
+
+@transaction.atomic
+def add_copy_target(*, actor: User | None, policy: Policy, repository: Repository, **keep: int) -> CopyTarget:
+    """Copy every recovery point of the policy to another repository too, kept by a retention of its own."""
+    if repository == policy.repository:
+        raise CopyTargetRefused("a copy must go to another repository than the policy's own")
+    if CopyTarget.objects.filter(policy=policy, repository=repository).exists():
+        raise CopyTargetRefused(f"the policy copies to {repository.name} already")
+    values = {
+        name: int(keep.get(name, getattr(CopyTarget, name).field.default)) for name in COPY_TARGET_FIELDS
+    }
+    if not any(values.values()):
+        raise CopyTargetRefused("the copy's retention must keep something")
+    target = CopyTarget.objects.create(policy=policy, repository=repository, **values)
+    audit.record(
+        "policy.copy_target.add",
+        actor=actor,
+        target=policy,
+        after={"repository": repository.name, "tier": repository.tier, **values},
+    )
+    return target
+
+
+@transaction.atomic
+def remove_copy_target(*, actor: User | None, target: CopyTarget) -> None:
+    """Stop copying; the copies already made stay in that repository until its retention or an admin removes
+    them."""
+    audit.record(
+        "policy.copy_target.remove",
+        actor=actor,
+        target=target.policy,
+        before={"repository": target.repository.name},
+    )
+    target.delete()
 
 
 # --- rules -----------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ urlpatterns = [
     path("policies/", views.PolicyListView.as_view(), name="policy-list"),
     path("policies/new/", views.PolicyFormView.as_view(), name="policy-create"),
     path("policies/<int:pk>/", views.PolicyFormView.as_view(), name="policy-edit"),
+    path("policies/<int:pk>/copies/", views.PolicyCopyTargetView.as_view(), name="policy-copies"),
     path("repositories/", views.RepositoryListView.as_view(), name="repository-list"),
     path("rules/", views.RuleListView.as_view(), name="rule-list"),
     path("rules/new/", views.RuleFormView.as_view(), name="rule-create"),

@@ -16,8 +16,8 @@ from inventory.models import Machine
 from protection import services
 from protection.backup import BackupRefused, cancel_run, create_repository, start_backup
 from protection.choices import ACTIVE_RUN_STATES
-from protection.forms import AssignForm, PolicyForm, RepositoryForm, RuleForm
-from protection.models import Alert, BackupRun, Policy, ProtectionRule, Repository
+from protection.forms import AssignForm, CopyTargetForm, PolicyForm, RepositoryForm, RuleForm
+from protection.models import Alert, BackupRun, CopyTarget, Policy, ProtectionRule, Repository
 
 
 class PolicyListView(RoleRequiredMixin, TemplateView):
@@ -44,6 +44,14 @@ class PolicyFormView(RoleRequiredMixin, FormView):
     def get_form_kwargs(self) -> dict[str, Any]:
         return {**super().get_form_kwargs(), "instance": self.get_object()}
 
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        policy = self.get_object()
+        if policy is not None:
+            context["copy_targets"] = policy.copy_targets.select_related("repository")
+            context["copy_form"] = CopyTargetForm(policy=policy)
+        return context
+
     def form_valid(self, form: PolicyForm) -> HttpResponse:
         fields = {name: form.cleaned_data[name] for name in PolicyForm.Meta.fields}
         policy = self.get_object()
@@ -52,6 +60,35 @@ class PolicyFormView(RoleRequiredMixin, FormView):
         services.update_policy(actor=self.request.user, policy=policy, **fields)  # type: ignore[arg-type]
         messages.success(self.request, f"Policy {policy.name} saved.")
         return HttpResponseRedirect(reverse("policy-list"))
+
+
+class PolicyCopyTargetView(RoleRequiredMixin, View):
+    """POST: add a copy target to the policy (or, with `remove`, take one away)."""
+
+    allowed_roles = ADMIN_ONLY
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        policy = get_object_or_404(Policy.objects.visible_to(request.user), pk=pk)
+        here = reverse("policy-edit", args=[pk]) + "#copies"
+        if request.POST.get("remove"):
+            target = get_object_or_404(CopyTarget, pk=request.POST["remove"], policy=policy)
+            services.remove_copy_target(actor=request.user, target=target)  # type: ignore[arg-type]
+            messages.success(request, f"{policy.name} no longer copies to {target.repository.name}.")
+            return HttpResponseRedirect(here)
+        form = CopyTargetForm(request.POST, policy=policy)
+        if form.is_valid():
+            data = dict(form.cleaned_data)
+            repository = data.pop("repository")
+            try:
+                services.add_copy_target(actor=request.user, policy=policy, repository=repository, **data)  # type: ignore[arg-type]
+            except services.CopyTargetRefused as error:
+                messages.error(request, f"Cannot add the copy: {error}.")
+                return HttpResponseRedirect(here)
+            messages.success(request, f"{policy.name} now copies every recovery point to {repository.name}.")
+            return HttpResponseRedirect(here)
+        problems = "; ".join(f"{name}: {' '.join(errors)}" for name, errors in form.errors.items())
+        messages.error(request, f"Cannot add the copy: {problems}")
+        return HttpResponseRedirect(here)
 
 
 class RuleListView(RoleRequiredMixin, TemplateView):

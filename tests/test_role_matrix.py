@@ -150,6 +150,13 @@ MATRIX: dict[str, Entry] = {
     "agent-heartbeat": Entry(
         {role: 405 for role in ROLES}, write=("post", frozenset()), extra={"refused": 401}
     ),
+    "policy-copies": Entry(POST_ONLY_ADMIN, kwargs=lambda e: {"pk": e.policy}, write=("post", ADMIN_WRITES)),
+    "api:copy-target-list": Entry(API_ADMIN, write=("post", ADMIN_WRITES)),
+    "api:copy-target-detail": Entry(
+        {"anonymous": 401, "admin": 200, "helpdesk": 403, "owner": 403, "auditor": 403},
+        kwargs=lambda e: {"pk": e.copy_target},
+        write=("delete", ADMIN_WRITES),
+    ),
     "agent-jobs": Entry({role: 401 for role in ROLES}),
     "agent-run": Entry(
         {role: 405 for role in ROLES},
@@ -285,6 +292,11 @@ def matrix_estate(estate: Estate, tmp_path: Any, settings: Any) -> Estate:
         taken_at=timezone.now(),
     )
     estate.point = point.pk  # type: ignore[attr-defined]
+    from protection.models import CopyTarget, Policy
+
+    copy_repository = create_repository(actor=estate.admin, name="offsite", kind="local", path="offsite")
+    policy = Policy.objects.get(pk=estate.policy)  # type: ignore[attr-defined]
+    estate.copy_target = CopyTarget.objects.create(policy=policy, repository=copy_repository).pk  # type: ignore[attr-defined]
     estate.restore = RestoreRequest.objects.create(  # type: ignore[attr-defined]
         machine=estate.finance_vm, point=point, kind="image_files", target="t"
     ).pk

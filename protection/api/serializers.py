@@ -7,7 +7,7 @@ from rest_framework import serializers
 from inventory.models import Source
 from protection import services
 from protection.choices import RuleAction
-from protection.models import RULE_CRITERIA, RULE_FIELDS, Alert, BackupRun, Policy, ProtectionRule
+from protection.models import RULE_CRITERIA, RULE_FIELDS, Alert, BackupRun, CopyTarget, Policy, ProtectionRule
 from protection.rules import Decision
 
 
@@ -193,3 +193,16 @@ class BackupRunSerializer(serializers.ModelSerializer):
             "error",
         ]
         read_only_fields = fields
+
+
+class CopyTargetSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = CopyTarget
+        fields = ["id", "policy", "repository", *services.COPY_TARGET_FIELDS]
+        validators: list[Any] = []  # the service says why a pair is refused, on the repository field
+
+    def create(self, validated: dict[str, Any]) -> CopyTarget:
+        try:
+            return services.add_copy_target(actor=self.context["request"].user, **validated)
+        except services.CopyTargetRefused as error:
+            raise serializers.ValidationError({"repository": [str(error)]}) from None

@@ -14,12 +14,13 @@ from protection.api.serializers import (
     AlertSerializer,
     AssignSerializer,
     BackupRunSerializer,
+    CopyTargetSerializer,
     PolicySerializer,
     ProtectionRuleSerializer,
     decision_data,
 )
 from protection.backup import cancel_run
-from protection.models import Alert, Assignment, BackupRun, Policy, ProtectionRule
+from protection.models import Alert, Assignment, BackupRun, CopyTarget, Policy, ProtectionRule
 from protection.rules import evaluate
 
 
@@ -38,6 +39,26 @@ class PolicyViewSet(
 
     def get_queryset(self) -> QuerySet[Policy]:
         return Policy.objects.visible_to(self.request.user).annotate(machine_count=Count("assignments"))
+
+
+class CopyTargetViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Where each policy copies its recovery points, with each copy's own retention (backup admins)."""
+
+    serializer_class = CopyTargetSerializer
+    permission_classes = [IsBackupAdmin]
+    filterset_fields = ["policy", "repository"]
+
+    def get_queryset(self) -> QuerySet[CopyTarget]:
+        return CopyTarget.objects.visible_to(self.request.user).select_related("policy", "repository")
+
+    def perform_destroy(self, instance: CopyTarget) -> None:
+        services.remove_copy_target(actor=self.request.user, target=instance)  # type: ignore[arg-type]
 
 
 class ProtectionRuleViewSet(viewsets.ModelViewSet):

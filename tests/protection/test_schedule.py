@@ -195,3 +195,58 @@ def test_the_policy_api_checks_cron_and_agent_fields(estate: Estate, client_for)
     )
     assert good.status_code == 201, good.json()
     assert good.json()["schedule_cron"] == "0 2 * * *" and good.json()["include_paths"] == "/etc\n/srv"
+
+
+@pytest.mark.django_db
+def test_copy_targets_are_managed_on_the_policy_page_and_the_api(policy, estate: Estate, client_for) -> None:  # type: ignore[no-untyped-def]
+    offsite = create_repository(
+        actor=None, name="offsite", kind="local", path="offsite", tier="copy", site="dr"
+    )
+    admin = client_for("admin")
+    page = admin.get(f"/policies/{policy.pk}/").content.decode()
+    assert "No copies yet" in page and "offsite" in page
+    own = admin.post(
+        f"/policies/{policy.pk}/copies/",
+        {
+            "repository": policy.repository.pk,
+            "keep_last": 3,
+            "keep_daily": 0,
+            "keep_weekly": 0,
+            "keep_monthly": 0,
+            "keep_yearly": 0,
+        },
+        follow=True,
+    )
+    assert "Cannot add the copy" in own.content.decode()  # the policy's own repository is not offered
+    nothing = {
+        "repository": offsite.pk,
+        "keep_last": 0,
+        "keep_daily": 0,
+        "keep_weekly": 0,
+        "keep_monthly": 0,
+        "keep_yearly": 0,
+    }
+    assert (
+        "must keep something"
+        in admin.post(f"/policies/{policy.pk}/copies/", nothing, follow=True).content.decode()
+    )
+    added = admin.post(
+        f"/policies/{policy.pk}/copies/", {**nothing, "keep_last": 5, "keep_yearly": 7}, follow=True
+    )
+    assert "now copies every recovery point to offsite" in added.content.decode()
+    target = policy.copy_targets.get()
+    assert (target.repository, target.keep_last, target.keep_yearly) == (offsite, 5, 7)
+    again = admin.post(
+        "/api/copy-targets/", {"policy": policy.pk, "repository": offsite.pk}, content_type="application/json"
+    )
+    assert again.status_code == 400 and "already" in again.json()["repository"][0]
+    assert admin.delete(f"/api/copy-targets/{target.pk}/").status_code == 204
+    created = admin.post(
+        "/api/copy-targets/",
+        {"policy": policy.pk, "repository": offsite.pk, "keep_last": 2},
+        content_type="application/json",
+    )
+    assert created.status_code == 201 and created.json()["keep_last"] == 2
+    removed = admin.post(f"/policies/{policy.pk}/copies/", {"remove": created.json()["id"]}, follow=True)
+    assert "no longer copies to offsite" in removed.content.decode() and not policy.copy_targets.exists()
+    assert client_for("helpdesk").get("/api/copy-targets/").status_code == 403
