@@ -21,3 +21,4 @@ class CredentialKind(models.TextChoices):
     S3 = "s3", "S3 access key"
     REPOSITORY = "repository", "Repository passphrase"
     AGENT = "agent", "Agent enrolment"
+    GUEST = "guest", "Guest OS login (scripts in VMs)"

@@ -109,7 +109,7 @@ def run_backup(run_id: int, *, worker: str = "") -> BackupRun:
     ):
         return BackupRun.objects.get(pk=run_id)
     run = BackupRun.objects.select_related(
-        "machine__source__credential", "repository__passphrase", "policy"
+        "machine__source__credential", "repository__passphrase", "policy__guest_credential"
     ).get(pk=run_id)
     _announce(run)
     try:
@@ -125,8 +125,14 @@ def run_backup(run_id: int, *, worker: str = "") -> BackupRun:
     except Exception as error:
         logger.exception("backup run %s failed unexpectedly", run.pk)
         return _finish(run, RunState.FAILED, f"unexpected error: {type(error).__name__}: {error}")
+    warnings = getattr(run, "warnings", [])
     run.refresh_from_db()
     finished = _finish(run, RunState.COMMITTED, "", point=point)
+    if warnings:
+        BackupRun.objects.filter(pk=run.pk).update(
+            phase=f"committed with warnings: {'; '.join(warnings)}"[:200]
+        )
+        finished.refresh_from_db()
     if run.policy is not None and point is not None:
         from protection.schedule import after_commit
 
@@ -224,14 +230,18 @@ def _back_up(run: BackupRun) -> RecoveryPoint:
             parent = engine.load_snapshot(previous.snapshot_id)
         except EngineError:
             parent = None  # pruned or damaged: this run reads every block
-    hooks = {}
+    hooks: dict[str, Any] = {}
     if run.policy and (run.policy.pre_script.strip() or run.policy.post_script.strip()):
-        if machine.platform != "hyperv":
-            raise BackupRefused(
-                "pre/post scripts run on Hyper-V hosts only for now; vSphere guest scripts need VMware Tools "
-                "guest operations, not available yet"
-            )
         hooks = {"pre_script": run.policy.pre_script, "post_script": run.policy.post_script}
+        if machine.platform == "vsphere":
+            credential = run.policy.guest_credential
+            if credential is None:
+                raise BackupRefused(
+                    f"policy {run.policy.name} has scripts for the guest but no guest login to run them with"
+                )
+            from connectors.vsphere.guest import GuestLogin
+
+            hooks["guest_login"] = GuestLogin(credential.username, credential.reveal())
     with connector.snapshot(
         machine.external_id, machine.datacenter, name=f"bulwark-run-{run.pk}", quiesce=quiesce, **hooks
     ) as snap:
@@ -287,6 +297,7 @@ def _back_up(run: BackupRun) -> RecoveryPoint:
             writer.abort()
             raise
         consistent = snap.handle.quiesced
+        run.warnings = list(getattr(snap, "warnings", []))  # type: ignore[attr-defined]
     stats = snapshot.stats
     with transaction.atomic():
         point = RecoveryPoint.objects.create(

@@ -12,6 +12,26 @@ from protection.models import RULE_CRITERIA, Policy, ProtectionRule, Repository
 
 
 class PolicyForm(forms.ModelForm):
+    guest_username = forms.CharField(
+        required=False,
+        max_length=255,
+        label="Guest login (vSphere scripts)",
+        help_text="The user VMware Tools runs the scripts as inside the VM; empty: no guest scripts.",
+    )
+    guest_password = forms.CharField(
+        required=False,
+        max_length=1000,
+        widget=forms.PasswordInput(render_value=False),
+        label="Guest password",
+        help_text="Stored encrypted; leave empty to keep the stored one.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        credential = self.instance.guest_credential if self.instance.pk else None
+        if credential is not None:
+            self.fields["guest_username"].initial = credential.username
+
     class Meta:
         model = Policy
         fields = [
@@ -98,6 +118,9 @@ class PolicyForm(forms.ModelForm):
             data.get(k) for k in ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
         ):
             raise ValidationError("The retention must keep something.")
+        stored = self.instance.guest_credential if self.instance.pk else None
+        if data.get("guest_username") and not data.get("guest_password") and stored is None:
+            self.add_error("guest_password", "Give the guest login's password.")
         if data.get("mode") == "agent" and not (data.get("include_paths") or data.get("volumes")):
             raise ValidationError("An agent policy needs paths or volumes to back up.")
         return data

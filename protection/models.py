@@ -115,6 +115,14 @@ class Policy(models.Model):
         blank=True, help_text="Run in the guest or on the host before the snapshot."
     )
     post_script = models.TextField(blank=True, help_text="Run after the snapshot, also when it failed.")
+    guest_credential = models.ForeignKey(
+        Credential,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="vSphere: the guest login the scripts run with (through VMware Tools).",
+    )
     schedule_cron = models.CharField(
         max_length=100,
         blank=True,

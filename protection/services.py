@@ -88,6 +88,33 @@ def update_policy(*, actor: User | None, policy: Policy, **fields: Any) -> Polic
     return policy
 
 
+@transaction.atomic
+def set_guest_login(*, actor: User | None, policy: Policy, username: str, password: str | None) -> Policy:
+    """The guest login a vSphere policy's scripts run with; stored encrypted. A password of None keeps the one
+    stored; an empty user name removes the login."""
+    from core.services import create_credential, delete_credential, update_credential
+
+    current = policy.guest_credential
+    if not username:
+        if current is not None:
+            policy.guest_credential = None
+            policy.save(update_fields=["guest_credential"])
+            delete_credential(actor=actor, credential=current)
+        return policy
+    if current is None:
+        policy.guest_credential = create_credential(
+            actor=actor,
+            name=f"guest login of policy {policy.name}",
+            kind="guest",
+            username=username,
+            secret=password or "",
+        )
+        policy.save(update_fields=["guest_credential"])
+    else:
+        update_credential(actor=actor, credential=current, username=username, secret=password)
+    return policy
+
+
 # --- copy targets ----------------------------------------------------------------------------------------------
 COPY_TARGET_FIELDS = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
 

@@ -58,6 +58,12 @@ class PolicyFormView(RoleRequiredMixin, FormView):
         if policy is None:
             policy = services.create_policy(actor=self.request.user, name=fields.pop("name"))  # type: ignore[arg-type]
         services.update_policy(actor=self.request.user, policy=policy, **fields)  # type: ignore[arg-type]
+        services.set_guest_login(
+            actor=self.request.user,  # type: ignore[arg-type]
+            policy=policy,
+            username=form.cleaned_data["guest_username"].strip(),
+            password=form.cleaned_data["guest_password"] or None,
+        )
         messages.success(self.request, f"Policy {policy.name} saved.")
         return HttpResponseRedirect(reverse("policy-list"))
 

@@ -50,6 +50,10 @@ VCSIM_BINARY = os.path.join(ROOT, "var", "peers", "vcsim")
 VCSIM_BUILD = os.path.join(ROOT, "tests", "peer_tools", "vcsim", "build.sh")
 
 
+GUEST_USER = "root"
+GUEST_PASSWORD = "guest-Secret-1"  # noqa: S105  (the simulator's throwaway guest login)
+
+
 class Vcsim:
     """VMware's vCenter simulator (built from Debian's govmomi by tests/peer_tools/vcsim/build.sh) on a free
     port, with a login, over HTTPS with its self-signed certificate. Stopped by its own PID."""
@@ -81,6 +85,8 @@ class Vcsim:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
+            # The guest of every powered-on VM is this machine, with this login (tests/peer_tools/vcsim/guest.go).
+            env={**os.environ, "VCSIM_GUEST_USER": GUEST_USER, "VCSIM_GUEST_PASSWORD": GUEST_PASSWORD},
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()

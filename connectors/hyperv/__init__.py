@@ -173,13 +173,20 @@ class HyperVConnector:
                 self._run(scripts.hook("pre", external_id, pre_script))
             except ProtocolError as error:
                 raise ConnectorError(f"the pre-snapshot script failed: {error}") from None
+        warnings = []
         try:
             handle = parse_checkpoint(self._run(scripts.checkpoint(external_id, name, quiesce)))
         finally:
+            # A failed post-script is a warning: the checkpoint is good, and must still be read and removed.
             if post_script.strip():
-                self._run(scripts.hook("post", external_id, post_script))
+                try:
+                    self._run(scripts.hook("post", external_id, post_script))
+                except ProtocolError as error:
+                    warnings.append(f"the post-snapshot script failed: {error}")
         try:
-            yield CheckpointSession(self, external_id, handle)
+            session = CheckpointSession(self, external_id, handle)
+            session.warnings = warnings
+            yield session
         finally:
             self._run(scripts.remove_checkpoint(external_id, handle.checkpoint))
 
@@ -193,6 +200,7 @@ class CheckpointSession:
         self.connector = connector
         self.vm_id = vm_id
         self.handle = handle
+        self.warnings: list[str] = []  # e.g. a post-snapshot script that failed
 
     @property
     def disks(self) -> list[Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from pyVmomi import vim, vmodl
@@ -29,6 +29,7 @@ from connectors.vsphere.backup import (
     find_vm,
     remove_snapshot,
 )
+from connectors.vsphere.guest import GuestLogin
 from connectors.vsphere.inventory import (
     VM_PROPERTIES,
     Topology,
@@ -53,6 +54,7 @@ class SnapshotSession:
     port: int
     cookie: str
     tracking_just_enabled: bool
+    warnings: list[str] = field(default_factory=list)  # e.g. a post-snapshot script that failed
 
     @property
     def disks(self) -> list[SnapshotDisk]:
@@ -223,25 +225,57 @@ class VSphereConnector:
 
     @contextmanager
     def snapshot(
-        self, external_id: str, datacenter: str, *, name: str, quiesce: bool
+        self,
+        external_id: str,
+        datacenter: str,
+        *,
+        name: str,
+        quiesce: bool,
+        pre_script: str = "",
+        post_script: str = "",
+        guest_login: GuestLogin | None = None,
     ) -> Iterator[SnapshotSession]:
-        """Enable CBT, take a (quiesced) snapshot, and remove it afterwards: always, on failure too."""
+        """Enable CBT, take a (quiesced) snapshot, and remove it afterwards: always, on failure too. The policy's
+        pre-script runs in the guest first (its failure stops the backup), the post-script right after the
+        snapshot, also when taking it failed; both through VMware Tools with the guest login."""
+        from connectors.vsphere.guest import run_in_guest
+
         with session(self.endpoint) as instance:
             content = instance.content
             try:
                 vm = find_vm(content, external_id)
+            except vmodl.MethodFault as error:
+                raise ProtocolError(f"snapshot of {external_id} failed: {fault_message(error)}") from None
+            if (pre_script.strip() or post_script.strip()) and guest_login is None:
+                raise ConnectorError("the policy has guest scripts but no guest login to run them with")
+            environment = {"BULWARK_SNAPSHOT": name}
+            if pre_script.strip():
+                assert guest_login is not None
+                run_in_guest(content, vm, guest_login, pre_script, phase="pre", env=environment)
+            try:
                 just_enabled = enable_change_tracking(content, vm)
                 handle = create_snapshot(content, vm, datacenter, name=name, quiesce=quiesce)
             except vmodl.MethodFault as error:
                 raise ProtocolError(f"snapshot of {external_id} failed: {fault_message(error)}") from None
+            finally:
+                # A failed post-script is a warning: the snapshot is good, and must still be read and removed.
+                warnings = []
+                if post_script.strip():
+                    assert guest_login is not None
+                    try:
+                        run_in_guest(content, vm, guest_login, post_script, phase="post", env=environment)
+                    except ConnectorError as error:
+                        warnings.append(str(error))
             try:
-                yield SnapshotSession(
+                snap = SnapshotSession(
                     handle,
                     self.endpoint,
                     port_of(self.endpoint),
                     str(instance._stub.cookie or ""),
                     just_enabled,
                 )
+                snap.warnings = warnings
+                yield snap
             finally:
                 remove_snapshot(content, handle)
 

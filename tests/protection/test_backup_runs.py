@@ -211,3 +211,48 @@ def test_each_point_is_copied_to_an_immutable_s3_tier(protected_vm, s3_endpoint:
     )
     with pytest.raises(StorageError):
         engine.storage.delete(manifest.removeprefix("bulwark/"))
+
+
+@pytest.mark.django_db
+def test_guest_scripts_run_inside_the_vm_through_vmware_tools(
+    protected_vm, estate: Estate, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """On vcsim the guest of a powered-on VM is this machine (tests/peer_tools/vcsim/guest.go), so a script's
+    effect shows up here; the calls are the real StartProgramInGuest / ListProcessesInGuest over SOAP."""
+    from protection.models import Policy
+    from tests.peers import GUEST_PASSWORD, GUEST_USER
+
+    machine, _, vcsim = protected_vm
+    policy = Policy.objects.get(name="gold")
+    policy.pre_script = f'echo "frozen $BULWARK_SNAPSHOT" > {tmp_path}/pre'
+    policy.post_script = f"echo thawed > {tmp_path}/post"
+    policy.save()
+    refused = run_backup(start_backup(machine=machine, requested_by=estate.admin).pk)
+    assert refused.state == RunState.FAILED and "no guest login" in refused.error
+
+    services.set_guest_login(actor=None, policy=policy, username=GUEST_USER, password="wrong")
+    wrong = run_backup(start_backup(machine=machine, requested_by=estate.admin).pk)
+    assert wrong.state == RunState.FAILED and "refused the login of 'root'" in wrong.error
+    assert "wrong" not in wrong.error
+
+    services.set_guest_login(actor=None, policy=policy, username=GUEST_USER, password=GUEST_PASSWORD)
+    done = run_backup(start_backup(machine=machine, requested_by=estate.admin).pk)
+    assert done.state == RunState.COMMITTED, done.error
+    assert (tmp_path / "pre").read_text() == f"frozen bulwark-run-{done.pk}\n"
+    assert (tmp_path / "post").read_text() == "thawed\n"
+
+    # A failing pre-script stops the backup before any snapshot; a failing post-script only warns.
+    policy.pre_script = "exit 3"
+    policy.save()
+    stopped = run_backup(start_backup(machine=machine, requested_by=estate.admin).pk)
+    assert stopped.state == RunState.FAILED and "exited with 3" in stopped.error
+    policy.pre_script, policy.post_script = "true", "exit 5"
+    policy.save()
+    warned = run_backup(start_backup(machine=machine, requested_by=estate.admin).pk)
+    assert (
+        warned.state == RunState.COMMITTED
+        and "post-snapshot script in the guest exited with 5" in warned.phase
+    )
+    admin = Admin(vcsim)
+    assert snapshot_count(admin, "DC0_H0_VM0") == 0  # every snapshot was removed, whatever the scripts did
+    admin.close()

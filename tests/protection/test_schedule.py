@@ -250,3 +250,46 @@ def test_copy_targets_are_managed_on_the_policy_page_and_the_api(policy, estate:
     removed = admin.post(f"/policies/{policy.pk}/copies/", {"remove": created.json()["id"]}, follow=True)
     assert "no longer copies to offsite" in removed.content.decode() and not policy.copy_targets.exists()
     assert client_for("helpdesk").get("/api/copy-targets/").status_code == 403
+
+
+@pytest.mark.django_db
+def test_the_guest_login_of_a_policy_is_stored_encrypted_and_kept_when_not_retyped(
+    policy, client_for
+) -> None:  # type: ignore[no-untyped-def]
+    admin = client_for("admin")
+    form = {
+        "name": policy.name,
+        "enabled": "on",
+        "repository": policy.repository.pk,
+        "interval_minutes": 60,
+        "rpo_minutes": 90,
+        "priority": 5,
+        "quiesce": "on",
+        "keep_last": 7,
+        "keep_daily": 14,
+        "keep_weekly": 8,
+        "keep_monthly": 12,
+        "keep_yearly": 0,
+        "full_every_days": 30,
+        "mode": "agentless",
+        "dedup_location": "proxy",
+        "pre_script": "/usr/local/bin/freeze-db",
+    }
+    missing = admin.post(f"/policies/{policy.pk}/", {**form, "guest_username": "backup"})
+    assert missing.status_code == 200 and "password" in missing.content.decode()
+    assert (
+        admin.post(
+            f"/policies/{policy.pk}/", {**form, "guest_username": "backup", "guest_password": "s3cret!"}
+        ).status_code
+        == 302
+    )
+    policy.refresh_from_db()
+    credential = policy.guest_credential
+    assert credential is not None and credential.username == "backup" and credential.reveal() == "s3cret!"
+    assert "s3cret!" not in admin.get(f"/policies/{policy.pk}/").content.decode()
+    admin.post(f"/policies/{policy.pk}/", {**form, "guest_username": "svc-backup"})  # password kept
+    credential.refresh_from_db()
+    assert credential.username == "svc-backup" and credential.reveal() == "s3cret!"
+    admin.post(f"/policies/{policy.pk}/", {**form, "guest_username": ""})
+    policy.refresh_from_db()
+    assert policy.guest_credential is None

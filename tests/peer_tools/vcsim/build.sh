@@ -18,8 +18,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/src/bulwark/vcsim"
 cp "$here/main.go" "$work/src/bulwark/vcsim/"
-# A temporary copy of the simulator package, found first on GOPATH, with changed-block tracking added (cbt.go)
-# and one call inserted where snapshots are created. The build fails if that anchor ever moves.
+# A temporary copy of the simulator package, found first on GOPATH, with changed-block tracking (cbt.go) and
+# guest program execution (guest.go) added, and one call inserted where snapshots are created. The build fails if
+# that anchor ever moves.
 govmomi=/usr/share/gocode/src/github.com/vmware/govmomi
 mkdir -p "$work/src/github.com/vmware/govmomi"
 for entry in "$govmomi"/*; do  # the rest of govmomi stays Debian's, linked
@@ -27,7 +28,7 @@ for entry in "$govmomi"/*; do  # the rest of govmomi stays Debian's, linked
 done
 simulator="$work/src/github.com/vmware/govmomi/simulator"
 cp -r "$govmomi/simulator" "$simulator"
-cp "$here/cbt.go" "$simulator/"
+cp "$here/cbt.go" "$here/guest.go" "$simulator/"
 grep -q '^		snapshot.createSnapshotFiles()$' "$simulator/virtual_machine.go" || {
 	echo "build.sh: the snapshot anchor is missing from this govmomi version" >&2
 	exit 1
