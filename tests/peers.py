@@ -51,7 +51,7 @@ VCSIM_BUILD = os.path.join(ROOT, "tests", "peer_tools", "vcsim", "build.sh")
 
 
 GUEST_USER = "root"
-GUEST_PASSWORD = "guest-Secret-1"  # noqa: S105  (the simulator's throwaway guest login)
+GUEST_PASSWORD = "guest-Secret-1"
 
 
 class Vcsim:
