@@ -70,10 +70,12 @@ class FileTreeWriter(SnapshotWriter):
         )
         return self.chunks.add(data.encode(), meta=True).hex()
 
-    def _file_chunks(self, path: str, size: int) -> list[str]:
+    def _file_chunks(self, path: str, size: int) -> tuple[list[str], int]:
+        """Chunk ids and the bytes they hold: a file that grows or shrinks while read records what was read."""
         if size == 0:
-            return []
+            return [], 0
         ids = []
+        total = 0
         with open(path, "rb") as handle:
             data = handle.read(MAX_CHUNK * 4)
             carry = b""
@@ -86,13 +88,11 @@ class FileTreeWriter(SnapshotWriter):
                 for piece in pieces if final else pieces[:-1]:
                     ids.append(self.chunks.add(bytes(piece.data)).hex())
                     self.stats.read_bytes += piece.length
+                    total += piece.length
                 carry = b"" if final else bytes(pieces[-1].data)
                 data = more
-            if carry:
-                ids.append(self.chunks.add(carry).hex())
-                self.stats.read_bytes += len(carry)
         self.progress.step(self.stats.read_bytes, None, "reading files")
-        return ids
+        return ids, total
 
     def _directory(self, path: str, parent_tree: str | None) -> str:
         previous = self._parent_tree(parent_tree)
@@ -137,7 +137,7 @@ class FileTreeWriter(SnapshotWriter):
                         entry["chunks"] = old["chunks"]
                         self.stats.unchanged_files += 1
                     else:
-                        entry["chunks"] = self._file_chunks(item.path, info.st_size)
+                        entry["chunks"], entry["size"] = self._file_chunks(item.path, info.st_size)
                     self.stats.files += 1
                 elif stat.S_ISLNK(info.st_mode):
                     entry.update(type="symlink", target=os.readlink(item.path))

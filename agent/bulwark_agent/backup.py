@@ -275,11 +275,15 @@ def _selection(paths: list[str]) -> dict[str, Any]:
     return root
 
 
+# Never data: kernel and runtime pseudo-file systems (a backup of "/" skips them, as every agent does).
+SYSTEM_EXCLUDES = ["/proc", "/sys", "/dev", "/run"]
+
+
 class FileBackup:
-    def __init__(self, session: Session, cache: FileCache, excludes: list[str]) -> None:
+    def __init__(self, session: Session, cache: FileCache, excludes: list[str], *, skip: list[str]) -> None:
         self.session = session
         self.cache = cache
-        self.excludes = excludes
+        self.excludes = [*excludes, *SYSTEM_EXCLUDES, *skip]
         chunking = session.spec["chunking"]
         self.chunker = session.FastCDC(
             avg_size=int(chunking["avg"]), min_size=int(chunking["min"]), max_size=int(chunking["max"])
@@ -323,9 +327,12 @@ class FileBackup:
         )
         return self.session.add(data.encode(), meta=True)
 
-    def _file_chunks(self, path: str) -> list[str]:
+    def _file_chunks(self, path: str) -> tuple[list[str], int]:
+        """The file's chunk ids and the bytes they hold (a file growing or shrinking while it is read records
+        what was read, so its size and its chunks always agree)."""
         session, figures = self.session, self.session.figures
         ids = []
+        total = 0
         with open(path, "rb") as handle:
             data = handle.read(self.max_chunk * 4)
             carry = b""
@@ -338,14 +345,11 @@ class FileBackup:
                     ids.append(session.add(bytes(piece.data)))
                     figures.done += piece.length
                     figures.read += piece.length
+                    total += piece.length
                 carry = b"" if final else bytes(pieces[-1].data)
                 data = more
                 session.report()
-            if carry:
-                ids.append(session.add(carry))
-                figures.done += len(carry)
-                figures.read += len(carry)
-        return ids
+        return ids, total
 
     def directory(self, path: str, selection: Any) -> str:
         session, figures = self.session, self.session.figures
@@ -392,8 +396,10 @@ class FileBackup:
                     if chunks is not None:
                         figures.unchanged_files += 1
                         figures.done += info.st_size
+                    elif info.st_size:
+                        chunks, entry["size"] = self._file_chunks(item.path)
                     else:
-                        chunks = self._file_chunks(item.path) if info.st_size else []
+                        chunks = []
                     entry["chunks"] = chunks
                     self.cache.record(item.path, info, chunks)
                     figures.files += 1
@@ -417,7 +423,7 @@ def back_up_files(session: Session, state_dir: Path) -> dict[str, Any]:
     selection = _selection(list(spec["paths"]))
     cache = FileCache(state_dir / "cache", spec.get("parent"))
     try:
-        backup = FileBackup(session, cache, list(spec.get("excludes") or []))
+        backup = FileBackup(session, cache, list(spec.get("excludes") or []), skip=[str(state_dir.resolve())])
         root_selection = ALL if "" in selection else selection
         session.phase = "counting files"
         session.figures.total += backup.measure("/", root_selection)
