@@ -351,8 +351,12 @@ class Repository:
     def forget_snapshot(self, snapshot_id: str) -> None:
         self.storage.delete(SNAPSHOTS + snapshot_id)
 
-    def writer(self, *, threads: int = 2, progress: Progress | None = None) -> ChunkWriter:
-        return ChunkWriter(self, threads=threads, progress=progress)
+    def writer(
+        self, *, threads: int = 2, progress: Progress | None = None, lease: bool = True
+    ) -> ChunkWriter:
+        """A chunk writer; `lease=False` when the caller already holds a backup lease that covers it (an agent's
+        session, renewed across its calls)."""
+        return ChunkWriter(self, threads=threads, progress=progress, lease=lease)
 
 
 _worker_state = threading.local()
@@ -393,7 +397,9 @@ class ChunkWriter:
     the background, and writes an index file on flush(). Memory stays bounded: a fixed number of chunks in
     flight and at most two packs waiting for upload."""
 
-    def __init__(self, repository: Repository, *, threads: int, progress: Progress | None) -> None:
+    def __init__(
+        self, repository: Repository, *, threads: int, progress: Progress | None, lease: bool = True
+    ) -> None:
         self.repository = repository
         self.progress = progress or NullProgress()
         self.stats = WriteStats()
@@ -411,7 +417,11 @@ class ChunkWriter:
         self._last_index = time.monotonic()
         self._pack_opened = time.monotonic()
         # While this lease lives, prune deletes nothing this backup might still reference.
-        self._lease = LeaseHolder(repository.storage, "backup", seconds=repository.lease_seconds).acquire()
+        self._lease = (
+            LeaseHolder(repository.storage, "backup", seconds=repository.lease_seconds).acquire()
+            if lease
+            else None
+        )
 
     def add(
         self, data: bytes, *, meta: bool = False, force: bool = False, compressed: bytes | None = None
@@ -509,7 +519,8 @@ class ChunkWriter:
             self._closed = True
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._uploader.shutdown(wait=True, cancel_futures=True)
-            self._lease.release()
+            if self._lease is not None:
+                self._lease.release()
 
     def __enter__(self) -> ChunkWriter:
         return self

@@ -9,8 +9,8 @@ snapshot is committed only once every chunk it names is in a pack confirmed stor
 Calls, all authenticated by the agent key and scoped to the agent's own machine:
 - `jobs`: queued backup runs and file restores of this machine;
 - `start`: claim the run (queued → running) and receive the job;
-- `missing`, `store_chunks`, `progress`: the transfer; every call renews the run's heartbeat and repository
-  lease, so a prune never deletes what the agent uploaded before its commit;
+- `missing`, `store_chunks`, `progress`: the transfer; every call renews the run's heartbeat and (once a minute)
+  its repository lease, so a prune never deletes what the agent uploaded before its commit;
 - `commit`: write the snapshot manifest (files: a root tree; volumes: block tables), once per kind;
 - `finish`: the run ends committed, or failed with the agent's reason (its pre-script failed, a path vanished).
 
@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import struct
+import time
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -92,10 +93,18 @@ def _engine(run: BackupRun) -> EngineRepository:
     return repositories.open_repository(run.repository)
 
 
+_renewed: dict[str, float] = {}  # lease -> when this process last renewed it (monotonic)
+RENEW_EVERY = 60.0  # seconds; a lease lasts LEASE_SECONDS (300) from its last renewal
+
+
 def _touch(run: BackupRun, engine: EngineRepository | None = None) -> None:
+    """A sign of life: the run's heartbeat, and its repository lease (written at most once a minute per process:
+    each write is a stored object, fsync included)."""
     BackupRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
-    if run.lease:
+    now = time.monotonic()
+    if run.lease and now - _renewed.get(run.lease, -RENEW_EVERY) >= RENEW_EVERY:
         renew_lease((engine or _engine(run)).storage, run.lease, "backup")
+        _renewed[run.lease] = now
 
 
 def _active_run(agent: Agent, run_id: int) -> BackupRun:
@@ -221,7 +230,7 @@ def store_chunks(agent: Agent, run_id: int, stream: IO[bytes]) -> StoreResult:
     _touch(run, engine)
     result = StoreResult()
     decompressor = zstandard.ZstdDecompressor()
-    with engine.writer(threads=2) as writer:
+    with engine.writer(threads=2, lease=False) as writer:  # the run's own lease covers it
         while True:
             header = stream.read(FRAME.size)
             if not header:
@@ -492,6 +501,7 @@ def _end(run: BackupRun, state: str, error: str) -> BackupRun:
     from protection.backup import _finish
 
     if run.lease:
+        _renewed.pop(run.lease, None)
         with contextlib.suppress(EngineError, OSError):  # else the lease lapses by itself
             drop_lease(_engine(run).storage, run.lease)
     BackupRun.objects.filter(pk=run.pk).update(lease="")

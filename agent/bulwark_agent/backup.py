@@ -15,6 +15,7 @@ import fnmatch
 import json
 import logging
 import os
+import re
 import sqlite3
 import stat
 import struct
@@ -283,7 +284,10 @@ class FileBackup:
     def __init__(self, session: Session, cache: FileCache, excludes: list[str], *, skip: list[str]) -> None:
         self.session = session
         self.cache = cache
-        self.excludes = [*excludes, *SYSTEM_EXCLUDES, *skip]
+        # Exact paths are a set lookup; patterns become one regular expression (fnmatch per entry is slow).
+        self.excluded_paths = {*SYSTEM_EXCLUDES, *skip}
+        patterns = [fnmatch.translate(pattern) for pattern in excludes]
+        self.pattern = re.compile("|".join(patterns)) if patterns else None
         chunking = session.spec["chunking"]
         self.chunker = session.FastCDC(
             avg_size=int(chunking["avg"]), min_size=int(chunking["min"]), max_size=int(chunking["max"])
@@ -292,9 +296,10 @@ class FileBackup:
         self.version = int(session.spec.get("tree_version") or 1)
 
     def excluded(self, path: str, name: str) -> bool:
-        return any(
-            fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(path, pattern) for pattern in self.excludes
-        )
+        """A pattern matches the entry's name or its whole path (`*.tmp`, `/srv/cache/*`)."""
+        if path in self.excluded_paths:
+            return True
+        return self.pattern is not None and bool(self.pattern.match(name) or self.pattern.match(path))
 
     def measure(self, path: str, selection: Any) -> int:
         """Bytes of regular files under the selection (for the progress bar's total and ETA)."""
