@@ -9,8 +9,9 @@ full manifest, yet a small one.
 from __future__ import annotations
 
 import io
+import itertools
 import os
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO
@@ -25,6 +26,10 @@ ZERO_ID = bytes(32)
 TABLE_SPAN = 4096  # block ids per table chunk (128 KiB of ids)
 # Restore reads up to this many bytes of consecutive blocks per task, in one ranged read per pack run.
 RESTORE_READ_SPAN = 4 * 1024 * 1024
+# Changed areas are read in runs of up to this many bytes, by AREA_READERS threads, AREA_READ_AHEAD runs ahead.
+AREA_READ_SPAN = 1024 * 1024
+AREA_READERS = 2
+AREA_READ_AHEAD = 8
 
 
 class ImageWriter(SnapshotWriter):
@@ -177,14 +182,47 @@ class ImageWriter(SnapshotWriter):
         read = _positional_reader(source)
         before = _snapshot_stats(self.chunks.stats)
         zero_bytes = done = 0
-        for first, last in merged:
+        span = max(1, AREA_READ_SPAN // self.block_size)
+        runs = [
+            (start, min(start + span - 1, last))
+            for first, last in merged
+            for start in range(first, last + 1, span)
+        ]
+        master, zero, block_size = self.repository.master, self._zero, self.block_size
+
+        def load(run: tuple[int, int]) -> list[tuple[int, bytes, bytes]]:
+            """On a reader thread: one read per run of blocks, each block hashed (pread and BLAKE3 release the
+            GIL, so two threads read and hash while this one stores)."""
+            first, last = run
+            offset = first * block_size
+            data = read(offset, min((last + 1) * block_size, size) - offset)
+            blocks = []
             for number in range(first, last + 1):
-                start = number * self.block_size
-                block = read(start, min(self.block_size, size - start))
-                chunk_id = self._store_block(block)
-                zero_bytes += len(block) if chunk_id == ZERO_ID else 0
-                table[number * 32 : number * 32 + 32] = chunk_id
-                done += len(block)
+                block = data[(number - first) * block_size : (number - first + 1) * block_size]
+                blocks.append(
+                    (number, block, ZERO_ID if block == zero[: len(block)] else master.chunk_id_of(block))
+                )
+            return blocks
+
+        # Two readers only where reads are positional (a file's pread); a seek-and-read source is read in order.
+        threads = AREA_READERS if getattr(read, "thread_safe", False) else 1
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="read") as readers:
+            pending: deque[Future[list[tuple[int, bytes, bytes]]]] = deque()
+            runs_left = iter(runs)
+            for run in itertools.islice(runs_left, AREA_READ_AHEAD):
+                pending.append(readers.submit(load, run))
+            while pending:
+                loaded = pending.popleft().result()
+                following = next(runs_left, None)
+                if following is not None:
+                    pending.append(readers.submit(load, following))
+                for number, block, chunk_id in loaded:
+                    if chunk_id == ZERO_ID:
+                        zero_bytes += len(block)
+                    else:
+                        self.chunks.add(block, chunk_id=chunk_id)
+                    table[number * 32 : number * 32 + 32] = chunk_id
+                    done += len(block)
                 self.progress.step(done, total, f"reading changed areas of {name}")
         return self._finish_disk(name, size, table, change_id, zero_bytes, before, full_read=False)
 
@@ -279,6 +317,7 @@ def _positional_reader(source: BinaryIO) -> Callable[[int, int], bytes]:
             parts.append(more)
         return b"".join(parts)
 
+    pread.thread_safe = True  # type: ignore[attr-defined]
     return pread
 
 

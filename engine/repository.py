@@ -381,6 +381,35 @@ def _compress_and_seal(
     return flags, fmt.seal_chunk(aead, counter, chunk_id, flags, data)
 
 
+# A pool task seals a group of chunks: this many bytes, or this many chunks, whichever comes first.
+GROUP_BYTES = 1024 * 1024
+GROUP_CHUNKS = 16
+
+
+@dataclass(eq=False)
+class _InFlight:
+    """A chunk on its way into a pack: reserved in `pack` at `counter`, sealed by its group's task."""
+
+    pack: fmt.PackBuilder
+    chunk_id: bytes
+    counter: int
+    flags: int
+    data: bytes
+    compressed: bytes | None
+    future: Future[list[tuple[int, bytes]]] | None = None
+    position: int = 0
+
+
+def _seal_group(group: list[_InFlight]) -> list[tuple[int, bytes]]:
+    """On a worker thread: compress and seal each chunk of a group (one hand-off for many chunks)."""
+    return [
+        _compress_and_seal(
+            item.pack.aead, item.counter, item.chunk_id, item.flags, item.data, item.compressed
+        )
+        for item in group
+    ]
+
+
 def _looks_incompressible(compressor: zstandard.ZstdCompressor, data: bytes) -> bool:
     """True when evenly spread samples of a large chunk do not compress at all (encrypted, compressed or
     random data): compressing the whole chunk would cost its full zstd time for nothing. A chunk with any
@@ -407,8 +436,13 @@ class ChunkWriter:
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="compress")
         self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload")
         # Chunks being compressed and sealed, in the order they are placed into their packs.
-        self._inflight: deque[tuple[fmt.PackBuilder, bytes, int, int, Future[tuple[int, bytes]]]] = deque()
-        self._max_inflight = max(1, threads) * 4
+        self._inflight: deque[_InFlight] = deque()
+        self._inflight_bytes = 0
+        # Chunks go to the pool in groups (one task per ~1 MiB, not per 64 KiB block: fewer thread hand-offs);
+        # at most this many bytes are being compressed and sealed at once.
+        self._max_inflight_bytes = max(1, threads) * 8 * GROUP_BYTES
+        self._group: list[_InFlight] = []
+        self._group_bytes = 0
         self._session: set[bytes] = set()
         self._pack: fmt.PackBuilder | None = None
         self._uploads: deque[Future[tuple[fmt.IndexedPack, list[fmt.PackEntry]]]] = deque()
@@ -424,12 +458,19 @@ class ChunkWriter:
         )
 
     def add(
-        self, data: bytes, *, meta: bool = False, force: bool = False, compressed: bytes | None = None
+        self,
+        data: bytes,
+        *,
+        meta: bool = False,
+        force: bool = False,
+        compressed: bytes | None = None,
+        chunk_id: bytes | None = None,
     ) -> bytes:
         """Store a chunk unless the repository has it already; returns its id. `force` stores it again even
         if the index has it (prune copying live chunks out of a mostly unused pack). `compressed`: a zstd frame
-        the caller has checked decompresses to `data`, stored instead of compressing again."""
-        chunk_id = self.repository.master.chunk_id_of(data)
+        the caller has checked decompresses to `data`, stored instead of compressing again. `chunk_id`: the id
+        the caller computed already with this repository's key (the engine's own readers hash on threads)."""
+        chunk_id = chunk_id or self.repository.master.chunk_id_of(data)
         if chunk_id in self._session or (not force and self._index.lookup(chunk_id) is not None):
             self.stats.reused_chunks += 1
             self.stats.reused_bytes += len(data)
@@ -446,15 +487,34 @@ class ChunkWriter:
             # still gets its data into stored, indexed packs): later chunks open a new pack.
             self._pack = None
         flags = fmt.FLAG_META if meta else 0
-        future = self._pool.submit(_compress_and_seal, pack.aead, counter, chunk_id, flags, data, compressed)
-        self._inflight.append((pack, chunk_id, counter, len(data), future))
-        while len(self._inflight) > self._max_inflight:
+        item = _InFlight(pack, chunk_id, counter, flags, data, compressed)
+        self._inflight.append(item)
+        self._inflight_bytes += len(data)
+        self._group.append(item)
+        self._group_bytes += len(data)
+        if self._group_bytes >= GROUP_BYTES or len(self._group) >= GROUP_CHUNKS:
+            self._submit_group()
+        while self._inflight_bytes > self._max_inflight_bytes and len(self._inflight) > 1:
             self._place_oldest()
         return chunk_id
 
+    def _submit_group(self) -> None:
+        if not self._group:
+            return
+        group, self._group, self._group_bytes = self._group, [], 0
+        future = self._pool.submit(_seal_group, group)
+        for position, item in enumerate(group):
+            item.future, item.position = future, position
+
     def _place_oldest(self) -> None:
-        pack, chunk_id, counter, raw_length, future = self._inflight.popleft()
-        flags, blob = future.result()
+        item = self._inflight.popleft()
+        if item.future is None:
+            self._submit_group()  # its group was still filling
+        assert item.future is not None
+        flags, blob = item.future.result()[item.position]
+        pack, chunk_id, counter, raw_length = item.pack, item.chunk_id, item.counter, len(item.data)
+        self._inflight_bytes -= raw_length
+        item.data = item.compressed = None  # type: ignore[assignment]  # sealed: the plaintext can go
         entry = pack.place(chunk_id, flags, blob, raw_length, counter)
         self.stats.new_chunks += 1
         self.stats.new_bytes += raw_length
@@ -467,16 +527,16 @@ class ChunkWriter:
     def _seal_pack(self, pack: fmt.PackBuilder) -> None:
         if not pack.entries:
             return
-        data = pack.build()
-        indexed = fmt.IndexedPack(pack.name, pack.salt, len(data))
         # At most two packs wait for upload: the writer slows down rather than buffer without bound.
         while len(self._uploads) >= 2:
             self._collect_upload()
-        self._uploads.append(self._uploader.submit(self._upload, indexed, pack.entries, data))
+        self._uploads.append(self._uploader.submit(self._upload, pack))
 
-    def _upload(
-        self, indexed: fmt.IndexedPack, entries: list[fmt.PackEntry], data: bytes
-    ) -> tuple[fmt.IndexedPack, list[fmt.PackEntry]]:
+    def _upload(self, pack: fmt.PackBuilder) -> tuple[fmt.IndexedPack, list[fmt.PackEntry]]:
+        """On the upload thread: join the pack's blobs (tens of MiB of copying the writer need not wait for),
+        then store it, retrying."""
+        data = pack.build()
+        indexed, entries = fmt.IndexedPack(pack.name, pack.salt, len(data)), pack.entries
         key = pack_key(indexed.name)
         for attempt in range(1, UPLOAD_ATTEMPTS + 1):
             try:
