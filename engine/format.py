@@ -6,6 +6,7 @@ import os
 import struct
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -113,6 +114,8 @@ class PackBuilder:
         self.name = os.urandom(16).hex()
         self.aead = pack_aead(master, self.salt)
         self._parts: list[bytes] = [PACK_MAGIC + self.salt]
+        # With a sink, placed blobs are written out at once (a pack streamed to storage) instead of kept.
+        self.sink: Any = None
         self.size = PACK_PREFIX
         self.entries: list[PackEntry] = []
         self.reserved = 0
@@ -131,6 +134,9 @@ class PackBuilder:
             raise ValueError("chunks must be placed in the order their counters were reserved")
         entry = PackEntry(chunk_id, flags, self.size, len(blob), raw_length, counter)
         self._parts.append(blob)
+        if self.sink is not None:
+            self.sink.write(b"".join(self._parts))
+            self._parts.clear()
         self.size += len(blob)
         self.projected_size += len(blob) - raw_length - TAG_BYTES
         self.entries.append(entry)
@@ -149,6 +155,12 @@ class PackBuilder:
         )
         sealed = self.aead.encrypt(HEADER_NONCE, struct.pack(">I", len(self.entries)) + header, PACK_MAGIC)
         return b"".join([*self._parts, sealed, _TRAILER.pack(len(sealed), PACK_TRAILER_MAGIC)])
+
+    def finish_streamed(self) -> int:
+        """Write the encrypted header and trailer to the sink; returns the pack's full size."""
+        tail = self.build()  # only the header and trailer remain unwritten
+        self.sink.write(tail)
+        return self.size + len(tail)
 
 
 def open_chunk(

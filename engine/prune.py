@@ -46,6 +46,7 @@ class PruneReport:
     waiting_packs: list[str] = field(default_factory=list)  # marked, grace period not over
     repacked_packs: list[str] = field(default_factory=list)  # live chunks copied out, then set aside
     deleted_orphans: list[str] = field(default_factory=list)
+    deleted_temporaries: int = 0
     freed_bytes: int = 0
 
 
@@ -205,6 +206,10 @@ def prune(
             storage.delete(pack_key(pack.name))
         for info in orphans:
             storage.delete(info.key)
+        # Half-written objects of killed writers (a streamed pack's temporary file), on storages that have them.
+        sweep = getattr(storage, "sweep_temporaries", None)
+        if sweep is not None:
+            report.deleted_temporaries = sweep(DATA, orphan_cutoff)
         for key in ripe_markers:
             storage.delete(key)
         repository.forget_cached_index()

@@ -443,6 +443,7 @@ class ChunkWriter:
         self._max_inflight_bytes = max(1, threads) * 8 * GROUP_BYTES
         self._group: list[_InFlight] = []
         self._group_bytes = 0
+        self._streaming: dict[str, fmt.PackBuilder] = {}  # packs being written to storage, not yet committed
         self._session: set[bytes] = set()
         self._pack: fmt.PackBuilder | None = None
         self._uploads: deque[Future[tuple[fmt.IndexedPack, list[fmt.PackEntry]]]] = deque()
@@ -479,6 +480,10 @@ class ChunkWriter:
         if self._pack is None:
             self._pack = fmt.PackBuilder(self.repository.master)
             self._pack_opened = time.monotonic()
+            open_writer = getattr(self.repository.storage, "open_writer", None)
+            if open_writer is not None:  # a storage that takes an object piece by piece: stream the pack
+                self._pack.sink = open_writer(pack_key(self._pack.name))
+                self._streaming[self._pack.name] = self._pack
         pack = self._pack
         counter = pack.reserve(len(data))
         old = time.monotonic() - self._pack_opened >= self.repository.index_checkpoint_seconds
@@ -533,8 +538,12 @@ class ChunkWriter:
         self._uploads.append(self._uploader.submit(self._upload, pack))
 
     def _upload(self, pack: fmt.PackBuilder) -> tuple[fmt.IndexedPack, list[fmt.PackEntry]]:
-        """On the upload thread: join the pack's blobs (tens of MiB of copying the writer need not wait for),
-        then store it, retrying."""
+        """On the upload thread: a streamed pack gets its header and is committed (fsync, rename); another is
+        joined (tens of MiB of copying the writer need not wait for) and stored, retrying."""
+        if pack.sink is not None:
+            size = pack.finish_streamed()
+            pack.sink.commit()
+            return fmt.IndexedPack(pack.name, pack.salt, size), pack.entries
         data = pack.build()
         indexed, entries = fmt.IndexedPack(pack.name, pack.salt, len(data)), pack.entries
         key = pack_key(indexed.name)
@@ -550,6 +559,7 @@ class ChunkWriter:
 
     def _collect_upload(self) -> None:
         stored = self._uploads.popleft().result()  # raises the upload's StorageError
+        self._streaming.pop(stored[0].name, None)
         self._stored.append(stored)
         now = time.monotonic()
         if now - self._last_index >= self.repository.index_checkpoint_seconds:
@@ -579,6 +589,9 @@ class ChunkWriter:
             self._closed = True
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._uploader.shutdown(wait=True, cancel_futures=True)
+            for pack in self._streaming.values():  # never committed (an abort): no half-written pack stays
+                if pack.sink is not None and getattr(pack.sink, "descriptor", None) is not None:
+                    pack.sink.abort()
             if self._lease is not None:
                 self._lease.release()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import uuid
@@ -44,6 +45,27 @@ class LocalStorage:
             self._fsync_directory(path.parent)
         except OSError as error:
             raise StorageError(f"cannot write {key} to {self.root}: {error.strerror}") from error
+
+    def sweep_temporaries(self, prefix: str, before: datetime.datetime) -> int:
+        """Remove temporary files under prefix last written before `before` (their writer was killed: a live
+        writer keeps writing, and one stalled that long fails its commit rather than publish anything)."""
+        removed = 0
+        start = self.root / prefix.rstrip("/")
+        for directory, _, names in os.walk(start):
+            for name in names:
+                if not name.endswith(TEMPORARY_SUFFIX):
+                    continue
+                path = Path(directory) / name
+                with contextlib.suppress(OSError):
+                    modified = datetime.datetime.fromtimestamp(path.stat().st_mtime, tz=datetime.UTC)
+                    if modified < before:
+                        path.unlink()
+                        removed += 1
+        return removed
+
+    def open_writer(self, key: str) -> LocalObjectWriter:
+        """An object written piece by piece (a pack as its chunks are sealed), visible only once committed."""
+        return LocalObjectWriter(self, key)
 
     @staticmethod
     def _fsync_directory(directory: Path) -> None:
@@ -103,3 +125,49 @@ class LocalStorage:
 
     def now(self) -> datetime.datetime:
         return datetime.datetime.now(datetime.UTC)
+
+
+class LocalObjectWriter:
+    """Appends to a temporary file; commit() fsyncs and renames it into place (atomic, durable), abort() removes
+    it. A crash leaves only a temporary file, which no reader ever lists as an object."""
+
+    def __init__(self, storage: LocalStorage, key: str) -> None:
+        self.storage = storage
+        self.key = key
+        self.path = storage._path(key)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.temporary = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}{TEMPORARY_SUFFIX}")
+            self.descriptor: int | None = os.open(self.temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as error:
+            raise StorageError(f"cannot write {key} to {storage.root}: {error.strerror}") from error
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        assert self.descriptor is not None
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self.descriptor, view)
+                view = view[written:]
+        except OSError as error:
+            raise StorageError(f"cannot write {self.key} to {self.storage.root}: {error.strerror}") from error
+        self.size += len(data)
+
+    def commit(self) -> None:
+        assert self.descriptor is not None
+        try:
+            os.fsync(self.descriptor)
+            os.close(self.descriptor)
+            self.descriptor = None
+            os.replace(self.temporary, self.path)
+            self.storage._fsync_directory(self.path.parent)
+        except OSError as error:
+            raise StorageError(f"cannot write {self.key} to {self.storage.root}: {error.strerror}") from error
+
+    def abort(self) -> None:
+        if self.descriptor is not None:
+            os.close(self.descriptor)
+            self.descriptor = None
+        with contextlib.suppress(OSError):
+            self.temporary.unlink()

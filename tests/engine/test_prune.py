@@ -210,3 +210,25 @@ def test_prune_keeps_what_file_snapshots_use(clocked: ClockedStorage, tmp_path: 
     assert (tmp_path / "restored" / "deep" / "er" / "data.bin").read_bytes() == (
         tree / "deep" / "er" / "data.bin"
     ).read_bytes()
+
+
+def test_a_half_streamed_pack_of_a_killed_backup_is_swept_after_the_grace_period(
+    clocked: ClockedStorage,
+) -> None:
+    three_machines_days(clocked)
+    repository = open_fresh(clocked)
+    writer = ImageWriter(repository, machine="vm-9")
+    writer.write_disk("disk-0", io.BytesIO(random.Random(78).randbytes(256 * 1024)))
+    while writer.chunks._inflight:  # its chunks are written into the open pack's temporary file...
+        writer.chunks._place_oldest()
+    while writer.chunks._uploads:  # (full packs are committed: they become orphans, swept as before)
+        writer.chunks._collect_upload()
+    writer.chunks._lease.release()  # ...then the process dies: no commit, its lease expires
+    temporaries = list(clocked.root.rglob("*.tmp"))
+    assert len(temporaries) == 1 and temporaries[0].stat().st_size > 0
+    assert not any(info.key.endswith(".tmp") for info in clocked.list("data/"))  # never listed as an object
+    assert prune(open_fresh(clocked), grace=datetime.timedelta(minutes=30)).deleted_temporaries == 0
+    clocked.clock += datetime.timedelta(minutes=31)
+    assert prune(open_fresh(clocked), grace=datetime.timedelta(minutes=30)).deleted_temporaries == 1
+    assert not list(clocked.root.rglob("*.tmp"))
+    assert verify(open_fresh(clocked)).ok
