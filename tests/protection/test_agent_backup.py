@@ -40,22 +40,15 @@ ROOT = Path(__file__).resolve().parents[2]
 MACHINE_ID = "5eed0000000000000000000000000a11"
 
 
-def agent(
-    state: Path, *args: str, wait: bool = True, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
+def agent_command(state: Path, *args: str) -> tuple[list[str], dict[str, str]]:
+    """The agent as its own process (this checkout's package), and its environment."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "agent")}
-    command = [
-        sys.executable,
-        "-m",
-        "bulwark_agent",
-        "--state-dir",
-        str(state),
-        "--machine-id",
-        MACHINE_ID,
-        "--hostname",
-        "files-01",
-        *args,
-    ]
+    command = [sys.executable, "-m", "bulwark_agent", "--state-dir", str(state), "--machine-id", MACHINE_ID]
+    return [*command, "--hostname", "files-01", *args], env
+
+
+def agent(state: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    command, env = agent_command(state, *args)
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, check=False)
 
 
@@ -288,23 +281,8 @@ def test_a_dropped_connection_is_ridden_out_and_a_killed_agent_resumes(setup, es
     rng = random.Random(11)
     (setup["source"] / "data" / "large.bin").write_bytes(rng.randbytes(40 * 1024 * 1024))
     killed = start_backup(machine=machine, requested_by=estate.admin)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "agent")}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bulwark_agent",
-            "--state-dir",
-            str(state),
-            "--machine-id",
-            MACHINE_ID,
-            "run",
-            "--once",
-        ],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    command, env = agent_command(state, "run", "--once")
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         killed.refresh_from_db()
