@@ -26,6 +26,35 @@ class PolicyForm(forms.ModelForm):
         help_text="Stored encrypted; leave empty to keep the stored one.",
     )
 
+    # The form's sections on the page: (title, hint, fields, laid out in a row).
+    SECTIONS = [
+        ("General", "", ["name", "description", "enabled", "repository", "mode", "priority"], False),
+        (
+            "Schedule",
+            "A cron schedule replaces the interval. Backups start only inside the window, when one is set.",
+            ["schedule_cron", "interval_minutes", "rpo_minutes", "window_start", "window_end"],
+            False,
+        ),
+        (
+            "Retention",
+            "How many recovery points to keep: the newest, then one per day, week, month and year.",
+            ["keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly"],
+            True,
+        ),
+        (
+            "Consistency",
+            "Scripts run on the Hyper-V host or the agent's host; in vSphere guests through VMware Tools, with the "
+            "guest login.",
+            ["quiesce", "pre_script", "post_script", "guest_username", "guest_password", "full_every_days"],
+            False,
+        ),
+        ("Agent backups", "", ["include_paths", "exclude_patterns", "volumes", "dedup_location"], False),
+        ("Limits", "", ["bandwidth_limit_mbps"], False),
+    ]
+
+    def sections(self) -> list[tuple[str, str, list[Any], bool]]:
+        return [(title, hint, [self[name] for name in names], row) for title, hint, names, row in self.SECTIONS]
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         credential = self.instance.guest_credential if self.instance.pk else None

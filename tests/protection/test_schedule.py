@@ -293,3 +293,10 @@ def test_the_guest_login_of_a_policy_is_stored_encrypted_and_kept_when_not_retyp
     admin.post(f"/policies/{policy.pk}/", {**form, "guest_username": ""})
     policy.refresh_from_db()
     assert policy.guest_credential is None
+
+
+def test_every_policy_field_is_in_a_section_of_the_page() -> None:
+    from protection.forms import PolicyForm
+
+    placed = [name for _, _, names, _ in PolicyForm.SECTIONS for name in names]
+    assert sorted(placed) == sorted(PolicyForm().fields) and len(placed) == len(set(placed))
