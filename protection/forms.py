@@ -53,7 +53,9 @@ class PolicyForm(forms.ModelForm):
     ]
 
     def sections(self) -> list[tuple[str, str, list[Any], bool]]:
-        return [(title, hint, [self[name] for name in names], row) for title, hint, names, row in self.SECTIONS]
+        return [
+            (title, hint, [self[name] for name in names], row) for title, hint, names, row in self.SECTIONS
+        ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
