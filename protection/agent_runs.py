@@ -26,7 +26,9 @@ import contextlib
 import json
 import os
 import struct
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -56,6 +58,18 @@ MAX_CHUNK_BYTES = 64 * 1024 * 1024
 MAX_IDS_PER_QUERY = 20_000
 # The agent sends at most this many bytes of chunks per request.
 BATCH_BYTES = 16 * 1024 * 1024
+
+
+# Uploaded chunks are decompressed and checked against their ids on these threads.
+_verifiers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify")
+_local = threading.local()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    decompressor = getattr(_local, "decompressor", None)
+    if decompressor is None:  # one per thread: they are not thread-safe
+        decompressor = _local.decompressor = zstandard.ZstdDecompressor()
+    return decompressor
 
 
 class AgentJobError(Exception):
@@ -229,32 +243,45 @@ def store_chunks(agent: Agent, run_id: int, stream: IO[bytes]) -> StoreResult:
     engine = _engine(run)
     _touch(run, engine)
     result = StoreResult()
-    decompressor = zstandard.ZstdDecompressor()
+    frames: list[tuple[int, bytes, bytes]] = []
+    while True:
+        header = stream.read(FRAME.size)
+        if not header:
+            break
+        if len(header) < FRAME.size:
+            header += _read_exactly(stream, FRAME.size - len(header))
+        flags, chunk_id, length = FRAME.unpack(header)
+        if length > MAX_CHUNK_BYTES:
+            raise AgentJobError(f"a chunk of {length} bytes is larger than allowed", status=400)
+        frames.append((flags, chunk_id, _read_exactly(stream, length)))
+        result.wire_bytes += FRAME.size + length
+    result.received = len(frames)
+    master = engine.master
+
+    def check(frame: tuple[int, bytes, bytes]) -> bytes | None:
+        """On a verifier thread (zstd and BLAKE3 release the GIL): the chunk's content if its id is true."""
+        flags, chunk_id, payload = frame
+        data = payload
+        if flags & FLAG_ZSTD:
+            try:
+                data = _decompressor().decompress(payload, max_output_size=MAX_CHUNK_BYTES)
+            except zstandard.ZstdError:
+                return None
+        return data if master.chunk_id_of(data) == chunk_id else None
+
     with engine.writer(threads=2, lease=False) as writer:  # the run's own lease covers it
-        while True:
-            header = stream.read(FRAME.size)
-            if not header:
-                break
-            if len(header) < FRAME.size:
-                header += _read_exactly(stream, FRAME.size - len(header))
-            flags, chunk_id, length = FRAME.unpack(header)
-            if length > MAX_CHUNK_BYTES:
-                raise AgentJobError(f"a chunk of {length} bytes is larger than allowed", status=400)
-            payload = _read_exactly(stream, length)
-            result.wire_bytes += FRAME.size + length
-            if flags & FLAG_ZSTD:
-                try:
-                    data = decompressor.decompress(payload, max_output_size=MAX_CHUNK_BYTES)
-                except zstandard.ZstdError as error:
-                    raise AgentJobError(f"chunk {chunk_id.hex()[:16]}…: {error}", status=400) from None
-            else:
-                data = payload
-            result.received += 1
-            if engine.master.chunk_id_of(data) != chunk_id:
+        for (flags, chunk_id, payload), data in zip(frames, _verifiers.map(check, frames), strict=True):
+            if data is None:
                 result.rejected.append(chunk_id.hex())
                 continue
-            # The agent's zstd frame was just checked to decompress to these bytes: stored without recompressing.
-            writer.add(data, meta=bool(flags & FLAG_META), compressed=payload if flags & FLAG_ZSTD else None)
+            # Checked against its id, and (for a zstd frame) to decompress to exactly these bytes: the agent's
+            # frame is stored as it is, without compressing again.
+            writer.add(
+                data,
+                meta=bool(flags & FLAG_META),
+                compressed=payload if flags & FLAG_ZSTD else None,
+                chunk_id=chunk_id,
+            )
         writer.flush()
         result.stored = writer.stats.new_chunks
         result.new_bytes = writer.stats.new_bytes
