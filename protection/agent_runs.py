@@ -208,6 +208,11 @@ def _parse_ids(ids: Any) -> list[bytes]:
 def missing(agent: Agent, run_id: int, ids: Any) -> list[str]:
     """Which of these ids the repository lacks: only those travel."""
     run = _active_run(agent, run_id)
+    if run.policy is None or run.policy.dedup_location != DedupLocation.AGENT:
+        # Only with dedup at the agent: the answer tells whether content exists anywhere in the repository.
+        raise AgentJobError(
+            "this policy deduplicates at the console: send every chunk", code="no-source-dedup"
+        )
     wanted = _parse_ids(ids)
     engine = _engine(run)  # with a fresh view of the index (other writers' packs count too)
     _touch(run, engine)

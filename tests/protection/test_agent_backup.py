@@ -372,6 +372,12 @@ def test_the_console_refuses_lying_chunks_and_commits_only_what_is_stored(setup,
     with pytest.raises(agent_runs.AgentJobError) as malformed:
         agent_runs.commit(agent_row, run.pk, {"kind": "files", "tree": evil_id.hex()})
     assert "malformed" in str(malformed.value)
+    # Without dedup at the agent, the repository answers no "do you have this?" question.
+    setup["policy"].dedup_location = "central"
+    setup["policy"].save()
+    with pytest.raises(agent_runs.AgentJobError) as no_oracle:
+        agent_runs.missing(agent_row, run.pk, [honest.hex()])
+    assert no_oracle.value.code == "no-source-dedup"
     # Another machine's agent cannot touch this run.
     other = Machine.objects.create(identity="agent:other", name="other", kind="physical", platform="agent")
     stranger = Agent.objects.create(machine=other, key_prefix="x", key_digest="y")
