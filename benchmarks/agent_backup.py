@@ -8,9 +8,10 @@ console served over TLS in this process (SQLite, a local repository) and backs t
 dedup; the console checks every chunk id and stores. restic backs the same tree up into a local repository.
 
 Day 2 rewrites about 4 % of the files (scattered, whole-file rewrites with new content) and adds a few new ones.
-Measured: wall time and peak RSS of the backup process (the agent; restic), bytes that travelled from the agent to
-the console, and the repository sizes. restic writes straight to its repository (no network hop), which favours
-it. Last line: files=... full_x=... incremental_x=... day2_sent_mb=... size_ratio=...
+Then the whole tree is restored onto the host: the agent unpacks the console's tar stream with its path checks,
+restic restores from its repository. Measured: wall time and peak RSS of the agent and of restic, bytes that
+travelled from the agent to the console, and the repository sizes. restic writes straight to its repository (no network hop), which favours
+it. Last line: files=... full_x=... incremental_x=... restore_x=... day2_sent_mb=... size_ratio=...
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -155,6 +157,27 @@ def bench(work: Path, tree: Path) -> dict[str, object]:
         results["changed"] = day2(tree)
         backup("day2")
         results["restic_day2"] = measured(["restic", "backup", "--quiet", str(tree)], restic_env)
+        # Restore the whole tree back onto the agent's host (streamed tar, checked extraction) against restic's.
+        from restores import services as restores
+
+        point = RecoveryPoint.objects.filter(machine=machine, kind="files").order_by("-taken_at").first()
+        assert point is not None
+        request = restores.request_restore(
+            actor=None,
+            point=point,
+            kind="files_to_agent",
+            target=str(work / "bulwark-out"),  # type: ignore[arg-type]
+        )
+        results["bulwark_restore"] = agent(state, "run", "--once")
+        request.refresh_from_db()
+        if request.state != "done":
+            raise SystemExit(f"the agent restore failed: {request.error}")
+        results["restic_restore"] = measured(
+            ["restic", "restore", "latest", "--target", str(work / "restic-out")], restic_env
+        )
+        restored = work / "bulwark-out" / str(tree).lstrip("/")
+        if subprocess.run(["diff", "-r", "-q", str(tree), str(restored)], check=False).returncode:
+            raise SystemExit("the agent restore differs from the tree")
     results["bulwark_size"] = directory_size(work / "bulwark-repo")
     results["restic_size"] = directory_size(work / "restic-repo")
     return results
@@ -165,7 +188,7 @@ def report(results: dict[str, object], count: int, size: int) -> None:
         print(
             f"| {name} | {bulwark.seconds:.2f} s, {size / bulwark.seconds / 1e6:.0f} MB/s, "
             f"{bulwark.peak_rss_mb:.0f} MB | {restic.seconds:.2f} s, {size / restic.seconds / 1e6:.0f} MB/s, "
-            f"{restic.peak_rss_mb:.0f} MB | {sent / 2**20 if sent is not None else 0:.1f} MiB |"
+            f"{restic.peak_rss_mb:.0f} MB | {f'{sent / 2**20:.1f} MiB' if sent is not None else '—'} |"
         )
 
     full, day2_run = results["bulwark_full"], results["bulwark_day2"]
@@ -177,11 +200,15 @@ def report(results: dict[str, object], count: int, size: int) -> None:
     print("|---|---|---|---|")
     row("first backup", full, restic_full, int(results["bulwark_full_sent"]))  # type: ignore[call-overload]
     row("day 2", day2_run, restic_day2, int(results["bulwark_day2_sent"]))  # type: ignore[call-overload]
+    restore, restic_restore = results["bulwark_restore"], results["restic_restore"]
+    assert isinstance(restore, Run) and isinstance(restic_restore, Run)
+    row("restore to the host", restore, restic_restore, None)
     bulwark_size, restic_size = int(results["bulwark_size"]), int(results["restic_size"])  # type: ignore[call-overload]
     print(f"| repository size | {bulwark_size / 2**20:.1f} MiB | {restic_size / 2**20:.1f} MiB | |")
     print(
         f"files={count} full_x={restic_full.seconds / full.seconds:.2f} "
         f"incremental_x={restic_day2.seconds / day2_run.seconds:.2f} "
+        f"restore_x={restic_restore.seconds / restore.seconds:.2f} "
         f"day2_sent_mb={int(results['bulwark_day2_sent']) / 1e6:.1f} "  # type: ignore[call-overload]
         f"size_ratio={bulwark_size / restic_size:.2f}"
     )

@@ -35,7 +35,7 @@ def _inside(root: Path, path: Path) -> bool:
     return True
 
 
-def _checked(root: Path, name: str) -> Path:
+def _checked(root: Path, name: str, known: set[Path]) -> Path:
     if not name or name.startswith("/") or "\0" in name:
         raise UnsafeEntry(f"refusing {name!r}: not a relative path")
     parts = name.split("/")
@@ -45,14 +45,16 @@ def _checked(root: Path, name: str) -> Path:
     if not _inside(root, path):
         raise UnsafeEntry(f"refusing {name!r}: outside {root}")
     parent = path.parent
-    while parent != root:
+    while parent != root and parent not in known:  # folders this restore made or checked are not asked again
         if parent.is_symlink():
             raise UnsafeEntry(f"refusing {name!r}: {parent} is a symbolic link")
         parent = parent.parent
     return path
 
 
-def _ensure_parents(root: Path, path: Path) -> None:
+def _ensure_parents(root: Path, path: Path, known: set[Path]) -> None:
+    if path.parent == root or path.parent in known:
+        return
     missing = []
     parent = path.parent
     while parent != root and not parent.exists():
@@ -60,8 +62,12 @@ def _ensure_parents(root: Path, path: Path) -> None:
         parent = parent.parent
     for folder in reversed(missing):
         folder.mkdir(mode=0o700)
-    if path.parent != root and (path.parent.is_symlink() or not path.parent.is_dir()):
+    if path.parent.is_symlink() or not path.parent.is_dir():
         raise UnsafeEntry(f"refusing {path}: its parent is not a directory")
+    parent = path.parent
+    while parent != root:  # every level was checked by _checked or made here
+        known.add(parent)
+        parent = parent.parent
 
 
 def _chown(path: Any, member: tarfile.TarInfo, *, follow: bool = True) -> None:
@@ -84,14 +90,18 @@ def extract(stream: Any, target: str) -> dict[str, int]:
     figures = {"files": 0, "folders": 0, "symlinks": 0, "bytes": 0, "refused": 0}
     folders: list[tuple[Path, tarfile.TarInfo]] = []
     links: list[tuple[Path, tarfile.TarInfo]] = []
+    known: set[Path] = set()  # real folders under root, made or checked by this restore
     with tarfile.open(fileobj=stream, mode="r|") as archive:
         for member in archive:
-            path = _checked(root, member.name)
-            _ensure_parents(root, path)
+            path = _checked(root, member.name, known)
+            _ensure_parents(root, path, known)
             if member.isdir():
                 if path.is_symlink():
                     raise UnsafeEntry(f"refusing {member.name!r}: a symlink stands where a folder goes")
                 path.mkdir(mode=0o700, exist_ok=True)
+                if not path.is_dir():
+                    raise UnsafeEntry(f"refusing {member.name!r}: a file stands where a folder goes")
+                known.add(path)
                 folders.append((path, member))
                 figures["folders"] += 1
             elif member.isreg():
