@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -8,7 +9,14 @@ from django.core.exceptions import ValidationError
 from inventory.choices import Platform
 from inventory.models import Source
 from protection.choices import RepositoryKind, RuleAction, Tier
-from protection.models import RULE_CRITERIA, Policy, ProtectionRule, Repository
+from protection.models import POLICY_FIELDS, RULE_CRITERIA, Policy, ProtectionRule, Repository, path_lines
+
+
+def _or_invalid(clean: Callable[..., str], value: str, **options: Any) -> str:
+    try:
+        return clean(value, **options)
+    except ValueError as error:
+        raise ValidationError(str(error)) from None
 
 
 class PolicyForm(forms.ModelForm):
@@ -65,33 +73,7 @@ class PolicyForm(forms.ModelForm):
 
     class Meta:
         model = Policy
-        fields = [
-            "name",
-            "description",
-            "enabled",
-            "repository",
-            "mode",
-            "schedule_cron",
-            "interval_minutes",
-            "rpo_minutes",
-            "priority",
-            "quiesce",
-            "keep_last",
-            "keep_daily",
-            "keep_weekly",
-            "keep_monthly",
-            "keep_yearly",
-            "full_every_days",
-            "window_start",
-            "window_end",
-            "bandwidth_limit_mbps",
-            "dedup_location",
-            "pre_script",
-            "post_script",
-            "include_paths",
-            "exclude_patterns",
-            "volumes",
-        ]
+        fields = list(POLICY_FIELDS)  # shown in the order of SECTIONS
         widgets = {
             "description": forms.Textarea(attrs={"rows": 2}),
             "window_start": forms.TimeInput(attrs={"type": "time"}),
@@ -115,31 +97,18 @@ class PolicyForm(forms.ModelForm):
         }
 
     def clean_schedule_cron(self) -> str:
-        from protection.schedule import parse_cron
+        from protection.schedule import normalise_cron
 
-        value = " ".join(self.cleaned_data.get("schedule_cron", "").split())
-        if value:
-            try:
-                parse_cron(value)
-            except ValueError as error:
-                raise ValidationError(str(error)) from None
-        return value
-
-    def _lines(self, name: str, *, absolute: bool) -> str:
-        lines = [line.strip() for line in self.cleaned_data.get(name, "").splitlines() if line.strip()]
-        for line in lines:
-            if absolute and not line.startswith("/"):
-                raise ValidationError(f"{line!r} is not an absolute path")
-        return "\n".join(lines)
+        return _or_invalid(normalise_cron, self.cleaned_data.get("schedule_cron", ""))
 
     def clean_include_paths(self) -> str:
-        return self._lines("include_paths", absolute=True)
+        return _or_invalid(path_lines, self.cleaned_data.get("include_paths", ""), absolute=True)
 
     def clean_volumes(self) -> str:
-        return self._lines("volumes", absolute=True)
+        return _or_invalid(path_lines, self.cleaned_data.get("volumes", ""), absolute=True)
 
     def clean_exclude_patterns(self) -> str:
-        return self._lines("exclude_patterns", absolute=False)
+        return _or_invalid(path_lines, self.cleaned_data.get("exclude_patterns", ""), absolute=False)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}

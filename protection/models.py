@@ -160,6 +160,46 @@ class Policy(models.Model):
         return now >= self.window_start or now < self.window_end
 
 
+# What an admin sets on a policy: one list for the form, the API and the audit record.
+POLICY_FIELDS = (
+    "name",
+    "description",
+    "rpo_minutes",
+    "enabled",
+    "repository",
+    "interval_minutes",
+    "priority",
+    "quiesce",
+    "keep_last",
+    "keep_daily",
+    "keep_weekly",
+    "keep_monthly",
+    "keep_yearly",
+    "full_every_days",
+    "window_start",
+    "window_end",
+    "bandwidth_limit_mbps",
+    "mode",
+    "dedup_location",
+    "schedule_cron",
+    "pre_script",
+    "post_script",
+    "include_paths",
+    "exclude_patterns",
+    "volumes",
+)
+
+
+def path_lines(text: str, *, absolute: bool) -> str:
+    """One entry per line, blank lines dropped; with `absolute`, every line must be an absolute path
+    (ValueError names those that are not)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    relative = [line for line in lines if absolute and not line.startswith("/")]
+    if relative:
+        raise ValueError(f"not an absolute path: {', '.join(relative[:5])}")
+    return "\n".join(lines)
+
+
 class CopyTarget(models.Model):
     """A further copy of every recovery point of a policy, to another repository (another tier, site or an
     immutable S3 bucket), with a retention of its own."""

@@ -48,6 +48,14 @@ def parse_cron(text: str) -> crontab:
         raise ValueError(f"not a valid cron schedule: {error}") from None
 
 
+def normalise_cron(text: str) -> str:
+    """A cron schedule with single spaces, checked ('' for none); ValueError says what is wrong."""
+    value = " ".join(text.split())
+    if value:
+        parse_cron(value)
+    return value
+
+
 def _cron_due(policy: Policy, last_queued: datetime.datetime, now: datetime.datetime) -> bool:
     """Whether a fire time of the policy's cron schedule (server time) passed since the last run was queued."""
     local_now = timezone.localtime(now)

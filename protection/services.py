@@ -19,38 +19,21 @@ from core.models import User
 from inventory.choices import ChangeKind
 from inventory.models import Machine, MachineChange
 from protection.choices import AlertKind, RuleMode, Severity
-from protection.models import RULE_FIELDS, Alert, Assignment, CopyTarget, Policy, ProtectionRule, Repository
+from protection.models import (
+    POLICY_FIELDS,
+    RULE_FIELDS,
+    Alert,
+    Assignment,
+    CopyTarget,
+    Policy,
+    ProtectionRule,
+    Repository,
+)
 from protection.rules import Decision, evaluate
 
 logger = logging.getLogger(__name__)
 
-POLICY_AUDIT_FIELDS = (
-    "name",
-    "description",
-    "rpo_minutes",
-    "enabled",
-    "repository",
-    "interval_minutes",
-    "priority",
-    "quiesce",
-    "keep_last",
-    "keep_daily",
-    "keep_weekly",
-    "keep_monthly",
-    "keep_yearly",
-    "full_every_days",
-    "window_start",
-    "window_end",
-    "bandwidth_limit_mbps",
-    "mode",
-    "dedup_location",
-    "schedule_cron",
-    "pre_script",
-    "post_script",
-    "include_paths",
-    "exclude_patterns",
-    "volumes",
-)
+POLICY_AUDIT_FIELDS = POLICY_FIELDS
 RULE_AUDIT_FIELDS = RULE_FIELDS
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rest_framework import serializers
@@ -7,8 +8,25 @@ from rest_framework import serializers
 from inventory.models import Source
 from protection import services
 from protection.choices import RuleAction
-from protection.models import RULE_CRITERIA, RULE_FIELDS, Alert, BackupRun, CopyTarget, Policy, ProtectionRule
+from protection.models import (
+    POLICY_FIELDS,
+    RULE_CRITERIA,
+    RULE_FIELDS,
+    Alert,
+    BackupRun,
+    CopyTarget,
+    Policy,
+    ProtectionRule,
+    path_lines,
+)
 from protection.rules import Decision
+
+
+def _or_invalid(clean: Callable[..., str], value: str, **options: Any) -> str:
+    try:
+        return clean(value, **options)
+    except ValueError as error:
+        raise serializers.ValidationError(str(error)) from None
 
 
 class PolicySerializer(serializers.ModelSerializer):
@@ -16,32 +34,22 @@ class PolicySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Policy
-        fields = ["id", *services.POLICY_AUDIT_FIELDS, "machines", "created_at"]
+        fields = ["id", *POLICY_FIELDS, "machines", "created_at"]
         read_only_fields = ["created_at"]
 
     def validate_schedule_cron(self, value: str) -> str:
-        from protection.schedule import parse_cron
+        from protection.schedule import normalise_cron
 
-        value = " ".join(value.split())
-        if value:
-            try:
-                parse_cron(value)
-            except ValueError as error:
-                raise serializers.ValidationError(str(error)) from None
-        return value
-
-    def _absolute_lines(self, value: str) -> str:
-        lines = [line.strip() for line in value.splitlines() if line.strip()]
-        bad = [line for line in lines if not line.startswith("/")]
-        if bad:
-            raise serializers.ValidationError(f"not absolute: {', '.join(bad[:5])}")
-        return "\n".join(lines)
+        return _or_invalid(normalise_cron, value)
 
     def validate_include_paths(self, value: str) -> str:
-        return self._absolute_lines(value)
+        return _or_invalid(path_lines, value, absolute=True)
 
     def validate_volumes(self, value: str) -> str:
-        return self._absolute_lines(value)
+        return _or_invalid(path_lines, value, absolute=True)
+
+    def validate_exclude_patterns(self, value: str) -> str:
+        return _or_invalid(path_lines, value, absolute=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         merged = {
