@@ -23,7 +23,6 @@ chunk already stored.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import struct
 import threading
@@ -38,7 +37,7 @@ from django.utils import timezone
 
 from catalog.models import RecoveryPoint
 from engine.errors import EngineError, UnsafePath
-from engine.files import AVERAGE_CHUNK, MAX_CHUNK, MIN_CHUNK, TREE_VERSION, check_name
+from engine.files import AVERAGE_CHUNK, MAX_CHUNK, MIN_CHUNK, TREE_VERSION, read_tree
 from engine.image import TABLE_SPAN, ZERO_ID
 from engine.locks import drop_lease, renew_lease
 from engine.repository import Repository as EngineRepository
@@ -196,13 +195,7 @@ def start(agent: Agent, run_id: int) -> dict[str, Any]:
 def _parse_ids(ids: Any) -> list[bytes]:
     if not isinstance(ids, list) or len(ids) > MAX_IDS_PER_QUERY:
         raise AgentJobError(f"ids must be a list of at most {MAX_IDS_PER_QUERY} chunk ids", status=400)
-    try:
-        parsed = [bytes.fromhex(item) for item in ids]
-    except (TypeError, ValueError):
-        raise AgentJobError("ids must be hexadecimal chunk ids", status=400) from None
-    if any(len(item) != 32 for item in parsed):
-        raise AgentJobError("a chunk id is 32 bytes (64 hex digits)", status=400)
-    return parsed
+    return [_hex_id(item) for item in ids]
 
 
 def missing(agent: Agent, run_id: int, ids: Any) -> list[str]:
@@ -354,22 +347,24 @@ class _Checker:
             current = stack.pop()
             if not self.need(_hex_id(current)):
                 continue
-            try:
-                tree = json.loads(self.engine.read_chunk(_hex_id(current)))
-                entries = tree["entries"]
-                names = [check_name(entry["name"]) for entry in entries]
+            try:  # the engine's own tree reader: one path component per name, no name twice
+                entries = read_tree(self.engine, current)
             except (ValueError, KeyError, TypeError, UnsafePath) as error:
                 raise AgentJobError(f"tree {current[:16]}… is malformed: {error}", status=400) from None
-            if len(set(names)) != len(names):
-                raise AgentJobError(f"tree {current[:16]}… names one entry twice", status=400)
             for entry in entries:
                 kind = entry.get("type")
                 if kind == "dir":
                     totals["directories"] += 1
+                    if "tree" not in entry:
+                        raise AgentJobError(f"tree {current[:16]}… has a folder without its tree", status=400)
                     stack.append(str(entry["tree"]))
                 elif kind == "file":
                     totals["files"] += 1
-                    totals["logical_bytes"] += int(entry.get("size") or 0)
+                    if not isinstance(entry.get("size", 0), int):
+                        raise AgentJobError(
+                            f"tree {current[:16]}… has a file size that is no number", status=400
+                        )
+                    totals["logical_bytes"] += entry.get("size") or 0
                     for chunk in entry.get("chunks") or []:
                         self.need(_hex_id(chunk))
                 elif kind == "symlink":
