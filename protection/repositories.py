@@ -11,14 +11,19 @@ import datetime
 import secrets
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
 from engine.repository import Repository as EngineRepository
+from engine.repository import Snapshot
 from engine.storage import Storage
 from engine.storage.local import LocalStorage
 from protection.choices import RepositoryKind
 from protection.models import Repository
+
+if TYPE_CHECKING:
+    from catalog.models import RecoveryPoint
 
 _open: dict[tuple[int, str], EngineRepository] = {}
 _lock = threading.Lock()
@@ -67,6 +72,12 @@ def open_repository(repository: Repository) -> EngineRepository:
     _configure(repository, engine)
     engine.refresh_index()
     return engine
+
+
+def open_point(point: RecoveryPoint) -> tuple[EngineRepository, Snapshot]:
+    """A recovery point's repository (opened as above) and its snapshot manifest."""
+    engine = open_repository(point.repository)
+    return engine, engine.load_snapshot(point.snapshot_id)
 
 
 def forget_open_repositories() -> None:

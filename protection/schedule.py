@@ -235,8 +235,7 @@ def copy_to_targets(point: RecoveryPoint) -> list[RecoveryPoint]:
     run = point.run
     if run is None or run.policy is None:
         return copies
-    source = repositories.open_repository(point.repository)
-    snapshot = source.load_snapshot(point.snapshot_id)
+    source, snapshot = repositories.open_point(point)
     for target in CopyTarget.objects.filter(policy=run.policy).select_related("repository__passphrase"):
         key = f"copy:{point.machine_id}:{target.repository_id}"
         try:

@@ -47,6 +47,14 @@ def lookup(repository: Repository, snapshot: Snapshot, path: str) -> dict[str, A
     return entry
 
 
+def checked_paths(repository: Repository, snapshot: Snapshot, paths: list[str]) -> list[str]:
+    """The chosen paths in their plain form ("a/b"), each checked to be in the snapshot (NotFound if not)."""
+    cleaned = ["/".join(split(path)) for path in paths]
+    for path in cleaned:
+        lookup(repository, snapshot, path)
+    return cleaned
+
+
 def list_folder(repository: Repository, snapshot: Snapshot, path: str) -> list[dict[str, Any]]:
     entry = lookup(repository, snapshot, path)
     if entry["type"] != "dir":

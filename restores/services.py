@@ -70,16 +70,10 @@ def agent_target(target: str) -> str:
 
 def clean_paths(point: RecoveryPoint, paths: list[str]) -> list[str]:
     """The chosen paths, checked to exist in the point's snapshot."""
-    engine = repositories.open_repository(point.repository)
-    snapshot = engine.load_snapshot(point.snapshot_id)
-    cleaned = []
-    for path in paths:
-        try:
-            cleaned.append("/".join(files.split(path)))
-            files.lookup(engine, snapshot, path)
-        except files.NotFound as error:
-            raise RestoreRefused(str(error)) from None
-    return cleaned
+    try:
+        return files.checked_paths(*repositories.open_point(point), paths)
+    except files.NotFound as error:
+        raise RestoreRefused(str(error)) from None
 
 
 @transaction.atomic
@@ -193,8 +187,7 @@ def run_restore(request_id: int) -> RestoreRequest:
 
 
 def _restore(request: RestoreRequest) -> dict[str, Any]:
-    engine = repositories.open_repository(request.point.repository)
-    snapshot = engine.load_snapshot(request.point.snapshot_id)
+    engine, snapshot = repositories.open_point(request.point)
     disks = snapshot.disks
     total = sum(int(disk["size"]) for disk in disks)
     RestoreRequest.objects.filter(pk=request.pk).update(bytes_total=total)
@@ -243,9 +236,7 @@ def start_agent_restore(agent: Agent, restore_id: int) -> dict[str, Any]:
         pk=restore_id, machine=agent.machine, kind=RestoreKind.FILES_TO_AGENT, state=RestoreState.QUEUED
     ).update(state=RestoreState.RUNNING, started_at=timezone.now())
     request = _agent_restore(agent, restore_id, RestoreState.RUNNING)
-    engine = repositories.open_repository(request.point.repository)
-    snapshot = engine.load_snapshot(request.point.snapshot_id)
-    selection = files.measure(engine, snapshot, request.paths)
+    selection = files.measure(*repositories.open_point(request.point), request.paths)
     RestoreRequest.objects.filter(pk=request.pk).update(bytes_total=selection.bytes)
     return {
         "restore": request.pk,
@@ -259,9 +250,7 @@ def start_agent_restore(agent: Agent, restore_id: int) -> dict[str, Any]:
 
 def agent_archive(agent: Agent, restore_id: int) -> Iterator[bytes]:
     request = _agent_restore(agent, restore_id, RestoreState.RUNNING)
-    engine = repositories.open_repository(request.point.repository)
-    snapshot = engine.load_snapshot(request.point.snapshot_id)
-    request.bytes_total = request.bytes_total or 0
+    engine, snapshot = repositories.open_point(request.point)
     return files.tar_stream(engine, snapshot, request.paths, on_bytes=_Progress(request))
 
 

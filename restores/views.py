@@ -82,9 +82,7 @@ class PointFilesView(RoleRequiredMixin, TemplateView):
             context["error"] = "This recovery point holds disk images; restore it from the machine's page."
             return context
         try:
-            engine = repositories.open_repository(point.repository)
-            snapshot = engine.load_snapshot(point.snapshot_id)
-            entries = files.list_folder(engine, snapshot, path)
+            entries = files.list_folder(*repositories.open_point(point), path)
         except files.NotFound as error:
             raise Http404(str(error)) from None
         except (EngineError, OSError) as error:
@@ -113,13 +111,9 @@ class PointDownloadView(RoleRequiredMixin, View):
         point = _file_point(request, pk)
         if point.kind != "files":
             raise Http404("this recovery point holds disk images, not files")
-        paths = request.GET.getlist("path")
+        engine, snapshot = repositories.open_point(point)
         try:
-            engine = repositories.open_repository(point.repository)
-            snapshot = engine.load_snapshot(point.snapshot_id)
-            cleaned = ["/".join(files.split(path)) for path in paths]
-            for path in cleaned:
-                files.lookup(engine, snapshot, path)
+            cleaned = files.checked_paths(engine, snapshot, request.GET.getlist("path"))
         except files.NotFound as error:
             raise Http404(str(error)) from None
         record_download(actor=request.user, point=point, paths=cleaned)  # type: ignore[arg-type]
