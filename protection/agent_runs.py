@@ -512,10 +512,7 @@ def finish(agent: Agent, run_id: int, error: str, warning: str = "") -> BackupRu
         error = "the agent finished without committing a snapshot"
     if error:
         return _end(run, RunState.FAILED, error)
-    finished = _end(run, RunState.COMMITTED, "")
-    if warning:
-        BackupRun.objects.filter(pk=run.pk).update(phase=f"committed with warnings: {warning}"[:200])
-        finished.refresh_from_db()
+    finished = _end(run, RunState.COMMITTED, "", warning)
     if run.policy is not None:
         from protection.schedule import after_commit
 
@@ -524,7 +521,7 @@ def finish(agent: Agent, run_id: int, error: str, warning: str = "") -> BackupRu
     return finished
 
 
-def _end(run: BackupRun, state: str, error: str) -> BackupRun:
+def _end(run: BackupRun, state: str, error: str, warning: str = "") -> BackupRun:
     from protection.backup import _finish
 
     if run.lease:
@@ -532,4 +529,4 @@ def _end(run: BackupRun, state: str, error: str) -> BackupRun:
         with contextlib.suppress(EngineError, OSError):  # else the lease lapses by itself
             drop_lease(_engine(run).storage, run.lease)
     BackupRun.objects.filter(pk=run.pk).update(lease="")
-    return _finish(run, state, error)
+    return _finish(run, state, error, warning=warning)

@@ -113,7 +113,7 @@ def run_backup(run_id: int, *, worker: str = "") -> BackupRun:
     ).get(pk=run_id)
     _announce(run)
     try:
-        point = _back_up(run)
+        point, warnings = _back_up(run)
     except RunCancelled:
         return _finish(run, RunState.CANCELLED, "cancelled by request")
     except BackupRefused as error:
@@ -125,15 +125,9 @@ def run_backup(run_id: int, *, worker: str = "") -> BackupRun:
     except Exception as error:
         logger.exception("backup run %s failed unexpectedly", run.pk)
         return _finish(run, RunState.FAILED, f"unexpected error: {type(error).__name__}: {error}")
-    warnings = getattr(run, "warnings", [])
     run.refresh_from_db()
-    finished = _finish(run, RunState.COMMITTED, "", point=point)
-    if warnings:
-        BackupRun.objects.filter(pk=run.pk).update(
-            phase=f"committed with warnings: {'; '.join(warnings)}"[:200]
-        )
-        finished.refresh_from_db()
-    if run.policy is not None and point is not None:
+    finished = _finish(run, RunState.COMMITTED, "", warning="; ".join(warnings))
+    if run.policy is not None:
         from protection.schedule import after_commit
 
         after_commit(point, run.policy)
@@ -214,7 +208,8 @@ def _plan(run: BackupRun, snap: Any, previous: RecoveryPoint | None, parent: Any
     return plans
 
 
-def _back_up(run: BackupRun) -> RecoveryPoint:
+def _back_up(run: BackupRun) -> tuple[RecoveryPoint, list[str]]:
+    """Back the machine up; the committed point, and warnings the snapshot gave (a failed post-script)."""
     machine = run.machine
     if machine.platform not in ("vsphere", "hyperv") or machine.source is None:
         raise BackupRefused(
@@ -297,7 +292,7 @@ def _back_up(run: BackupRun) -> RecoveryPoint:
             writer.abort()
             raise
         consistent = snap.handle.quiesced
-        run.warnings = list(getattr(snap, "warnings", []))  # type: ignore[attr-defined]
+        warnings = list(snap.warnings)
     stats = snapshot.stats
     with transaction.atomic():
         point = RecoveryPoint.objects.create(
@@ -319,7 +314,7 @@ def _back_up(run: BackupRun) -> RecoveryPoint:
             bytes_stored=stats.get("stored_bytes", 0),
             bytes_done=total,
         )
-    return point
+    return point, warnings
 
 
 def reap_stale_runs(*, now: datetime.datetime | None = None) -> list[BackupRun]:
@@ -344,15 +339,14 @@ def reap_stale_runs(*, now: datetime.datetime | None = None) -> list[BackupRun]:
     return reaped
 
 
-def _finish(run: BackupRun, state: str, error: str, *, point: RecoveryPoint | None = None) -> BackupRun:
+def _finish(run: BackupRun, state: str, error: str, *, warning: str = "") -> BackupRun:
+    """End a run. A warning (a post-script failed, paths skipped) stays in the committed run's phase."""
     from protection import services
 
+    phase = "failed" if error else f"{state} with warnings: {warning}" if warning else state
     with transaction.atomic():
         BackupRun.objects.filter(pk=run.pk).update(
-            state=state,
-            finished_at=timezone.now(),
-            error=error[:5000],
-            phase=state if not error else "failed",
+            state=state, finished_at=timezone.now(), error=error[:5000], phase=phase[:200]
         )
         run.refresh_from_db()
         key = f"run-failed:{run.machine_id}"
