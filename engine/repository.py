@@ -499,6 +499,12 @@ class ChunkWriter:
         self._group_bytes += len(data)
         if self._group_bytes >= GROUP_BYTES or len(self._group) >= GROUP_CHUNKS:
             self._submit_group()
+        if old:
+            # A checkpoint is due: seal this pack now rather than when the chunks in flight behind it drain,
+            # so a slow backup killed later still leaves its data stored and indexed.
+            self._submit_group()
+            while self._inflight:  # all of this pack's chunks, and any of older packs ahead of them
+                self._place_oldest()
         while self._inflight_bytes > self._max_inflight_bytes and len(self._inflight) > 1:
             self._place_oldest()
         return chunk_id
