@@ -26,11 +26,11 @@ ZERO_ID = bytes(32)
 TABLE_SPAN = 4096  # block ids per table chunk (128 KiB of ids)
 # Restore reads up to this many bytes of consecutive blocks per task, in one ranged read per pack run.
 RESTORE_READ_SPAN = 4 * 1024 * 1024
-# Changed areas are read in runs of up to this many bytes, by AREA_READERS threads, AREA_READ_AHEAD runs ahead.
-# One reader beside the writing thread measured fastest: with two, GIL hand-offs cost more than the parallel
-# reads gain (1 GiB benchmark day 2: median 0.15 s with two readers, 0.12 s with one).
+# Changed areas are read in runs of up to this many bytes, by one reader thread, AREA_READ_AHEAD runs ahead. One
+# reader beside the writing thread measured fastest: with two, GIL hand-offs cost more than the parallel reads
+# gain (1 GiB benchmark day 2: median 0.15 s with two readers, 0.12 s with one). One reader also reads a
+# seek-and-read source (no pread) safely, in order.
 AREA_READ_SPAN = 1024 * 1024
-AREA_READERS = 1
 AREA_READ_AHEAD = 8
 
 
@@ -206,10 +206,7 @@ class ImageWriter(SnapshotWriter):
                 )
             return blocks
 
-        # Several readers only where reads are positional (a file's pread); a seek-and-read source is read in
-        # order.
-        threads = AREA_READERS if getattr(read, "thread_safe", False) else 1
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="read") as readers:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read") as readers:
             pending: deque[Future[list[tuple[int, bytes, bytes]]]] = deque()
             runs_left = iter(runs)
             for run in itertools.islice(runs_left, AREA_READ_AHEAD):
@@ -320,7 +317,6 @@ def _positional_reader(source: BinaryIO) -> Callable[[int, int], bytes]:
             parts.append(more)
         return b"".join(parts)
 
-    pread.thread_safe = True  # type: ignore[attr-defined]
     return pread
 
 
