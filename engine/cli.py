@@ -162,6 +162,17 @@ def command_backup_dir(repository: Repository, args: argparse.Namespace) -> dict
 
 
 def command_forget(repository: Repository, args: argparse.Namespace) -> dict[str, Any]:
+    if args.snapshot_ids:
+        # By id: also the way out for a snapshot whose manifest cannot be read (it cannot be judged by time).
+        forgotten = []
+        for wanted in args.snapshot_ids:
+            matches = [i for i in repository.snapshot_ids() if i.startswith(wanted)]
+            if len(matches) != 1:
+                raise SystemExit(f"{len(matches)} snapshots match {wanted!r}")
+            if not args.dry_run:
+                repository.forget_snapshot(matches[0])
+            forgotten.append({"id": matches[0]})
+        return {"dry_run": args.dry_run, "keep": [], "forget": forgotten}
     spec = RetentionSpec(
         last=args.keep_last,
         hourly=args.keep_hourly,
@@ -237,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     tree.add_argument("--machine", required=True)
     tree.add_argument("--parent", help="snapshot id or 'latest': unchanged files are not read again")
     tree.add_argument("--tag", action="append", default=[])
-    retention = command("forget", "apply GFS retention (--dry-run: the prune simulator)")
+    retention = command("forget", "forget snapshots by id, or apply GFS retention (--dry-run: the prune simulator)")
+    retention.add_argument("snapshot_ids", nargs="*", metavar="snapshot", help="snapshot ids (or unique prefixes)")
     for rule in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
         retention.add_argument(f"--keep-{rule}", type=int, default=0)
     retention.add_argument("--dry-run", action="store_true")

@@ -134,7 +134,9 @@ class FileTreeWriter(SnapshotWriter):
                         and (old["size"], old["mtime_ns"], old.get("inode"))
                         == (info.st_size, info.st_mtime_ns, info.st_ino)
                     ):
-                        entry["chunks"] = old["chunks"]
+                        entry["chunks"] = [
+                            self.chunks.inherit(bytes.fromhex(chunk)).hex() for chunk in old["chunks"]
+                        ]
                         self.stats.unchanged_files += 1
                     else:
                         entry["chunks"], entry["size"] = self._file_chunks(item.path, info.st_size)

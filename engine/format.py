@@ -259,12 +259,26 @@ def decode_index(data: bytes, what: str) -> list[tuple[IndexedPack, list[PackEnt
     return packs
 
 
-def encode_pending(marked_at_microseconds: int, packs: list[tuple[IndexedPack, list[PackEntry]]]) -> bytes:
-    return struct.pack(">Q", marked_at_microseconds) + encode_index(packs)
+@dataclass(frozen=True)
+class PendingMarker:
+    """Packs prune took out of the index. `completed_at` (microseconds, 0 while not yet) is stamped once no
+    index file names them any more: only backups whose lease began before it can have deduplicated against
+    them, so only those hold up their deletion."""
+
+    marked_at: int
+    completed_at: int
+    packs: list[tuple[IndexedPack, list[PackEntry]]]
 
 
-def decode_pending(data: bytes, what: str) -> tuple[int, list[tuple[IndexedPack, list[PackEntry]]]]:
-    if len(data) < 8:
+_PENDING_TIMES = struct.Struct(">QQ")
+
+
+def encode_pending(marker: PendingMarker) -> bytes:
+    return _PENDING_TIMES.pack(marker.marked_at, marker.completed_at) + encode_index(marker.packs)
+
+
+def decode_pending(data: bytes, what: str) -> PendingMarker:
+    if len(data) < _PENDING_TIMES.size:
         raise IntegrityError(f"{what}: pending marker is malformed")
-    (marked_at,) = struct.unpack_from(">Q", data)
-    return marked_at, decode_index(data[8:], what)
+    marked_at, completed_at = _PENDING_TIMES.unpack_from(data)
+    return PendingMarker(marked_at, completed_at, decode_index(data[_PENDING_TIMES.size :], what))

@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 from engine import format as fmt
-from engine.errors import IntegrityError
+from engine.errors import IntegrityError, ObjectMissing
 from engine.index import Location
 from engine.progress import NullProgress, Progress
 from engine.repository import Repository, Snapshot, SnapshotWriter, WriteStats, pack_key
@@ -248,6 +248,12 @@ class ImageWriter(SnapshotWriter):
         *,
         full_read: bool,
     ) -> dict[str, Any]:
+        if not full_read and self.chunks.inherits_anything_pending():
+            # Unchanged blocks keep the parent's ids: any in a pack prune has set aside is stored again.
+            for position in range(0, len(table), 32):
+                block_id = bytes(table[position : position + 32])
+                if block_id != ZERO_ID:
+                    self.chunks.inherit(block_id)
         span = TABLE_SPAN * 32
         tables = [
             self.chunks.add(bytes(table[i : i + span]), meta=True).hex() for i in range(0, len(table), span)
@@ -440,6 +446,7 @@ def restore_image(
     """
     progress = progress or NullProgress()
     disk = snapshot.disk(disk_name)
+    repository.refresh_index()  # locations as they are now (another process may have repacked)
     size: int = disk["size"]
     block_size: int = disk["block_size"]
     # Block ids are looked up as blocks are submitted (a few table chunks cached), never all at once: a
@@ -482,11 +489,20 @@ def restore_image(
                 assert last is not None
                 span_start = location.entry.offset
                 key = pack_key(location.pack.name)
-                data = memoryview(
-                    repository.storage.get(
-                        key, span_start, last.entry.offset + last.entry.stored_length - span_start
+                try:
+                    data = memoryview(
+                        repository.storage.get(
+                            key, span_start, last.entry.offset + last.entry.stored_length - span_start
+                        )
                     )
-                )
+                except ObjectMissing:
+                    # Repacked or pruned elsewhere since the locations were read: block by block, each
+                    # read from where the refreshed index says it is now.
+                    for index in range(position, end):
+                        content = repository.read_chunk(run[index][0])
+                        written += _write_block(descriptor, content, first + index, block_size, size, disk_name)
+                    position = end
+                    continue
                 aead = fmt.pack_aead(repository.master, location.pack.salt)
                 for index in range(position, end):
                     block_id, block_location = run[index]
@@ -501,13 +517,7 @@ def restore_image(
                         f"chunk {block_id.hex()} in {key}",
                         aead=aead,
                     )
-                    offset = (first + index) * block_size
-                    length = min(block_size, size - offset)
-                    if len(content) != length:
-                        raise IntegrityError(
-                            f"block {first + index} of disk {disk_name} has {len(content)} bytes, not {length}"
-                        )
-                    written += _pwrite_all(descriptor, content, offset)
+                    written += _write_block(descriptor, content, first + index, block_size, size, disk_name)
                 position = end
             return written
 
@@ -532,6 +542,14 @@ def restore_image(
     finally:
         os.close(descriptor)
     return written_total
+
+
+def _write_block(descriptor: int, content: bytes, number: int, block_size: int, size: int, disk: str) -> int:
+    offset = number * block_size
+    length = min(block_size, size - offset)
+    if len(content) != length:
+        raise IntegrityError(f"block {number} of disk {disk} has {len(content)} bytes, not {length}")
+    return _pwrite_all(descriptor, content, offset)
 
 
 def _pwrite_all(descriptor: int, data: bytes, offset: int) -> int:

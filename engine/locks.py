@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 
 from engine.errors import EngineError, LockedError
@@ -17,6 +18,8 @@ from engine.storage import Storage
 
 LOCKS = "locks/"
 LEASE_SECONDS = 300
+# A lease is trusted for this fraction less than its life: the time to write what it protects.
+HOLD_MARGIN = 0.2
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +55,58 @@ def live_leases(storage: Storage, *, kind: str | None = None) -> list[Lease]:
     return leases
 
 
+def _holder_is_dead(lease: Lease) -> bool:
+    """A lease of this host whose process is gone (a killed prune): it would otherwise block for its life."""
+    if lease.hostname != socket.gethostname() or lease.pid == os.getpid():
+        return False
+    try:
+        os.kill(lease.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
+@dataclass
+class UnlockReport:
+    removed: list[str]
+    refused: list[str]
+
+
+def unlock(storage: Storage, *, force: bool = False) -> UnlockReport:
+    """Remove stale leases: expired ones, and those of this host whose process is gone. A live lease of
+    another host is refused (its backup or prune may still be running) unless `force`."""
+    now = storage.now()
+    report = UnlockReport([], [])
+    for info in storage.list(LOCKS):
+        name = info.key[len(LOCKS) :]
+        try:
+            data = json.loads(storage.get(info.key))
+            lease = Lease(
+                id=name,
+                kind=data["kind"],
+                hostname=data["hostname"],
+                pid=data["pid"],
+                started=datetime.datetime.fromisoformat(data["started"]),
+                expires=datetime.datetime.fromisoformat(data["expires"]),
+            )
+        except (EngineError, ValueError, KeyError, TypeError):
+            storage.delete(info.key)  # not a lease at all
+            report.removed.append(f"{name} (unreadable)")
+            continue
+        described = (
+            f"{lease.kind} lease {name} of {lease.hostname} pid {lease.pid}, "
+            f"since {lease.started:%Y-%m-%d %H:%M:%S} UTC"
+        )
+        if lease.expires <= now or _holder_is_dead(lease) or force:
+            storage.delete(info.key)
+            report.removed.append(described)
+        else:
+            report.refused.append(f"{described}, live until {lease.expires:%Y-%m-%d %H:%M:%S} UTC")
+    return report
+
+
 def _write_lease(
     storage: Storage, lease_id: str, kind: str, started: datetime.datetime | None, seconds: int
 ) -> datetime.datetime:
@@ -76,7 +131,11 @@ def renew_lease(storage: Storage, lease_id: str, kind: str, *, seconds: int = LE
     with contextlib.suppress(
         EngineError, ValueError, KeyError
     ):  # not there: first write, or lapsed and removed
-        started = datetime.datetime.fromisoformat(json.loads(storage.get(LOCKS + lease_id))["started"])
+        record = json.loads(storage.get(LOCKS + lease_id))
+        if datetime.datetime.fromisoformat(record["expires"]) > storage.now():
+            started = datetime.datetime.fromisoformat(record["started"])
+        # A lapsed lease starts again from now: a prune may have run in the gap, so it protects nothing from
+        # before; the caller refreshes its index after this and checks every chunk before it commits.
     _write_lease(storage, lease_id, kind, started, seconds)
 
 
@@ -101,18 +160,33 @@ class LeaseHolder:
         self.started: datetime.datetime | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._confirmed = 0.0  # monotonic time of the last write that stored the lease
 
     def _write(self) -> None:
+        before = time.monotonic()
         self.started = _write_lease(self.storage, self.id, self.kind, self.started, self.seconds)
+        self._confirmed = before
+
+    def check_held(self) -> None:
+        """LockedError unless the lease has been held without a gap up to now, with a margin left: a writer
+        that was stopped, or could not refresh its lease for most of its life, may have lost what it relied on."""
+        left = self._confirmed + self.seconds - HOLD_MARGIN * self.seconds - time.monotonic()
+        if self._thread is None or left <= 0:
+            raise LockedError(
+                f"the {self.kind} lease {self.id} lapsed (not refreshed for "
+                f"{time.monotonic() - self._confirmed:.0f} s); nothing was committed: run it again"
+            )
 
     def acquire(self) -> LeaseHolder:
         if self.exclusive:
-            others = [lease for lease in live_leases(self.storage, kind=self.kind)]
+            others = [lease for lease in live_leases(self.storage, kind=self.kind) if not _holder_is_dead(lease)]
             if others:
                 other = others[0]
                 raise LockedError(
                     f"another {self.kind} runs on this repository ({other.hostname}, pid {other.pid}, "
-                    f"since {other.started:%Y-%m-%d %H:%M:%S} UTC); its lease ends by {other.expires:%H:%M:%S} UTC"
+                    f"since {other.started:%Y-%m-%d %H:%M:%S} UTC); its lease ends by "
+                    f"{other.expires:%Y-%m-%d %H:%M:%S} UTC unless it is refreshed. If that process is gone, "
+                    f"'unlock' removes its lease"
                 )
         self._write()
         self._thread = threading.Thread(target=self._refresh, name=f"lease-{self.kind}", daemon=True)

@@ -15,6 +15,7 @@ from engine import format as fmt
 from engine.errors import EngineError, IntegrityError, ObjectMissing
 from engine.image import ZERO_ID
 from engine.index import ChunkIndex
+from engine.locks import LeaseHolder
 from engine.progress import NullProgress, Progress
 from engine.repository import DATA, INDEX, Repository, Snapshot, pack_key
 
@@ -71,9 +72,9 @@ def _load_index(repository: Repository, report: VerifyReport) -> ChunkIndex:
         except (IntegrityError, ObjectMissing) as error:
             report.problems.append(Problem(ERROR, "index-unreadable", info.key, str(error)))
     try:
-        for key, _, packs in repository.read_pending():
-            index.add_packs(packs)
-            for pack, _ in packs:
+        for key, marker in repository.read_pending():
+            index.add_packs(marker.packs)
+            for pack, _ in marker.packs:
                 report.problems.append(
                     Problem(NOTICE, "pending-deletion", pack_key(pack.name), f"set aside by prune ({key})")
                 )
@@ -281,6 +282,9 @@ class RebuildReport:
     packs_indexed: int = 0
     chunks_indexed: int = 0
     unreadable_packs: list[str] = field(default_factory=list)
+    carried_over_chunks: int = 0  # of packs whose header is unreadable, kept from the old index files
+    set_aside_packs: int = 0  # in prune's pending markers: left out, prune decides about them
+    kept_index_files: list[str] = field(default_factory=list)  # unreadable: not removed, their entries unknown
     index_files_written: int = 0
     index_files_removed: int = 0
 
@@ -288,35 +292,65 @@ class RebuildReport:
 def rebuild_index(
     repository: Repository, *, progress: Progress | None = None, batch: int = 1000
 ) -> RebuildReport:
-    """Write a fresh index from the packs' own headers, then remove the old index files.
+    """Write a fresh index from the packs' own headers and the old index files, then remove the old files.
 
-    New files are written before old ones are removed, so a crash in between leaves both (harmless)."""
+    What either proves is kept: a pack whose header cannot be read keeps the entries the old index files gave
+    it (each chunk is still checked when read). Packs prune has set aside stay out (putting them back would
+    let a backup deduplicate against a pack prune is about to delete). An old index file that cannot be read
+    is not removed while any pack lacks a readable header: its entries might be the only record of them.
+    New files are written before old ones are removed, so a kill in between leaves both (harmless). Runs
+    under the prune lease: never beside a prune."""
     progress = progress or NullProgress()
     report = RebuildReport()
-    old = [info.key for info in repository.storage.list(INDEX)]
-    keys = sorted(info.key for info in repository.storage.list(DATA))
-    pending: list[tuple[fmt.IndexedPack, list[fmt.PackEntry]]] = []
-    written: list[str] = []
-    for number, key in enumerate(keys):
-        try:
-            data = repository.storage.get(key)
-            salt, entries = fmt.read_pack_header(repository.master, data, key)
-        except (IntegrityError, ObjectMissing):
-            report.unreadable_packs.append(key)
-            continue
-        pending.append((fmt.IndexedPack(key.rsplit("/", 1)[-1], salt, len(data)), entries))
-        report.packs_indexed += 1
-        report.chunks_indexed += len(entries)
-        if len(pending) >= batch:
+    with LeaseHolder(repository.storage, "prune", exclusive=True):
+        old_keys = [info.key for info in repository.storage.list(INDEX)]
+        old_entries: dict[str, tuple[fmt.IndexedPack, list[fmt.PackEntry]]] = {}
+        unreadable_index: list[str] = []
+        for key in old_keys:
+            try:
+                for pack, entries in repository.read_index_file(key):
+                    known = old_entries.setdefault(pack.name, (pack, []))
+                    known[1].extend(entries)
+            except (IntegrityError, ObjectMissing):
+                unreadable_index.append(key)
+        set_aside = {pack.name for _, marker in repository.read_pending() for pack, _ in marker.packs}
+        keys = sorted(info.key for info in repository.storage.list(DATA))
+        pending: list[tuple[fmt.IndexedPack, list[fmt.PackEntry]]] = []
+        written: list[str] = []
+        for number, key in enumerate(keys):
+            name = key.rsplit("/", 1)[-1]
+            if name in set_aside:
+                report.set_aside_packs += 1
+                continue
+            try:
+                data = repository.storage.get(key)
+                salt, entries = fmt.read_pack_header(repository.master, data, key)
+                pending.append((fmt.IndexedPack(name, salt, len(data)), entries))
+            except (IntegrityError, ObjectMissing):
+                report.unreadable_packs.append(key)
+                if name not in old_entries:
+                    continue
+                pack, entries = old_entries[name]
+                unique = list({entry.chunk_id: entry for entry in entries}.values())
+                pending.append((pack, unique))
+                report.carried_over_chunks += len(unique)
+                entries = unique
+            report.packs_indexed += 1
+            report.chunks_indexed += len(entries)
+            if len(pending) >= batch:
+                written.append(repository.write_index_file(pending))
+                pending = []
+            progress.step(number + 1, len(keys), "reading pack headers")
+        if pending:
             written.append(repository.write_index_file(pending))
-            pending = []
-        progress.step(number + 1, len(keys), "reading pack headers")
-    if pending:
-        written.append(repository.write_index_file(pending))
-    report.index_files_written = len(written)
-    for key in old:
-        if key not in written:
+        report.index_files_written = len(written)
+        keep_unreadable = bool(report.unreadable_packs)
+        for key in old_keys:
+            if key in written or (keep_unreadable and key in unreadable_index):
+                if key in unreadable_index:
+                    report.kept_index_files.append(key)
+                continue
             repository.storage.delete(key)
             report.index_files_removed += 1
-    repository.forget_cached_index()
+        repository.forget_cached_index()
     return report

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import logging
 import os
 import socket
 import threading
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from engine import format as fmt
 from engine.crypto import SCRYPT_N, SCRYPT_P, SCRYPT_R, MasterKey, counter_nonce, open_sealed, passphrase_key
 from engine.errors import (
+    EngineError,
     IntegrityError,
     ObjectMissing,
     RepositoryExists,
@@ -45,6 +47,8 @@ DATA = "data/"
 INDEX = "index/"
 SNAPSHOTS = "snapshots/"
 PENDING = "pending/"
+
+logger = logging.getLogger(__name__)
 
 # Chosen by benchmarks/engine_vs_restic.py (see engine/FORMAT.md, "Sizes").
 DEFAULT_BLOCK_SIZE = 64 * 1024
@@ -156,10 +160,16 @@ class Repository:
         # Immutable copies: packs and manifests are stored with an Object Lock retention this long (on the
         # storage's clock). Index files are not locked: they can always be rebuilt from the packs.
         self.retain_for: datetime.timedelta | None = None
+        # The chunk index as loaded from the index files named in `_index_files` (one view, replaced whole when
+        # a prune or rebuild removed index files since it was loaded).
         self._index: ChunkIndex | None = None
         self._index_files: set[str] = set()
         self._index_lock = threading.Lock()
         self._pending: ChunkIndex | None = None
+        # How many times the index was reloaded because index files disappeared (a prune or rebuild elsewhere).
+        self.index_generation = 0
+        # Objects that could not be read and were skipped (named, so verify and the logs can say which).
+        self.unreadable: dict[str, str] = {}
 
     # --- creation and keys ------------------------------------------------------------------------------------
     @classmethod
@@ -250,16 +260,27 @@ class Repository:
     def index(self) -> ChunkIndex:
         with self._index_lock:
             if self._index is None:
-                self._index = ChunkIndex()
-                self._load_index_files(self._index)
+                self._index, self._index_files = self._load_view()
             return self._index
 
     def refresh_index(self) -> ChunkIndex:
-        """Add index files written since the index was loaded (by other writers)."""
-        index = self.index
+        """The index as the index files stand now: files written since the last look are added, and when any
+        file loaded before has gone (a prune or rebuild replaced it), the whole index is reloaded, so packs
+        that prune has set aside or deleted are never deduplicated against again."""
         with self._index_lock:
-            self._load_index_files(index)
-        return index
+            self._pending = None  # prune's markers may have changed too
+            if self._index is None:
+                self._index, self._index_files = self._load_view()
+                return self._index
+            listed = {info.key for info in self.storage.list(INDEX)}
+            if not self._index_files <= listed:
+                self._index, self._index_files = self._load_view(listed)
+                self.index_generation += 1
+                return self._index
+            for key in sorted(listed - self._index_files):
+                self._add_index_file(self._index, key)
+                self._index_files.add(key)
+            return self._index
 
     def forget_cached_index(self) -> None:
         """Drop the in-memory index; the next use reloads it from the index files."""
@@ -268,13 +289,24 @@ class Repository:
             self._index_files = set()
             self._pending = None
 
-    def _load_index_files(self, index: ChunkIndex) -> None:
-        for info in self.storage.list(INDEX):
-            if info.key in self._index_files:
-                continue
-            packs = self.read_index_file(info.key)
-            index.add_packs(packs)
-            self._index_files.add(info.key)
+    def _load_view(self, keys: set[str] | None = None) -> tuple[ChunkIndex, set[str]]:
+        index = ChunkIndex()
+        keys = {info.key for info in self.storage.list(INDEX)} if keys is None else keys
+        for key in sorted(keys):
+            self._add_index_file(index, key)
+        return index, set(keys)
+
+    def _add_index_file(self, index: ChunkIndex, key: str) -> None:
+        """One index file into `index`; an unreadable one is skipped and named (its chunks are stored again by
+        the next backup that needs them; verify reports it, rebuild-index replaces it)."""
+        try:
+            index.add_packs(self.read_index_file(key))
+        except ObjectMissing:
+            return  # removed between the listing and the read: the next refresh notices
+        except IntegrityError as error:
+            if key not in self.unreadable:
+                logger.warning("skipping unreadable index file %s: %s", key, error)
+            self.unreadable[key] = str(error)
 
     def read_index_file(self, key: str) -> list[tuple[fmt.IndexedPack, list[fmt.PackEntry]]]:
         data = self.storage.get(key)
@@ -284,20 +316,38 @@ class Repository:
         key = INDEX + new_object_name()
         self.storage.put(key, fmt.seal_object(self.master, fmt.KIND_INDEX, fmt.encode_index(packs)))
         with self._index_lock:
-            self._index_files.add(key)
-            if self._index is not None:
+            if self._index is not None:  # else the next load reads this file with the others
                 self._index.add_packs(packs)
+                self._index_files.add(key)
         return key
 
     # --- chunks -------------------------------------------------------------------------------------------------
-    def read_pending(self) -> list[tuple[str, int, list[tuple[fmt.IndexedPack, list[fmt.PackEntry]]]]]:
-        """Prune's pending markers: (key, marked at in microseconds since the epoch, packs)."""
+    def read_pending(self) -> list[tuple[str, fmt.PendingMarker]]:
+        """Prune's pending markers, by key."""
         markers = []
         for info in self.storage.list(PENDING):
-            data = fmt.open_object(self.master, fmt.KIND_PENDING, self.storage.get(info.key), info.key)
-            marked_at, packs = fmt.decode_pending(data, info.key)
-            markers.append((info.key, marked_at, packs))
+            try:
+                data = fmt.open_object(self.master, fmt.KIND_PENDING, self.storage.get(info.key), info.key)
+            except ObjectMissing:
+                continue  # removed by a prune between the listing and the read
+            markers.append((info.key, fmt.decode_pending(data, info.key)))
         return markers
+
+    def write_pending(self, key: str, marker: fmt.PendingMarker) -> None:
+        self.storage.put(key, fmt.seal_object(self.master, fmt.KIND_PENDING, fmt.encode_pending(marker)))
+
+    def pending_index(self) -> ChunkIndex:
+        """Chunks in packs prune has set aside but not yet deleted (cached until the next refresh)."""
+        with self._index_lock:
+            if self._pending is None:
+                pending = ChunkIndex()
+                try:
+                    for _, marker in self.read_pending():
+                        pending.add_packs(marker.packs)
+                except EngineError as error:
+                    logger.warning("skipping unreadable pending markers: %s", error)
+                self._pending = pending
+            return self._pending
 
     def locate(self, chunk_id: bytes) -> Location:
         location = self.index.lookup(chunk_id)
@@ -306,19 +356,26 @@ class Repository:
         if location is None:
             # A pack prune has set aside but not yet deleted still holds good data (a backup that started
             # before prune marked it may have used it).
-            with self._index_lock:
-                if self._pending is None:
-                    self._pending = ChunkIndex()
-                    for _, _, packs in self.read_pending():
-                        self._pending.add_packs(packs)
-            location = self._pending.lookup(chunk_id)
+            location = self.pending_index().lookup(chunk_id)
         if location is None:
             raise ObjectMissing(f"chunk {chunk_id.hex()} is not in the index")
         return location
 
     def read_chunk(self, chunk_id: bytes) -> bytes:
-        """The plaintext of a chunk, authenticated and checked against its id."""
+        """The plaintext of a chunk, authenticated and checked against its id. When its pack has gone or moved
+        (another process repacked or pruned since the index was loaded), the index is refreshed and the chunk
+        read from where it is now."""
         location = self.locate(chunk_id)
+        try:
+            return self._read_at(chunk_id, location)
+        except (ObjectMissing, IntegrityError):
+            self.refresh_index()
+            moved = self.locate(chunk_id)
+            if moved == location:
+                raise
+            return self._read_at(chunk_id, moved)
+
+    def _read_at(self, chunk_id: bytes, location: Location) -> bytes:
         key = pack_key(location.pack.name)
         blob = self.storage.get(key, location.entry.offset, location.entry.stored_length)
         return fmt.open_chunk(
@@ -432,7 +489,18 @@ class ChunkWriter:
         self.repository = repository
         self.progress = progress or NullProgress()
         self.stats = WriteStats()
-        self._index = repository.index
+        # The lease first, then the index: every pack this writer deduplicates against was in an index file
+        # after its lease began, so prune (which deletes only packs set aside before every live lease began)
+        # cannot delete it while this writer may still reference it. See FORMAT.md, "The prune invariant".
+        self._lease = (
+            LeaseHolder(repository.storage, "backup", seconds=repository.lease_seconds).acquire()
+            if lease
+            else None
+        )
+        self._index = repository.refresh_index()
+        # Chunks prune has set aside (in no index, not deleted yet): ids inherited from a parent snapshot that
+        # fall in here are stored again, since the pack may be deleted before this snapshot commits.
+        self._pending = repository.pending_index()
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="compress")
         self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload")
         # Chunks being compressed and sealed, in the order they are placed into their packs.
@@ -451,12 +519,6 @@ class ChunkWriter:
         self._closed = False
         self._last_index = time.monotonic()
         self._pack_opened = time.monotonic()
-        # While this lease lives, prune deletes nothing this backup might still reference.
-        self._lease = (
-            LeaseHolder(repository.storage, "backup", seconds=repository.lease_seconds).acquire()
-            if lease
-            else None
-        )
 
     def add(
         self,
@@ -508,6 +570,28 @@ class ChunkWriter:
         while self._inflight_bytes > self._max_inflight_bytes and len(self._inflight) > 1:
             self._place_oldest()
         return chunk_id
+
+    def inherit(self, chunk_id: bytes) -> bytes:
+        """A chunk id taken over from the parent snapshot without reading its data (an unchanged block or
+        file). When prune has set its pack aside since, the chunk is copied into this backup's own packs:
+        the set-aside pack may be deleted before this snapshot commits."""
+        if not len(self._pending):
+            return chunk_id
+        location = self._pending.lookup(chunk_id)
+        if location is not None and chunk_id not in self._session and self._index.lookup(chunk_id) is None:
+            data = self.repository._read_at(chunk_id, location)
+            self.add(data, meta=bool(location.entry.flags & fmt.FLAG_META), force=True, chunk_id=chunk_id)
+        return chunk_id
+
+    def inherits_anything_pending(self) -> bool:
+        """Whether inherit() can ever do work (no pending markers: every inherited id is safe as it is)."""
+        return len(self._pending) > 0
+
+    def check_lease(self) -> None:
+        """Before a manifest names what this writer deduplicated against: its lease must have been held the
+        whole time (a process stopped for longer than the lease could have let a prune delete those packs)."""
+        if self._lease is not None:
+            self._lease.check_held()
 
     def _submit_group(self) -> None:
         if not self._group:
@@ -590,6 +674,22 @@ class ChunkWriter:
             self.repository.write_index_file(self._stored)
             self._stored = []
 
+    def abort(self) -> None:
+        """Give up, keeping what is stored: packs already confirmed stored get an index file, so the next
+        backup reuses their chunks instead of storing them again (and prune sees them as unused, not orphans)."""
+        if self._closed:
+            return
+        try:
+            while self._uploads and self._uploads[0].done() and self._uploads[0].exception() is None:
+                self._collect_upload()
+            if self._stored:
+                self.repository.write_index_file(self._stored)
+                self._stored = []
+        except EngineError:
+            logger.warning("could not index the packs of an aborted backup; prune removes them", exc_info=True)
+        finally:
+            self.close()
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
@@ -632,9 +732,17 @@ class SnapshotWriter:
         self.tags = list(tags)
         self.progress = progress or NullProgress()
         self.chunks = repository.writer(threads=threads, progress=self.progress)
+        # The parent is read before this writer's lease: if it was forgotten (and pruned) in between, its
+        # chunks may be gone, and nothing may be taken over from it.
+        if parent is not None and repository.storage.stat(SNAPSHOTS + parent.id) is None:
+            self.chunks.close()
+            raise ObjectMissing(
+                f"the parent snapshot {parent.id} was forgotten as this backup started; read every block"
+            )
 
     def _commit(self, kind: str, stats: dict[str, int], **content: Any) -> Snapshot:
         self.chunks.flush()
+        self.chunks.check_lease()
         when = now_utc()
         snapshot = Snapshot(
             id=new_snapshot_id(when),
@@ -657,5 +765,5 @@ class SnapshotWriter:
         return snapshot
 
     def abort(self) -> None:
-        """Give up: chunks already stored stay (a later backup reuses them), no snapshot is written."""
-        self.chunks.close()
+        """Give up: no snapshot is written; chunks already stored are indexed (a later backup reuses them)."""
+        self.chunks.abort()

@@ -103,7 +103,12 @@ def jobs_for(agent: Agent) -> list[dict[str, Any]]:
 
 
 def _engine(run: BackupRun) -> EngineRepository:
-    return repositories.open_repository(run.repository)
+    """The run's repository with a view of the index taken *after* the run's lease was renewed: what it says
+    is stored stays stored until the run ends (prune deletes nothing set aside after a live lease began)."""
+    engine = repositories.open_repository(run.repository, refresh=False)
+    _touch(run, engine)
+    engine.refresh_index()
+    return engine
 
 
 _renewed: dict[str, float] = {}  # lease -> when this process last renewed it (monotonic)
@@ -116,7 +121,8 @@ def _touch(run: BackupRun, engine: EngineRepository | None = None) -> None:
     BackupRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
     now = time.monotonic()
     if run.lease and now - _renewed.get(run.lease, -RENEW_EVERY) >= RENEW_EVERY:
-        renew_lease((engine or _engine(run)).storage, run.lease, "backup")
+        storage = (engine or repositories.open_repository(run.repository, refresh=False)).storage
+        renew_lease(storage, run.lease, "backup")
         _renewed[run.lease] = now
 
 
@@ -159,7 +165,6 @@ def start(agent: Agent, run_id: int) -> dict[str, Any]:
     if not claimed and run.worker != worker:
         raise AgentJobError(f"run {run_id} is running elsewhere ({run.worker})")
     engine = _engine(run)
-    _touch(run, engine)
     from protection.backup import _announce
 
     _announce(run)
@@ -207,8 +212,7 @@ def missing(agent: Agent, run_id: int, ids: Any) -> list[str]:
             "this policy deduplicates at the console: send every chunk", code="no-source-dedup"
         )
     wanted = _parse_ids(ids)
-    engine = _engine(run)  # with a fresh view of the index (other writers' packs count too)
-    _touch(run, engine)
+    engine = _engine(run)
     return [chunk_id.hex() for chunk_id in wanted if engine.index.lookup(chunk_id) is None]
 
 
@@ -239,7 +243,6 @@ def store_chunks(agent: Agent, run_id: int, stream: IO[bytes]) -> StoreResult:
     indexed, so what was acknowledged survives a crash of either side."""
     run = _active_run(agent, run_id)
     engine = _engine(run)
-    _touch(run, engine)
     result = StoreResult()
     frames: list[tuple[int, bytes, bytes]] = []
     while True:
@@ -424,7 +427,6 @@ def commit(agent: Agent, run_id: int, data: dict[str, Any]) -> RecoveryPoint:
     if done is not None:
         return done
     engine = _engine(run)
-    _touch(run, engine)
     checker = _Checker(engine)
     agent_stats = data.get("stats") if isinstance(data.get("stats"), dict) else {}
     stats = {key: int(value) for key, value in agent_stats.items() if isinstance(value, int)}
@@ -527,6 +529,6 @@ def _end(run: BackupRun, state: str, error: str, warning: str = "") -> BackupRun
     if run.lease:
         _renewed.pop(run.lease, None)
         with contextlib.suppress(EngineError, OSError):  # else the lease lapses by itself
-            drop_lease(_engine(run).storage, run.lease)
+            drop_lease(repositories.open_repository(run.repository, refresh=False).storage, run.lease)
     BackupRun.objects.filter(pk=run.pk).update(lease="")
     return _finish(run, state, error, warning=warning)

@@ -61,8 +61,9 @@ def initialise(repository: Repository) -> EngineRepository:
     return engine
 
 
-def open_repository(repository: Repository) -> EngineRepository:
-    """The engine repository, opened once per process (and passphrase change), with a fresh view of its index."""
+def open_repository(repository: Repository, *, refresh: bool = True) -> EngineRepository:
+    """The engine repository, opened once per process (and passphrase change), with a fresh view of its index
+    (`refresh=False` when the caller renews a lease first and refreshes after it)."""
     key = (repository.pk, repository.passphrase.secret_changed_at.isoformat())
     with _lock:
         engine = _open.get(key)
@@ -70,7 +71,8 @@ def open_repository(repository: Repository) -> EngineRepository:
             engine = EngineRepository.open(storage_for(repository), repository.passphrase.reveal())
             _open[key] = engine
     _configure(repository, engine)
-    engine.refresh_index()
+    if refresh:
+        engine.refresh_index()
     return engine
 
 

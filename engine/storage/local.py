@@ -124,7 +124,27 @@ class LocalStorage:
             raise StorageError(f"cannot delete {key} from {self.root}: {error.strerror}") from error
 
     def now(self) -> datetime.datetime:
-        return datetime.datetime.now(datetime.UTC)
+        """The file server's clock, not this host's: the modification time of a probe file just written. On
+        NFS several proxies share one repository with clocks of their own; leases, pending markers and pack
+        times must all come from one clock (the one that stamps the packs' modification times)."""
+        key = f".clock.{uuid.uuid4().hex}{TEMPORARY_SUFFIX}"
+        probe = self._path(key)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(probe, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.write(descriptor, b"\0")  # a write: the server stamps the time (not an exclusive create)
+            finally:
+                os.close(descriptor)
+            info = self.stat(key)  # the same reading as every object's time
+        except OSError as error:
+            raise StorageError(f"cannot read the clock of {self.root}: {error.strerror}") from error
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+        if info is None:
+            raise StorageError(f"cannot read the clock of {self.root}: the probe file vanished")
+        return info.modified
 
 
 class LocalObjectWriter:
