@@ -248,8 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     tree.add_argument("--machine", required=True)
     tree.add_argument("--parent", help="snapshot id or 'latest': unchanged files are not read again")
     tree.add_argument("--tag", action="append", default=[])
-    retention = command("forget", "forget snapshots by id, or apply GFS retention (--dry-run: the prune simulator)")
-    retention.add_argument("snapshot_ids", nargs="*", metavar="snapshot", help="snapshot ids (or unique prefixes)")
+    retention = command(
+        "forget", "forget snapshots by id, or apply GFS retention (--dry-run: the prune simulator)"
+    )
+    retention.add_argument(
+        "snapshot_ids", nargs="*", metavar="snapshot", help="snapshot ids (or unique prefixes)"
+    )
     for rule in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
         retention.add_argument(f"--keep-{rule}", type=int, default=0)
     retention.add_argument("--dry-run", action="store_true")

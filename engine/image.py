@@ -500,7 +500,9 @@ def restore_image(
                     # read from where the refreshed index says it is now.
                     for index in range(position, end):
                         content = repository.read_chunk(run[index][0])
-                        written += _write_block(descriptor, content, first + index, block_size, size, disk_name)
+                        written += _write_block(
+                            descriptor, content, first + index, block_size, size, disk_name
+                        )
                     position = end
                     continue
                 aead = fmt.pack_aead(repository.master, location.pack.salt)

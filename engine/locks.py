@@ -179,7 +179,9 @@ class LeaseHolder:
 
     def acquire(self) -> LeaseHolder:
         if self.exclusive:
-            others = [lease for lease in live_leases(self.storage, kind=self.kind) if not _holder_is_dead(lease)]
+            others = [
+                lease for lease in live_leases(self.storage, kind=self.kind) if not _holder_is_dead(lease)
+            ]
             if others:
                 other = others[0]
                 raise LockedError(

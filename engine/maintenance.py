@@ -284,7 +284,8 @@ class RebuildReport:
     unreadable_packs: list[str] = field(default_factory=list)
     carried_over_chunks: int = 0  # of packs whose header is unreadable, kept from the old index files
     set_aside_packs: int = 0  # in prune's pending markers: left out, prune decides about them
-    kept_index_files: list[str] = field(default_factory=list)  # unreadable: not removed, their entries unknown
+    # Unreadable old index files, not removed: their entries are unknown.
+    kept_index_files: list[str] = field(default_factory=list)
     index_files_written: int = 0
     index_files_removed: int = 0
 

@@ -12,6 +12,7 @@ Unindexed packs (left by killed backups) are deleted once older than the grace p
 live backup lease. Every step is ordered so that a kill at any instant loses nothing a snapshot needs, and
 leaves a repository that verify finds consistent.
 """
+
 from __future__ import annotations
 
 import datetime

@@ -686,7 +686,9 @@ class ChunkWriter:
                 self.repository.write_index_file(self._stored)
                 self._stored = []
         except EngineError:
-            logger.warning("could not index the packs of an aborted backup; prune removes them", exc_info=True)
+            logger.warning(
+                "could not index the packs of an aborted backup; prune removes them", exc_info=True
+            )
         finally:
             self.close()
 

@@ -146,14 +146,13 @@ def test_unchanged_files_keep_no_reference_into_a_set_aside_pack(
     prune(opened(storage), grace=NO_GRACE)
     parent = writer.write(source)  # deduplicated against the set-aside packs
     child = FileTreeWriter(opened(storage), machine="host", parent=parent)
-    snapshot_holder: list[str] = []
     storage.delete(f"snapshots/{parent.id}")
     prune(opened(storage), grace=NO_GRACE)
-    snapshot_holder.append(child.write(source).id)  # the file is unchanged: its chunk ids come from the parent
+    snapshot = child.write(source)  # the file is unchanged: its chunk ids come from the parent
     prune(opened(storage), grace=NO_GRACE)
     prune(opened(storage), grace=NO_GRACE)
     fresh = opened(storage)
-    restore_tree(fresh, fresh.load_snapshot(snapshot_holder[0]), tmp_path / "out")
+    restore_tree(fresh, fresh.load_snapshot(snapshot.id), tmp_path / "out")
     assert (tmp_path / "out" / "big.bin").read_bytes() == (source / "big.bin").read_bytes()
     assert verify(fresh, full=True).ok
 
@@ -169,8 +168,10 @@ def test_concurrent_backups_survive_prunes_without_grace(storage: LocalStorage, 
 
     def back_up(number: int) -> None:
         try:
-            committed.append((backup(opened(storage), images[number], machine=f"vm-{number}").id, images[number]))
-        except BaseException as error:  # noqa: BLE001 (reported by the test)
+            committed.append(
+                (backup(opened(storage), images[number], machine=f"vm-{number}").id, images[number])
+            )
+        except BaseException as error:  # reported by the test
             errors.append(error)
 
     def pruning() -> None:
@@ -180,7 +181,7 @@ def test_concurrent_backups_survive_prunes_without_grace(storage: LocalStorage, 
                 prune(pruner, grace=NO_GRACE)
             except LockedError:
                 pass
-            except BaseException as error:  # noqa: BLE001 (reported by the test)
+            except BaseException as error:  # reported by the test
                 errors.append(error)
                 return
 
