@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 export SSL_CERT_FILE ?= /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: run test test-crash-long install install-dev migrate lint check-deploy browser-deps peer-deps clean
+.PHONY: run test test-crash-long test-model-long install install-dev migrate lint check-deploy browser-deps peer-deps clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -61,6 +61,10 @@ test: install-dev browser-deps peer-deps lint
 # The engine's crash harness at 500 kill points (CI runs 50).
 test-crash-long: install-dev
 	BULWARK_CRASH_POINTS=500 $(VENV)/bin/pytest tests/engine/test_crash.py --timeout 3600
+
+# The engine's model-based test with more seeds and steps (make test runs 3 seeds of 120 steps).
+test-model-long: install-dev
+	BULWARK_MODEL_SEEDS=$$(seq -s, 1 24) BULWARK_MODEL_STEPS=400 $(VENV)/bin/pytest tests/engine/test_model.py --timeout 3600
 
 # Production settings: explicit keys, TLS, real host names. Must pass with no warning.
 check-deploy: install

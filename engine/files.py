@@ -156,7 +156,14 @@ class FileTreeWriter(SnapshotWriter):
 
     def write(self, root: str | os.PathLike[str]) -> Snapshot:
         """Back up the tree under root and commit the snapshot."""
-        tree = self._directory(os.fspath(root), self.parent.tree if self.parent else None)
+        return self.commit(self.store(root))
+
+    def store(self, root: str | os.PathLike[str]) -> str:
+        """Back up the tree under root without committing it yet; returns the id of its root tree."""
+        return self._directory(os.fspath(root), self.parent.tree if self.parent else None)
+
+    def commit(self, tree: str) -> Snapshot:
+        """Write the manifest of a tree stored by store(): from now on the snapshot exists."""
         stats = self.stats
         return self._commit(
             "files",
