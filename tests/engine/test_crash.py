@@ -5,6 +5,7 @@ CI runs 50 kill points (BULWARK_CRASH_POINTS raises it: the long mode runs 500).
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import os
 import random
@@ -14,11 +15,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from engine.image import restore_image
+from engine.locks import unlock
 from engine.maintenance import verify
+from engine.prune import prune
 from engine.repository import Repository
 from engine.storage.local import LocalStorage
 from tests.engine.helpers import BLOCK, PASSPHRASE, SMALL_PACK, backup, make_image
@@ -73,12 +77,22 @@ def test_random_kills_leave_a_consistent_repository(tmp_path: Path) -> None:
     rng = random.Random(2026)
     committed: dict[str, str] = {}
     kills = 0
+    # A worker that keeps the repository open throughout (a proxy), backing up content that shares chunks
+    # with what the killed processes forget and prune.
+    stale = Repository.open(LocalStorage(root), PASSPHRASE)
+    stale.pack_target = SMALL_PACK
+    stale_image = bytearray(image_path.read_bytes())
     while kills < POINTS:
         # Short and long delays: some kills land inside the first backup, some after several commits.
         delay = rng.choice([rng.uniform(0.0, 0.15), rng.uniform(0.1, 0.8)])
         for snapshot_id, digest in run_and_kill(root, image_path, rng.randrange(1 << 30), delay):
             committed[snapshot_id] = digest
         kills += 1
+        if kills % 5 == 0:
+            offset = rng.randrange(0, len(stale_image) - 40_000)
+            stale_image[offset : offset + 40_000] = rng.randbytes(40_000)
+            snapshot = backup(stale, stale_image, machine="stale-worker")
+            committed[snapshot.id] = hashlib.sha256(stale_image).hexdigest()
 
         fresh = Repository.open(LocalStorage(root), PASSPHRASE)
         report = verify(fresh)
@@ -106,3 +120,79 @@ def test_random_kills_leave_a_consistent_repository(tmp_path: Path) -> None:
     assert snapshot.stats["reused_bytes"] > 0
     assert sum(info.size for info in fresh.storage.list("data/")) - stored_before < len(image)
     assert len(committed) > 0
+
+
+class Killed(BaseException):
+    """The process died here: nothing after it runs, not even a lease's release."""
+
+
+class KillAfter(LocalStorage):
+    """A storage whose process dies right after its `limit`-th change (put or delete), and stays dead."""
+
+    def __init__(self, root: Path, limit: int) -> None:
+        super().__init__(root)
+        self.limit = limit
+        self.changes = 0
+
+    def _change(self) -> None:
+        if self.changes >= self.limit:
+            raise Killed
+        self.changes += 1
+
+    def put(self, key: str, data: bytes, **options: Any) -> None:
+        self._change()
+        super().put(key, data, **options)
+
+    def delete(self, key: str) -> None:
+        self._change()
+        super().delete(key)
+
+
+def _prune_scene(root: Path) -> tuple[dict[str, bytes], Repository]:
+    """Snapshots of which some are forgotten, some packs set aside and some ripe: every step of a prune has
+    work (mark, repack, resurrect-or-delete, orphans)."""
+    repository = Repository.init(LocalStorage(root), PASSPHRASE, block_size=BLOCK)
+    repository.pack_target = SMALL_PACK
+    images = {}
+    image = make_image(512 * 1024, seed=41)
+    for day in range(4):
+        image[day * 100_000 : day * 100_000 + 80_000] = make_image(80_000, seed=50 + day)
+        images[backup(repository, image).id] = bytes(image)
+    first, second, *_ = images  # in the order they were taken
+    repository.forget_snapshot(first)
+    del images[first]
+    prune(repository, grace=datetime.timedelta(0))  # a marker that is ripe for the next prune
+    repository.forget_snapshot(second)
+    del images[second]
+    return images, repository
+
+
+@pytest.mark.slow
+def test_a_prune_killed_at_any_step_leaves_a_clean_repository_and_the_next_one_finishes(
+    tmp_path: Path,
+) -> None:
+    # How many changes a whole prune makes on this scene.
+    _prune_scene(tmp_path / "count")
+    counting = KillAfter(tmp_path / "count", limit=10**9)
+    prune(Repository.open(counting, PASSPHRASE), grace=datetime.timedelta(0))
+    steps = counting.changes
+    assert steps >= 6
+    for limit in range(steps):
+        root = tmp_path / f"kill-{limit}"
+        images, _ = _prune_scene(root)
+        with pytest.raises(Killed):
+            prune(Repository.open(KillAfter(root, limit), PASSPHRASE), grace=datetime.timedelta(0))
+        storage = LocalStorage(root)
+        assert unlock(storage).removed == []  # the dead prune's lease is live: of this very process
+        unlock(storage, force=True)
+        report = verify(Repository.open(storage, PASSPHRASE), full=True)
+        assert report.ok, f"killed after change {limit}: " + "; ".join(str(p) for p in report.errors)
+        prune(Repository.open(storage, PASSPHRASE), grace=datetime.timedelta(0))
+        prune(Repository.open(storage, PASSPHRASE), grace=datetime.timedelta(0))
+        fresh = Repository.open(storage, PASSPHRASE)
+        assert verify(fresh, full=True).ok
+        assert set(fresh.snapshot_ids()) == set(images)
+        for snapshot_id, content in images.items():
+            target = tmp_path / f"restore-{limit}-{snapshot_id}"
+            restore_image(fresh, fresh.load_snapshot(snapshot_id), "disk-0", target)
+            assert target.read_bytes() == content, f"killed after change {limit}"
