@@ -395,3 +395,67 @@ def test_agent_mode_needs_an_agent_and_something_to_back_up(setup, estate: Estat
     Agent.objects.filter(machine=machine).delete()
     with pytest.raises(BackupRefused, match="no enrolled agent"):
         start_backup(machine=machine, requested_by=estate.admin)
+
+
+def test_which_chunks_are_missing_is_answered_after_a_prune_in_another_process(setup, estate: Estate) -> None:  # type: ignore[no-untyped-def]
+    """The console keeps the repository open between requests; a prune elsewhere deletes a chunk it has in its
+    cached index. The agent must be told to send it, and the commit must name only chunks really stored."""
+    import json
+
+    machine = setup["machine"]
+    agent_row = Agent.objects.get(machine=machine)
+    engine = repositories.open_repository(setup["repository"])  # cached in this (console) process
+    data = random.Random(11).randbytes(200_000)
+    chunk = engine.master.chunk_id_of(data)
+    with engine.writer() as writer:  # stored and indexed, used by no snapshot: the next prunes remove it
+        writer.add(data)
+        writer.flush()
+    assert engine.index.lookup(chunk) is not None
+    storage = repositories.storage_for(setup["repository"])
+    for _ in range(2):  # set aside, then deleted, by another process (an admin's prune, another console)
+        pruned = subprocess.run(
+            [sys.executable, "-m", "engine", "--repo", str(storage.root), "prune", "--grace-minutes", "0"],  # type: ignore[attr-defined]
+            env={**os.environ, "BULWARK_PASSPHRASE": setup["repository"].passphrase.reveal()},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert pruned.returncode == 0, pruned.stderr
+    run = start_backup(machine=machine, requested_by=estate.admin)
+    agent_runs.start(agent_row, run.pk)
+    assert agent_runs.missing(agent_row, run.pk, [chunk.hex()]) == [chunk.hex()]
+    tree = json.dumps(
+        {
+            "version": 1,
+            "entries": [
+                {
+                    "name": "f",
+                    "type": "file",
+                    "size": len(data),
+                    "chunks": [chunk.hex()],
+                    "mode": 420,
+                    "uid": 0,
+                    "gid": 0,
+                    "mtime_ns": 0,
+                    "atime_ns": 0,
+                }
+            ],
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
+    tree_id = engine.master.chunk_id_of(tree)
+    agent_runs.store_chunks(
+        agent_row, run.pk, io.BytesIO(agent_runs.FRAME.pack(1, tree_id, len(tree)) + tree)
+    )
+    with pytest.raises(agent_runs.AgentJobError) as missing:  # the stale cache must not vouch for it
+        agent_runs.commit(agent_row, run.pk, {"kind": "files", "tree": tree_id.hex()})
+    assert missing.value.code == "missing"
+    agent_runs.store_chunks(agent_row, run.pk, io.BytesIO(agent_runs.FRAME.pack(0, chunk, len(data)) + data))
+    point = agent_runs.commit(agent_row, run.pk, {"kind": "files", "tree": tree_id.hex()})
+    repositories.forget_open_repositories()
+    fresh, snapshot = snapshot_of(point)
+    restore_tree(fresh, snapshot, setup["tmp"] / "out", owners=False)
+    assert (setup["tmp"] / "out" / "f").read_bytes() == data
+    assert verify(fresh, full=True).ok
