@@ -156,11 +156,15 @@ class PackBuilder:
         sealed = self.aead.encrypt(HEADER_NONCE, struct.pack(">I", len(self.entries)) + header, PACK_MAGIC)
         return b"".join([*self._parts, sealed, _TRAILER.pack(len(sealed), PACK_TRAILER_MAGIC)])
 
-    def finish_streamed(self) -> int:
-        """Write the encrypted header and trailer to the sink; returns the pack's full size."""
+    def finish_streamed(self) -> tuple[int, bytes]:
+        """Write the encrypted header and trailer to the sink; returns the pack's full size and that tail."""
         tail = self.build()  # only the header and trailer remain unwritten
         self.sink.write(tail)
-        return self.size + len(tail)
+        return self.size + len(tail), tail
+
+    def tail_length(self) -> int:
+        """Bytes of the sealed header and trailer at the end of the finished pack."""
+        return 4 + len(self.entries) * ENTRY.size + TAG_BYTES + _TRAILER.size
 
 
 def open_chunk(

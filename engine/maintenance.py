@@ -247,6 +247,12 @@ def _verify_pack(
     try:
         salt, entries = fmt.read_pack_header(repository.master, data, key)
     except IntegrityError as error:
+        name = key.rsplit("/", 1)[-1]
+        if not any(pack.name == name for pack in index.packs):
+            # In no index: debris of a write that failed (a killed backup, a storage that lost it). No
+            # snapshot can use it; prune removes it after the grace period.
+            report.problems.append(Problem(NOTICE, "unindexed-pack", key, f"unreadable debris: {error}"))
+            return
         report.problems.append(Problem(ERROR, "pack-damaged", key, str(error)))
         # Every chunk the index places here is now unreadable.
         name = key.rsplit("/", 1)[-1]

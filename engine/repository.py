@@ -314,7 +314,9 @@ class Repository:
 
     def write_index_file(self, packs: list[tuple[fmt.IndexedPack, list[fmt.PackEntry]]]) -> str:
         key = INDEX + new_object_name()
-        self.storage.put(key, fmt.seal_object(self.master, fmt.KIND_INDEX, fmt.encode_index(packs)))
+        sealed = fmt.seal_object(self.master, fmt.KIND_INDEX, fmt.encode_index(packs))
+        self.storage.put(key, sealed)
+        self.confirm_stored(key, len(sealed), sealed[-64:])
         with self._index_lock:
             if self._index is not None:  # else the next load reads this file with the others
                 self._index.add_packs(packs)
@@ -404,6 +406,26 @@ class Repository:
         """Write a manifest: the last step of a backup, after its packs and index are stored."""
         sealed = fmt.seal_object(self.master, fmt.KIND_SNAPSHOT, snapshot.to_json())
         self.storage.put(SNAPSHOTS + snapshot.id, sealed, retain_until=self.retain_until())
+        self.confirm_stored(SNAPSHOTS + snapshot.id, len(sealed), sealed)
+
+    def confirm_stored(self, key: str, size: int, tail: bytes) -> None:
+        """A write is trusted only once read back: the object exists with its size and ends with `tail` (a
+        pack's sealed header, or a whole small object). Storage that drops a write or keeps zero bytes (restic
+        #3646, #2191) is caught here, before any index or manifest names the object."""
+        info = self.storage.stat(key)
+        problem = None
+        if info is None:
+            problem = "it is not there"
+        elif info.size != size:
+            problem = f"{info.size} bytes are there, not {size}"
+        else:
+            try:
+                if self.storage.get(key, size - len(tail), len(tail)) != tail:
+                    problem = "it reads back different from what was written"
+            except ObjectMissing as error:
+                problem = str(error)
+        if problem is not None:
+            raise StorageError(f"{key} was not stored intact on {self.storage.describe()}: {problem}")
 
     def forget_snapshot(self, snapshot_id: str) -> None:
         self.storage.delete(SNAPSHOTS + snapshot_id)
@@ -631,15 +653,18 @@ class ChunkWriter:
         """On the upload thread: a streamed pack gets its header and is committed (fsync, rename); another is
         joined (tens of MiB of copying the writer need not wait for) and stored, retrying."""
         if pack.sink is not None:
-            size = pack.finish_streamed()
+            size, tail = pack.finish_streamed()
             pack.sink.commit()
+            self.repository.confirm_stored(pack_key(pack.name), size, tail)
             return fmt.IndexedPack(pack.name, pack.salt, size), pack.entries
         data = pack.build()
         indexed, entries = fmt.IndexedPack(pack.name, pack.salt, len(data)), pack.entries
         key = pack_key(indexed.name)
+        tail = data[-pack.tail_length() :]
         for attempt in range(1, UPLOAD_ATTEMPTS + 1):
             try:
                 self.repository.storage.put(key, data, retain_until=self.repository.retain_until())
+                self.repository.confirm_stored(key, len(data), tail)
                 return indexed, entries
             except StorageError:
                 if attempt == UPLOAD_ATTEMPTS:

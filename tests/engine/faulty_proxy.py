@@ -72,7 +72,9 @@ def faulty_proxy(upstream: str, plan: FaultPlan) -> Iterator[str]:
             for key, value in answer.getheaders():
                 if key.lower() not in ("transfer-encoding", "content-length", "connection"):
                     self.send_header(key, value)
-            self.send_header("Content-Length", str(len(payload)))
+            # A HEAD answer has no body but tells the object's length: pass that on as it is.
+            length = answer.getheader("Content-Length") if self.command == "HEAD" else None
+            self.send_header("Content-Length", length or str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
             connection.close()

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from engine.errors import EngineError, IntegrityError, ObjectMissing
+from engine.errors import EngineError, IntegrityError, ObjectMissing, StorageError
 from engine.image import ImageReader, restore_image
 from engine.maintenance import rebuild_index, verify
 from engine.repository import Repository, Snapshot
 from engine.storage.local import LocalStorage
-from tests.engine.helpers import PASSPHRASE, backup, make_image
+from tests.engine.helpers import BLOCK, PASSPHRASE, SMALL_PACK, backup, make_image
 
 
 @pytest.fixture
@@ -164,3 +166,55 @@ def test_an_emptied_index_file_is_named_and_the_index_rebuilds(two_points, tmp_p
     rebuild_index(Repository.open(storage, PASSPHRASE))
     assert verify(Repository.open(storage, PASSPHRASE), full=True).ok
     assert restores(Repository.open(storage, PASSPHRASE), snapshots[1], second_image, tmp_path / "day2.img")
+
+
+class LosingStorage(LocalStorage):
+    """Storage that acknowledges writes it then loses: dropped entirely, or kept as zero bytes."""
+
+    def __init__(self, root: Path, how: str) -> None:
+        super().__init__(root)
+        self.how = how
+        self.losing = False
+
+    def put(self, key: str, data: bytes, **options: Any) -> None:
+        if self.losing and key.startswith(("data/", "index/", "snapshots/")):
+            if self.how == "zero":
+                super().put(key, b"", **options)
+            return  # "dropped": acknowledged, never stored
+        super().put(key, data, **options)
+
+    def open_writer(self, key: str) -> Any:
+        writer = super().open_writer(key)
+        if self.losing:
+            commit = writer.commit
+
+            def lose() -> None:
+                commit()
+                if self.how == "zero":
+                    os.truncate(writer.path, 0)
+                else:
+                    os.unlink(writer.path)
+
+            writer.commit = lose
+        return writer
+
+
+@pytest.mark.parametrize("how", ["dropped", "zero"])
+def test_writes_the_storage_loses_are_caught_before_any_manifest_names_them(tmp_path: Path, how: str) -> None:
+    storage = LosingStorage(tmp_path / "repo", how)
+    repository = Repository.init(storage, PASSPHRASE, block_size=BLOCK)
+    repository.pack_target = SMALL_PACK
+    repository.upload_retry_delay = 0.0
+    image = make_image(512 * 1024, seed=77)
+    storage.losing = True
+    with pytest.raises(StorageError, match="not stored intact"):
+        backup(repository, image)
+    assert repository.snapshot_ids() == []
+    storage.losing = False
+    fresh = Repository.open(storage, PASSPHRASE)
+    fresh.pack_target = SMALL_PACK
+    snapshot = backup(fresh, image)
+    target = tmp_path / "restored.raw"
+    restore_image(fresh, fresh.load_snapshot(snapshot.id), "disk-0", target)
+    assert target.read_bytes() == bytes(image)
+    assert verify(Repository.open(storage, PASSPHRASE), full=True).ok
