@@ -20,6 +20,7 @@ from engine.copy import copy_snapshot
 from engine.errors import EngineError
 from engine.files import FileTreeWriter, restore_tree
 from engine.image import ImageWriter, restore_image
+from engine.locks import unlock
 from engine.maintenance import rebuild_index, verify
 from engine.prune import forget, prune
 from engine.repository import DEFAULT_BLOCK_SIZE, Repository, Snapshot
@@ -138,7 +139,10 @@ def command_restore(repository: Repository, args: argparse.Namespace) -> dict[st
             "directories": stats.directories,
             "symlinks": stats.symlinks,
         }
-    disk = args.disk or snapshot.disks[0]["name"]
+    names = [disk["name"] for disk in snapshot.disks]
+    disk = args.disk or names[0]
+    if disk not in names:
+        raise SystemExit(f"snapshot {snapshot.id} has no disk {disk!r}; its disks: {', '.join(names)}")
     written = restore_image(
         repository, snapshot, disk, args.target, threads=args.threads, durable=not args.no_fsync, progress=bar
     )
@@ -243,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--sample", type=float, help="re-read this fraction of packs")
     command("stats", "sizes and counts")
     command("rebuild-index", "write a new index from the packs")
+    release = command("unlock", "remove stale leases (expired, or of a process of this host that is gone)")
+    release.add_argument("--force", action="store_true", help="also live leases of other hosts")
     tree = command("backup-dir", "back up a directory tree (file level)")
     tree.add_argument("path")
     tree.add_argument("--machine", required=True)
@@ -285,7 +291,19 @@ def main(argv: list[str] | None = None) -> int:
                     {"id": s.id, "time": s.time, "machine": s.machine, "kind": s.kind, **s.stats}
                     for s in repository.snapshots()
                 ]
+                for key, unreadable in repository.unreadable.items():
+                    if key.startswith("snapshots/"):
+                        sys.stderr.write(
+                            f"unreadable: {key}: {unreadable} ('forget {key.split('/', 1)[1]}' removes it)\n"
+                        )
+            elif args.command == "unlock":
+                unlocked = unlock(storage, force=args.force)
+                for line in unlocked.refused:
+                    sys.stderr.write(f"refused (live; --force removes it): {line}\n")
+                result = {"removed": unlocked.removed, "refused": unlocked.refused}
             elif args.command == "verify":
+                if args.sample is not None and not 0 < args.sample <= 1:
+                    raise SystemExit("--sample is a fraction of the packs: more than 0, at most 1")
                 report = verify(repository, full=args.full, sample=args.sample, progress=ProgressBar())
                 for problem in report.problems:
                     sys.stderr.write(str(problem) + "\n")
@@ -333,7 +351,10 @@ def main(argv: list[str] | None = None) -> int:
                 elif args.action == "remove":
                     if not args.slot:
                         raise SystemExit("key remove needs --slot")
-                    repository.remove_key(args.slot)
+                    try:
+                        repository.remove_key(args.slot)
+                    except KeyError as error:
+                        raise SystemExit(str(error.args[0])) from None
                     result = {"removed": args.slot}
                 else:
                     result = {"slot": repository.change_passphrase(getpass.getpass("New passphrase: "))}
@@ -345,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as error:
         sys.stderr.write(f"bulwark-engine: {error.filename or ''}: {error.strerror or error}\n")
+        return 2
+    except KeyError as error:  # a disk name the snapshot does not have
+        sys.stderr.write(f"bulwark-engine: {error.args[0] if error.args else error}\n")
         return 2
     except ValueError as error:  # malformed --changed-areas, bad sizes
         sys.stderr.write(f"bulwark-engine: {error}\n")

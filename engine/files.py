@@ -8,6 +8,7 @@ parent snapshot reuse its chunk list without being read.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -159,8 +160,13 @@ class FileTreeWriter(SnapshotWriter):
         return self.commit(self.store(root))
 
     def store(self, root: str | os.PathLike[str]) -> str:
-        """Back up the tree under root without committing it yet; returns the id of its root tree."""
-        return self._directory(os.fspath(root), self.parent.tree if self.parent else None)
+        """Back up the tree under root without committing it yet; returns the id of its root tree. A root that
+        is missing or not a folder is an error, never an empty "successful" snapshot."""
+        path = os.fspath(root)
+        if not os.path.isdir(path):
+            reason = "it is not a folder" if os.path.lexists(path) else "it does not exist"
+            raise NotADirectoryError(errno.ENOTDIR, f"nothing to back up: {reason}", path)
+        return self._directory(path, self.parent.tree if self.parent else None)
 
     def commit(self, tree: str) -> Snapshot:
         """Write the manifest of a tree stored by store(): from now on the snapshot exists."""
@@ -249,20 +255,29 @@ def restore_tree(
             directories.append((path, entry))
             stats.directories += 1
         elif entry["type"] == "file":
-            # O_NOFOLLOW: a symlink already standing at this name is refused, never written through.
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(descriptor, "wb") as handle:
-                for data in read_file(repository, entry):
-                    handle.write(data)
-                    done += len(data)
-                    progress.step(done, None, "restoring files")
-                handle.flush()
-                # Through the open descriptor: the metadata lands on the file just written, whatever the
-                # name points to by now.
-                if owners:
-                    _chown_descriptor(descriptor, entry)
-                os.fchmod(descriptor, entry["mode"])
-                os.utime(descriptor, ns=(entry["atime_ns"], entry["mtime_ns"]))
+            if path.is_symlink():
+                raise UnsafePath(f"{relative!r}: a symlink stands where a file goes")
+            # Written under a temporary name and renamed once complete (a failed restore leaves no partial
+            # file under the real name); O_EXCL | O_NOFOLLOW: never written through anything standing there.
+            partial = path.with_name(f".{path.name}.{os.urandom(6).hex()}.partial")
+            descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                with os.fdopen(descriptor, "wb") as handle:
+                    for data in read_file(repository, entry):
+                        handle.write(data)
+                        done += len(data)
+                        progress.step(done, None, "restoring files")
+                    handle.flush()
+                    # Through the open descriptor: the metadata lands on the file just written.
+                    if owners:
+                        _chown_descriptor(descriptor, entry)
+                    os.fchmod(descriptor, entry["mode"])
+                    os.utime(descriptor, ns=(entry["atime_ns"], entry["mtime_ns"]))
+                os.replace(partial, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    partial.unlink()
+                raise
             stats.files += 1
         elif entry["type"] == "symlink":
             symlinks.append((path, entry))

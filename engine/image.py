@@ -8,6 +8,7 @@ full manifest, yet a small one.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import os
@@ -52,7 +53,7 @@ class ImageWriter(SnapshotWriter):
         done = zero_bytes = 0
         before = _snapshot_stats(self.chunks.stats)
         while True:
-            block = source.read(self.block_size)
+            block = _read_block(source, self.block_size)
             if not block:
                 break
             chunk_id = self._store_block(block)
@@ -286,6 +287,23 @@ class ImageWriter(SnapshotWriter):
         )
 
 
+def _read_block(source: BinaryIO, length: int) -> bytes:
+    """Up to `length` bytes, short only at the end of the source: a pipe or socket returns what it has, and a
+    short read is not a short block."""
+    data = source.read(length)
+    if not data or len(data) == length:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < length:
+        more = source.read(length - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
 def _read_exactly(source: BinaryIO, length: int) -> bytes:
     parts = []
     while length > 0:
@@ -454,10 +472,14 @@ def restore_image(
     reader = ImageReader(repository, disk)
     blocks = -(-size // block_size)
     regular = not os.path.exists(target) or os.path.isfile(target)
-    # A regular file is truncated first (holes must read as zeros, not as what the file held before); a block
-    # device keeps its size and gets every block written, zeros included.
-    flags = os.O_WRONLY | (os.O_CREAT | os.O_TRUNC if regular else 0)
-    descriptor = os.open(target, flags, 0o600)
+    # A regular file is written under a temporary name beside the target and renamed once complete: a failed
+    # restore never leaves a full-size partial file under the real name. A block device keeps its size and
+    # gets every block written, zeros included.
+    final = os.fspath(target)
+    writing = f"{final}.{os.urandom(6).hex()}.partial" if regular else final
+    flags = os.O_WRONLY | (os.O_CREAT | os.O_EXCL if regular else 0)
+    descriptor = os.open(writing, flags, 0o600)
+    done = False
     try:
         if regular:
             os.ftruncate(descriptor, size)
@@ -541,9 +563,25 @@ def restore_image(
         progress.step(size, size, f"restoring {disk_name}")
         if durable:
             os.fsync(descriptor)
+        done = True
     finally:
         os.close(descriptor)
+        if regular and not done:
+            with contextlib.suppress(OSError):
+                os.unlink(writing)
+    if regular:
+        os.replace(writing, final)
+        if durable:
+            _fsync_folder(os.path.dirname(os.path.abspath(final)))
     return written_total
+
+
+def _fsync_folder(folder: str) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _write_block(descriptor: int, content: bytes, number: int, block_size: int, size: int, disk: str) -> int:

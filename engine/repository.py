@@ -202,23 +202,42 @@ class Repository:
         config = RepositoryConfig(**json.loads(config_data))
         if config.version != fmt.FORMAT_VERSION:
             raise RepositoryNotFound(f"repository format {config.version} is not supported by this version")
+        unreadable = []
         for info in storage.list(KEYS):
-            slot = json.loads(storage.get(info.key))
-            aead = passphrase_key(passphrase, base64.b64decode(slot["salt"]), slot["n"], slot["r"], slot["p"])
             try:
-                material = open_sealed(
-                    aead, counter_nonce(0), base64.b64decode(slot["wrapped"]), config.id.encode(), "key slot"
-                )
+                slot = json.loads(storage.get(info.key))
+                salt, wrapped = base64.b64decode(slot["salt"]), base64.b64decode(slot["wrapped"])
+                n, r, p = int(slot["n"]), int(slot["r"]), int(slot["p"])
+                if not (2 <= n <= 2**22 and n & (n - 1) == 0 and 1 <= r <= 64 and 1 <= p <= 16):
+                    raise ValueError("scrypt parameters out of range")
+            except (ValueError, KeyError, TypeError, ObjectMissing) as error:
+                # A damaged or stray file must not lock everyone out: name it, try the other slots.
+                logger.warning("skipping unreadable key slot %s: %s", info.key, error)
+                unreadable.append(info.key)
+                continue
+            aead = passphrase_key(passphrase, salt, n, r, p)
+            try:
+                material = open_sealed(aead, counter_nonce(0), wrapped, config.id.encode(), "key slot")
             except IntegrityError:
                 continue
             return cls(storage, MasterKey.from_bytes(material), config, info.key[len(KEYS) :])
-        raise WrongPassphrase(f"no key of the repository at {storage.describe()} opens with this passphrase")
+        skipped = (
+            f" ({len(unreadable)} unreadable key slot(s) skipped: {', '.join(unreadable)})"
+            if unreadable
+            else ""
+        )
+        raise WrongPassphrase(
+            f"no key of the repository at {storage.describe()} opens with this passphrase{skipped}"
+        )
 
     def key_slots(self) -> list[KeySlot]:
         slots = []
         for info in self.storage.list(KEYS):
-            slot = json.loads(self.storage.get(info.key))
-            slots.append(KeySlot(info.key[len(KEYS) :], slot["label"], slot["created"]))
+            try:
+                slot = json.loads(self.storage.get(info.key))
+                slots.append(KeySlot(info.key[len(KEYS) :], str(slot["label"]), str(slot["created"])))
+            except (ValueError, KeyError, TypeError, ObjectMissing):
+                slots.append(KeySlot(info.key[len(KEYS) :], "(unreadable)", ""))
         return slots
 
     def add_key(self, passphrase: str, *, label: str) -> str:
@@ -243,7 +262,9 @@ class Repository:
         return slot_id
 
     def remove_key(self, slot_id: str) -> None:
-        others = [slot for slot in self.key_slots() if slot.id != slot_id]
+        if slot_id not in {slot.id for slot in self.key_slots()}:
+            raise KeyError(f"no key slot {slot_id!r} in this repository")
+        others = [slot for slot in self.key_slots() if slot.id != slot_id and slot.label != "(unreadable)"]
         if not others:
             raise ValueError("refusing to remove the last key: the repository would become unreadable")
         self.storage.delete(KEYS + slot_id)
@@ -391,13 +412,32 @@ class Repository:
     def load_snapshot(self, snapshot_id: str) -> Snapshot:
         key = SNAPSHOTS + snapshot_id
         data = self.storage.get(key)
-        snapshot = Snapshot.from_json(fmt.open_object(self.master, fmt.KIND_SNAPSHOT, data, key))
+        plaintext = fmt.open_object(self.master, fmt.KIND_SNAPSHOT, data, key)
+        try:
+            snapshot = Snapshot.from_json(plaintext)
+            if not isinstance(snapshot.disks, list) or not isinstance(snapshot.time, str):
+                raise TypeError("disks must be a list and time a string")
+            snapshot.taken_at  # noqa: B018  (a time that parses)
+        except (ValueError, TypeError, KeyError) as error:
+            raise IntegrityError(f"{key}: not a valid manifest: {error}") from None
         if snapshot.id != snapshot_id:
             raise IntegrityError(f"{key}: manifest names itself {snapshot.id}")
         return snapshot
 
     def snapshots(self) -> list[Snapshot]:
-        return [self.load_snapshot(snapshot_id) for snapshot_id in self.snapshot_ids()]
+        """Every snapshot whose manifest reads; the others are skipped and named in `unreadable` (verify
+        reports them; `forget <id>` removes one)."""
+        snapshots = []
+        for snapshot_id in self.snapshot_ids():
+            try:
+                snapshots.append(self.load_snapshot(snapshot_id))
+            except ObjectMissing:
+                continue  # forgotten since the listing
+            except IntegrityError as error:
+                if SNAPSHOTS + snapshot_id not in self.unreadable:
+                    logger.warning("skipping unreadable snapshot %s: %s", snapshot_id, error)
+                self.unreadable[SNAPSHOTS + snapshot_id] = str(error)
+        return snapshots
 
     def retain_until(self) -> datetime.datetime | None:
         return self.storage.now() + self.retain_for if self.retain_for else None
