@@ -1,13 +1,14 @@
 """Bulwark's engine against restic and borg on a disk image, in one run.
 
-python -m benchmarks.engine_vs_restic [--size 1G|256M] [--quick] [--block-size BYTES] [--keep]
+python -m benchmarks.engine_vs_restic [--size 1G|256M] [--quick] [--block-size BYTES] [--repeat N] [--keep]
 
 Builds an ext4 image with `mkfs.ext4 -d` from real files (/usr/lib, /usr/share), then a day-2 copy with about
 4 % of its bytes overwritten in scattered 64 KiB areas (the granularity of vSphere changed-block tracking).
 Measures, for each tool: first full backup, day-2 backup (Bulwark with the list of changed areas and without
 it), full restore, and repository size. Every restore is compared with its source. Wall time and peak RSS are
 taken per process (wait4), with the page cache warm and dirty pages flushed before every step, for every tool
-alike.
+alike. The whole comparison runs --repeat times (at least 3, default 3) on the same images; every figure is the
+median of the repetitions, shown with its min-max, and the last line holds the medians.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,7 +128,10 @@ def main() -> None:
     parser.add_argument("--change", type=float, default=0.04, help="fraction of the image changed on day 2")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--repeat", type=int, default=3, help="whole repetitions (medians are reported)")
     args = parser.parse_args()
+    if args.repeat < 3:
+        raise SystemExit("--repeat must be at least 3: a figure is the median of three runs or more")
     size = parse_size("256M" if args.quick else args.size)
     for tool in ("restic", "borg", "mkfs.ext4"):
         if shutil.which(tool) is None:
@@ -148,11 +153,18 @@ def main() -> None:
             f"{changed / 2**20:.1f} MiB in {len(areas)} areas",
             file=sys.stderr,
         )
-        results = bench(work, day1, day2, size, args.block_size)
+        repetitions = []
+        for number in range(args.repeat):
+            folder = work / f"repetition-{number}"
+            folder.mkdir()
+            repetitions.append(bench(folder, day1, day2, size, args.block_size))
+            if not args.keep:
+                shutil.rmtree(folder, ignore_errors=True)
+            print(f"repetition {number + 1} of {args.repeat} done", file=sys.stderr)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    report(results, size)
+    report(repetitions, size)
 
 
 def bench(
@@ -307,62 +319,90 @@ def index_memory_per_million() -> float:
     return current / 1e6 * 5
 
 
-def report(results: dict[str, dict[str, Run | int]], size: int) -> None:
-    mb = size / 1e6
-    rows = [
-        ("full backup", "full"),
-        ("day-2, changed areas", "day2_cbt"),
-        ("day-2, full re-read", "day2_full"),
-        ("full restore", "restore"),
-    ]
-    print(f"{'operation':<24}{'tool':<9}{'seconds':>9}{'MB/s':>9}{'peak RSS MB':>13}")
-    for label, key in rows:
-        for tool in ("bulwark", "restic", "borg"):
-            value = results[tool].get(key)
-            if isinstance(value, Run):
-                print(
-                    f"{label:<24}{tool:<9}{value.seconds:>9.2f}{mb / value.seconds:>9.0f}{value.peak_rss_mb:>13.0f}"
-                )
-    for tool in ("bulwark", "restic", "borg"):
-        stored = results[tool]["size"]
-        assert isinstance(stored, int)
-        print(
-            f"{'repository size':<24}{tool:<9}{stored / 1e6:>9.1f} MB   restore identical: {'yes' if results[tool]['identical'] else 'NO'}"
-        )
+def spread(values: list[float]) -> tuple[float, float, float]:
+    """Median, min and max."""
+    ordered = sorted(values)
+    return statistics.median(ordered), ordered[0], ordered[-1]
 
-    def seconds(tool: str, key: str) -> float:
+
+def report(repetitions: list[dict[str, dict[str, Run | int]]], size: int) -> None:
+    """Every figure as the median of the repetitions with its min-max; the last line holds the medians."""
+    mb = size / 1e6
+    count = len(repetitions)
+
+    def seconds(results: dict[str, dict[str, Run | int]], tool: str, key: str) -> float:
         value = results[tool][key]
         assert isinstance(value, Run)
         return value.seconds
 
-    cbt = results["bulwark"]["day2_cbt"]
-    assert isinstance(cbt, Run)
-    engine_seconds = float(json.loads(cbt.output)["engine_seconds"])
+    def worker_seconds(results: dict[str, dict[str, Run | int]]) -> float:
+        cbt = results["bulwark"]["day2_cbt"]
+        assert isinstance(cbt, Run)
+        return float(json.loads(cbt.output)["engine_seconds"])
+
+    rows = [
+        ("full backup", "full"),
+        ("day-2, changed areas", "day2_cbt"),
+        ("day-2, full re-read", "day2_full"),
+        ("full restore (fsync)", "restore"),
+    ]
+    print(f"median of {count} repetitions (min-max)")
+    print(f"{'operation':<26}{'tool':<9}{'seconds':>22}{'MB/s':>8}{'peak RSS MB':>13}")
+    for label, key in rows:
+        for tool in ("bulwark", "restic", "borg"):
+            if not isinstance(repetitions[0][tool].get(key), Run):
+                continue
+            median, low, high = spread([seconds(r, tool, key) for r in repetitions])
+            rss = statistics.median(
+                r[tool][key].peak_rss_mb  # type: ignore[union-attr]
+                for r in repetitions
+            )
+            print(
+                f"{label:<26}{tool:<9}{median:>10.2f} ({low:.2f}-{high:.2f}){mb / median:>8.0f}{rss:>13.0f}"
+            )
+    median, low, high = spread([worker_seconds(r) for r in repetitions])
     print(
-        f"{'day-2, changed areas':<24}{'bulwark':<9}{engine_seconds:>9.2f}   (inside a worker: repository open; median of 3)"
+        f"{'day-2, changed areas':<26}{'bulwark':<9}{median:>10.3f} ({low:.3f}-{high:.3f})   inside a worker"
     )
+    for tool in ("bulwark", "restic", "borg"):
+        stored = statistics.median(int(r[tool]["size"]) for r in repetitions)
+        identical = all(r[tool]["identical"] for r in repetitions)
+        print(
+            f"{'repository size':<26}{tool:<9}{stored / 1e6:>10.1f} MB   restore identical: {'yes' if identical else 'NO'}"
+        )
     index_mb = index_memory_per_million()
     print(
         f"index memory: {index_mb:.0f} MB per million chunks (one million 64 KiB blocks = 64 GB of unique data)"
     )
+
     # incremental_x is the production path: a worker with the repository open (Bulwark's backups run in
     # long-lived Celery workers). incremental_cli_x adds a fresh process, its imports and the passphrase's
     # scrypt, about 0.15 s that no worker pays per backup.
-    figures = {
-        "full_backup_x": seconds("restic", "full") / seconds("bulwark", "full"),
-        "incremental_x": seconds("restic", "day2_full") / engine_seconds,
-        "incremental_cli_x": seconds("restic", "day2_full") / seconds("bulwark", "day2_cbt"),
-        "incremental_reread_x": seconds("restic", "day2_full") / seconds("bulwark", "day2_full"),
-        "restore_x": seconds("restic", "restore") / seconds("bulwark", "restore"),
-        "size_ratio": int(results["bulwark"]["size"]) / int(results["restic"]["size"]),
-        "vs_borg_full_x": seconds("borg", "full") / seconds("bulwark", "full"),
-        "identical": int(all(results[t]["identical"] for t in results)),
-        "index_mb_per_million_chunks": index_mb,
-    }
+    def figures_of(r: dict[str, dict[str, Run | int]]) -> dict[str, float]:
+        return {
+            "full_backup_x": seconds(r, "restic", "full") / seconds(r, "bulwark", "full"),
+            "incremental_x": seconds(r, "restic", "day2_full") / worker_seconds(r),
+            "incremental_cli_x": seconds(r, "restic", "day2_full") / seconds(r, "bulwark", "day2_cbt"),
+            "incremental_reread_x": seconds(r, "restic", "day2_full") / seconds(r, "bulwark", "day2_full"),
+            "restore_x": seconds(r, "restic", "restore") / seconds(r, "bulwark", "restore"),
+            "size_ratio": int(r["bulwark"]["size"]) / int(r["restic"]["size"]),
+            "vs_borg_full_x": seconds(r, "borg", "full") / seconds(r, "bulwark", "full"),
+        }
+
+    per_run = [figures_of(r) for r in repetitions]
+    medians: dict[str, float | int] = {}
+    print(f"{'figure':<24}{'median':>8}  min-max")
+    for key in per_run[0]:
+        median, low, high = spread([figures[key] for figures in per_run])
+        medians[key] = median
+        print(f"{key:<24}{median:>8.2f}  {low:.2f}-{high:.2f}")
+    medians["identical"] = int(all(r[t]["identical"] for r in repetitions for t in r))
+    medians["repetitions"] = count
+    medians["index_mb_per_million_chunks"] = index_mb
     print(
         " ".join(
             f"{key}={value:.2f}" if isinstance(value, float) else f"{key}={value}"
-            for key, value in figures.items()
+            for key, value in medians.items()
         )
     )
 
