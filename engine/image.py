@@ -22,6 +22,7 @@ from engine.errors import IntegrityError, ObjectMissing
 from engine.index import Location
 from engine.progress import NullProgress, Progress
 from engine.repository import Repository, Snapshot, SnapshotWriter, WriteStats, pack_key
+from engine.storage.local import fsync_directory
 
 ZERO_ID = bytes(32)
 TABLE_SPAN = 4096  # block ids per table chunk (128 KiB of ids)
@@ -572,16 +573,8 @@ def restore_image(
     if regular:
         os.replace(writing, final)
         if durable:
-            _fsync_folder(os.path.dirname(os.path.abspath(final)))
+            fsync_directory(os.path.dirname(os.path.abspath(final)))
     return written_total
-
-
-def _fsync_folder(folder: str) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _write_block(descriptor: int, content: bytes, number: int, block_size: int, size: int, disk: str) -> int:

@@ -15,6 +15,15 @@ from engine.storage import ObjectInfo
 TEMPORARY_SUFFIX = ".tmp"
 
 
+def fsync_directory(directory: str | os.PathLike[str]) -> None:
+    """Make a rename or a new file in this folder durable."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 class LocalStorage:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
@@ -69,11 +78,7 @@ class LocalStorage:
 
     @staticmethod
     def _fsync_directory(directory: Path) -> None:
-        descriptor = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+        fsync_directory(directory)
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         path = self._path(key)

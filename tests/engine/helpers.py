@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 from engine.image import ImageWriter
 from engine.repository import Repository, Snapshot
@@ -41,3 +45,16 @@ def backup(
     except BaseException:
         writer.abort()
         raise
+
+
+def engine_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The engine's command line in a process of its own (another proxy, or an admin's shell)."""
+    return subprocess.run(
+        [sys.executable, "-m", "engine", "--repo", str(root), *args],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "BULWARK_PASSPHRASE": PASSPHRASE},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

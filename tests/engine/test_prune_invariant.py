@@ -6,8 +6,6 @@ from __future__ import annotations
 import datetime
 import io
 import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,9 +22,9 @@ from engine.repository import Repository
 from engine.storage import ObjectInfo
 from engine.storage.local import LocalStorage
 from tests.engine.helpers import BLOCK, PASSPHRASE, SMALL_PACK, backup, make_image
+from tests.engine.helpers import engine_cli as cli
 
 NO_GRACE = datetime.timedelta(0)
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def opened(storage: LocalStorage) -> Repository:
@@ -36,16 +34,7 @@ def opened(storage: LocalStorage) -> Repository:
 
 
 def engine_cli(storage: LocalStorage, *args: str) -> str:
-    """The engine's command line in a process of its own: another proxy, or an admin's shell."""
-    result = subprocess.run(
-        [sys.executable, "-m", "engine", "--repo", str(storage.root), *args],
-        cwd=ROOT,
-        env={**os.environ, "BULWARK_PASSPHRASE": PASSPHRASE},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = cli(storage.root, *args)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

@@ -21,21 +21,11 @@ from engine.maintenance import rebuild_index, verify
 from engine.prune import PruneRefused, prune
 from engine.repository import Repository
 from engine.storage.local import LocalStorage
-from tests.engine.helpers import BLOCK, PASSPHRASE, SMALL_PACK, backup, make_image
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.engine.helpers import BLOCK, PASSPHRASE, SMALL_PACK, backup, engine_cli, make_image
 
 
 def cli(storage: LocalStorage, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "engine", "--repo", str(storage.root), *args],
-        cwd=ROOT,
-        env={**os.environ, "BULWARK_PASSPHRASE": PASSPHRASE},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return engine_cli(storage.root, *args)
 
 
 class Trickle(io.RawIOBase):

@@ -111,6 +111,15 @@ def setup(tmp_path: Path, transactional_db: None, estate: Estate, settings) -> I
         }
 
 
+def one_file_tree(chunk: bytes, size: int) -> bytes:
+    """A file-tree chunk as an agent sends it: one file "f" made of one chunk."""
+    import json
+
+    entry = {"name": "f", "type": "file", "size": size, "chunks": [chunk.hex()], "mode": 420}
+    entry.update(uid=0, gid=0, mtime_ns=0, atime_ns=0)
+    return json.dumps({"version": 1, "entries": [entry]}, sort_keys=True, separators=(",", ":")).encode()
+
+
 def snapshot_of(point: RecoveryPoint):  # type: ignore[no-untyped-def]
     engine = repositories.open_repository(point.repository)
     return engine, engine.load_snapshot(point.snapshot_id)
@@ -326,26 +335,7 @@ def test_the_console_refuses_lying_chunks_and_commits_only_what_is_stored(setup,
     # A tree naming a chunk never sent: the commit says which are missing and writes nothing.
     import json
 
-    tree = json.dumps(
-        {
-            "version": 1,
-            "entries": [
-                {
-                    "name": "f",
-                    "type": "file",
-                    "size": 5,
-                    "chunks": [honest.hex()],
-                    "mode": 420,
-                    "uid": 0,
-                    "gid": 0,
-                    "mtime_ns": 0,
-                    "atime_ns": 0,
-                }
-            ],
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    ).encode()
+    tree = one_file_tree(honest, 5)
     tree_id = engine.master.chunk_id_of(tree)
     agent_runs.store_chunks(
         agent_row, run.pk, io.BytesIO(agent_runs.FRAME.pack(1, tree_id, len(tree)) + tree)
@@ -400,7 +390,6 @@ def test_agent_mode_needs_an_agent_and_something_to_back_up(setup, estate: Estat
 def test_which_chunks_are_missing_is_answered_after_a_prune_in_another_process(setup, estate: Estate) -> None:  # type: ignore[no-untyped-def]
     """The console keeps the repository open between requests; a prune elsewhere deletes a chunk it has in its
     cached index. The agent must be told to send it, and the commit must name only chunks really stored."""
-    import json
 
     machine = setup["machine"]
     agent_row = Agent.objects.get(machine=machine)
@@ -425,26 +414,7 @@ def test_which_chunks_are_missing_is_answered_after_a_prune_in_another_process(s
     run = start_backup(machine=machine, requested_by=estate.admin)
     agent_runs.start(agent_row, run.pk)
     assert agent_runs.missing(agent_row, run.pk, [chunk.hex()]) == [chunk.hex()]
-    tree = json.dumps(
-        {
-            "version": 1,
-            "entries": [
-                {
-                    "name": "f",
-                    "type": "file",
-                    "size": len(data),
-                    "chunks": [chunk.hex()],
-                    "mode": 420,
-                    "uid": 0,
-                    "gid": 0,
-                    "mtime_ns": 0,
-                    "atime_ns": 0,
-                }
-            ],
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    ).encode()
+    tree = one_file_tree(chunk, len(data))
     tree_id = engine.master.chunk_id_of(tree)
     agent_runs.store_chunks(
         agent_row, run.pk, io.BytesIO(agent_runs.FRAME.pack(1, tree_id, len(tree)) + tree)
