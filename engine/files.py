@@ -128,12 +128,15 @@ class FileTreeWriter(SnapshotWriter):
                     )
                     self.stats.directories += 1
                 elif stat.S_ISREG(info.st_mode):
-                    entry.update(type="file", size=info.st_size, inode=info.st_ino)
+                    entry.update(type="file", size=info.st_size, inode=info.st_ino, ctime_ns=info.st_ctime_ns)
                     if (
                         old is not None
                         and old.get("type") == "file"
                         and (old["size"], old["mtime_ns"], old.get("inode"))
                         == (info.st_size, info.st_mtime_ns, info.st_ino)
+                        # ctime too: an edit that puts size and mtime back (touch -r, some editors, tar -x)
+                        # still changes it. Trees written before ctime was recorded compare without it.
+                        and old.get("ctime_ns", info.st_ctime_ns) == info.st_ctime_ns
                     ):
                         entry["chunks"] = [
                             self.chunks.inherit(bytes.fromhex(chunk)).hex() for chunk in old["chunks"]

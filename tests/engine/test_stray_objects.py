@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import IntegrityError, LockedError
+from engine.files import FileTreeWriter, restore_tree
 from engine.image import ImageWriter, restore_image
 from engine.locks import LOCKS, LeaseHolder, unlock
 from engine.maintenance import rebuild_index, verify
@@ -177,3 +178,17 @@ def test_the_lock_message_gives_dates(storage: LocalStorage) -> None:
 def test_verify_sample_must_be_a_fraction(repository: Repository, storage: LocalStorage) -> None:
     result = cli(storage, "verify", "--sample", "2")
     assert result.returncode != 0 and "fraction" in result.stderr
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_backed_up_again(repository: Repository, tmp_path: Path) -> None:
+    source = tmp_path / "tree"
+    source.mkdir()
+    path = source / "ledger.db"
+    path.write_bytes(b"A" * 50_000)
+    first = FileTreeWriter(repository, machine="h").write(source)
+    before = path.stat()
+    path.write_bytes(b"B" * 50_000)  # same size
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the old mtime put back
+    second = FileTreeWriter(repository, machine="h", parent=first).write(source)
+    restore_tree(repository, repository.load_snapshot(second.id), tmp_path / "out")
+    assert (tmp_path / "out" / "ledger.db").read_bytes() == b"B" * 50_000
