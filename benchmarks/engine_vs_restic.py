@@ -157,6 +157,7 @@ def main() -> None:
         for number in range(args.repeat):
             folder = work / f"repetition-{number}"
             folder.mkdir()
+            shutil.copyfile(work / "areas.json", folder / "areas.json")
             repetitions.append(bench(folder, day1, day2, size, args.block_size))
             if not args.keep:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -344,7 +345,7 @@ def report(repetitions: list[dict[str, dict[str, Run | int]]], size: int) -> Non
         ("full backup", "full"),
         ("day-2, changed areas", "day2_cbt"),
         ("day-2, full re-read", "day2_full"),
-        ("full restore (fsync)", "restore"),
+        ("full restore (Bulwark fsyncs)", "restore"),
     ]
     print(f"median of {count} repetitions (min-max)")
     print(f"{'operation':<26}{'tool':<9}{'seconds':>22}{'MB/s':>8}{'peak RSS MB':>13}")
