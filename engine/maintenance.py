@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from engine import format as fmt
 from engine.errors import EngineError, IntegrityError, ObjectMissing
-from engine.image import ZERO_ID
-from engine.index import ChunkIndex
+from engine.image import TABLE_SPAN, ZERO_ID
+from engine.index import ChunkIndex, Location
 from engine.locks import LeaseHolder
 from engine.progress import NullProgress, Progress
 from engine.repository import DATA, INDEX, Repository, Snapshot, pack_key
@@ -83,64 +84,149 @@ def _load_index(repository: Repository, report: VerifyReport) -> ChunkIndex:
     return index
 
 
-def _referenced_ids(
-    repository: Repository, snapshot: Snapshot, index: ChunkIndex
-) -> Iterable[tuple[bytes, str, Problem | None]]:
-    """(chunk id, what it is, problem) for every chunk a snapshot needs; tables are read through `index`.
+class Reference(NamedTuple):
+    """One chunk a snapshot needs: its id, what it is (for messages), a problem met on the way (a table or tree
+    that could not be read, a malformed manifest), and what the chunk must be: its length (blocks), and
+    whether it is metadata (tables, trees) or data."""
 
-    A table that cannot be read comes with a problem naming its pack; the walk goes on with the next table."""
-    for disk in snapshot.disks:
-        for table_hex in disk["tables"]:
-            table_id = bytes.fromhex(table_hex)
-            what = f"block table of disk {disk['name']}"
-            location = index.lookup(table_id)
-            if location is None:
-                yield table_id, what, None  # reported as missing by the caller
-                continue
-            key = pack_key(location.pack.name)
-            try:
-                blob = repository.storage.get(key, location.entry.offset, location.entry.stored_length)
-                table = fmt.open_chunk(
-                    repository.master, location.pack.salt, location.entry, blob, f"{what} in {key}"
-                )
-            except EngineError as error:
-                yield table_id, what, Problem(ERROR, "chunk-damaged", key, str(error), table_hex)
-                continue
-            yield table_id, what, None
-            for position in range(0, len(table), 32):
-                block_id = table[position : position + 32]
-                if block_id != ZERO_ID:
-                    yield block_id, f"block {position // 32} of disk {disk['name']}", None
-    if snapshot.tree is not None:
-        yield from _tree_ids(repository, index, snapshot.tree, "")
+    chunk_id: bytes
+    what: str
+    problem: Problem | None
+    length: int | None = None
+    meta: bool | None = None
 
 
-def _tree_ids(
-    repository: Repository, index: ChunkIndex, tree_hex: str, path: str
-) -> Iterable[tuple[bytes, str, Problem | None]]:
-    """Every chunk under a file tree: the tree chunks themselves and the files' chunks."""
-    tree_id = bytes.fromhex(tree_hex)
-    what = f"directory {path or '/'}"
-    location = index.lookup(tree_id)
+def _malformed(snapshot: Snapshot, detail: str) -> Reference:
+    return Reference(
+        ZERO_ID, detail, Problem(ERROR, "snapshot-malformed", f"snapshots/{snapshot.id}", detail)
+    )
+
+
+def _read_meta(
+    repository: Repository, index: ChunkIndex, chunk_id: bytes, what: str
+) -> bytes | Problem | None:
+    """A metadata chunk's content through `index`; None when no index has it; a Problem when it is damaged."""
+    location = index.lookup(chunk_id)
     if location is None:
-        yield tree_id, what, None
-        return
+        return None
     key = pack_key(location.pack.name)
     try:
         blob = repository.storage.get(key, location.entry.offset, location.entry.stored_length)
-        data = fmt.open_chunk(repository.master, location.pack.salt, location.entry, blob, f"{what} in {key}")
-        entries = json.loads(data)["entries"]
-    except (EngineError, ValueError, KeyError) as error:
-        yield tree_id, what, Problem(ERROR, "chunk-damaged", key, str(error), tree_hex)
-        return
-    yield tree_id, what, None
-    for entry in entries:
-        child = f"{path}/{entry.get('name')}"
-        if entry.get("type") == "dir":
-            yield from _tree_ids(repository, index, entry["tree"], child)
-        elif entry.get("type") == "file":
-            for number, chunk_hex in enumerate(entry.get("chunks", [])):
-                yield bytes.fromhex(chunk_hex), f"chunk {number} of file {child}", None
+        return fmt.open_chunk(repository.master, location.pack.salt, location.entry, blob, f"{what} in {key}")
+    except EngineError as error:
+        return Problem(ERROR, "chunk-damaged", key, str(error), chunk_id.hex())
+
+
+def _chunk_id(value: object) -> bytes | None:
+    try:
+        chunk_id = bytes.fromhex(value) if isinstance(value, str) else b""
+    except ValueError:
+        return None
+    return chunk_id if len(chunk_id) == 32 else None
+
+
+def _referenced_ids(
+    repository: Repository, snapshot: Snapshot, index: ChunkIndex, seen: set[bytes] | None = None
+) -> Iterator[Reference]:
+    """Every chunk a snapshot needs; tables and trees are read through `index`. Nothing in a manifest or a tree
+    is trusted: a malformed one comes as a problem, never as a crash, and the walk goes on where it can.
+
+    `seen`: trees already walked (and not walked again: a tree shared by many folders, or a forged loop, costs
+    one read). Prune passes the set of chunks used so far; verify one set per snapshot."""
+    seen = set() if seen is None else seen
+    for disk in snapshot.disks:
+        try:
+            name, size, block_size = str(disk["name"]), int(disk["size"]), int(disk["block_size"])
+            tables = [_chunk_id(table) for table in disk["tables"]]
+        except (KeyError, TypeError, ValueError) as error:
+            yield _malformed(snapshot, f"a disk entry is malformed ({error!r})")
+            continue
+        blocks = -(-size // block_size) if block_size > 0 and size >= 0 else -1
+        if blocks < 0 or len(tables) != -(-blocks // TABLE_SPAN) or None in tables:
+            yield _malformed(
+                snapshot, f"disk {name}: {len(tables)} block tables do not describe {size} bytes"
+            )
+            continue
+        for number, table_id in enumerate(tables):
+            assert table_id is not None
+            what = f"block table {number} of disk {name}"
+            span = min(TABLE_SPAN, blocks - number * TABLE_SPAN)
+            table = _read_meta(repository, index, table_id, what)
+            if isinstance(table, Problem):
+                yield Reference(table_id, what, table)
+                continue
+            yield Reference(table_id, what, None, span * 32, True)
+            if table is None:
+                continue  # reported as missing by the caller
+            for position in range(0, len(table), 32):
+                block_id = table[position : position + 32]
+                if block_id != ZERO_ID:
+                    block = number * TABLE_SPAN + position // 32
+                    length = min(block_size, size - block * block_size)
+                    yield Reference(block_id, f"block {block} of disk {name}", None, length, False)
+    if snapshot.tree is not None:
+        root = _chunk_id(snapshot.tree)
+        if root is None:
+            yield _malformed(snapshot, "the root tree is not a chunk id")
+        else:
+            yield from _tree_ids(repository, index, snapshot, root, seen)
+
+
+def _tree_ids(
+    repository: Repository, index: ChunkIndex, snapshot: Snapshot, root: bytes, seen: set[bytes]
+) -> Iterator[Reference]:
+    """Every chunk under a file tree: the tree chunks themselves and the files' chunks (iterative: a forged
+    deep tree cannot exhaust the stack)."""
+    stack = [(root, "")]
+    while stack:
+        tree_id, path = stack.pop()
+        if tree_id in seen:
+            continue
+        seen.add(tree_id)
+        what = f"directory {path or '/'}"
+        data = _read_meta(repository, index, tree_id, what)
+        if isinstance(data, Problem):
+            yield Reference(tree_id, what, data)
+            continue
+        yield Reference(tree_id, what, None, None, True)
+        if data is None:
+            continue
+        try:
+            entries = json.loads(data)["entries"]
+            if not isinstance(entries, list):
+                raise TypeError("entries is not a list")
+        except (ValueError, KeyError, TypeError) as error:
+            yield Reference(tree_id, what, Problem(ERROR, "tree-malformed", what, str(error), tree_id.hex()))
+            continue
+        for entry in entries:
+            if not isinstance(entry, dict):
+                yield Reference(
+                    tree_id, what, Problem(ERROR, "tree-malformed", what, "an entry is not an object")
+                )
+                continue
+            child = f"{path}/{entry.get('name')}"
+            if entry.get("type") == "dir":
+                subtree = _chunk_id(entry.get("tree"))
+                if subtree is None:
+                    yield Reference(
+                        tree_id,
+                        what,
+                        Problem(ERROR, "tree-malformed", child, "a folder without a valid tree id"),
+                    )
+                    continue
+                stack.append((subtree, child))
+            elif entry.get("type") == "file":
+                chunks = entry.get("chunks", [])
+                for number, chunk_hex in enumerate(chunks if isinstance(chunks, list) else [None]):
+                    chunk_id = _chunk_id(chunk_hex)
+                    if chunk_id is None:
+                        yield Reference(
+                            tree_id,
+                            what,
+                            Problem(ERROR, "tree-malformed", child, f"chunk {number} is not an id"),
+                        )
+                        continue
+                    yield Reference(chunk_id, f"chunk {number} of file {child}", None, None, False)
 
 
 def verify(
@@ -176,14 +262,31 @@ def verify(
                 Problem(NOTICE, "unindexed-pack", key, "no index names it (interrupted backup?)")
             )
     report.packs = len(stored)
+    temporaries = getattr(repository.storage, "temporaries", None)
+    if temporaries is not None:
+        left = temporaries(DATA)
+        if left:
+            report.problems.append(
+                Problem(
+                    NOTICE,
+                    "temporary-files",
+                    DATA,
+                    f"{len(left)} temporary pack file(s), {sum(i.size for i in left) / 1e6:.1f} MB: being written, "
+                    "or left by a killed backup (prune removes those older than its grace period)",
+                )
+            )
 
     damaged_chunks: dict[bytes, Problem] = {}
     if report.full:
         keys = sorted(stored)
         if sample is not None:
             keys = random.sample(keys, max(1, round(len(keys) * sample))) if keys else []
+        placed: dict[str, list[Location]] = {}
+        for location in index.locations():
+            placed.setdefault(location.pack.name, []).append(location)
         for number, key in enumerate(keys):
-            _verify_pack(repository, key, index, report, damaged_chunks)
+            name = key.rsplit("/", 1)[-1]
+            _verify_pack(repository, key, index, report, damaged_chunks, placed.get(name))
             progress.step(number + 1, len(keys), "reading packs")
 
     # Walk the snapshots last, so each problem can name the snapshots it affects.
@@ -192,31 +295,46 @@ def verify(
         report.snapshots += 1
         try:
             snapshot = repository.load_snapshot(snapshot_id)
-            for chunk_id, what, problem in _referenced_ids(repository, snapshot, index):
-                location = index.lookup(chunk_id)
+            for chunk_id, what, problem, length, meta in _referenced_ids(repository, snapshot, index):
+                found = index.lookup(chunk_id)
                 if problem is not None:
-                    problem_key = (problem.kind, problem.object, problem.detail, chunk_id.hex())
-                elif location is None:
+                    problem_key = (problem.kind, problem.object, problem.detail, problem.chunk)
+                elif found is None:
                     problem_key = (
                         "missing-chunk",
                         f"snapshot {snapshot_id}",
                         f"{what} is in no index",
                         chunk_id.hex(),
                     )
-                elif location.pack.name in bad_packs:
+                elif found.pack.name in bad_packs:
                     problem_key = (
                         "chunk-unreachable",
-                        pack_key(location.pack.name),
-                        f"{what} sits in a pack that is {bad_packs[location.pack.name]}",
+                        pack_key(found.pack.name),
+                        f"{what} sits in a pack that is {bad_packs[found.pack.name]}",
                         chunk_id.hex(),
                     )
                 elif chunk_id in damaged_chunks:
                     problem = damaged_chunks[chunk_id]
                     problem_key = (problem.kind, problem.object, problem.detail, chunk_id.hex())
+                elif length is not None and found.entry.raw_length != length:
+                    problem_key = (
+                        "chunk-mismatch",
+                        f"snapshot {snapshot_id}",
+                        f"{what} must hold {length} bytes; the chunk it names holds {found.entry.raw_length}",
+                        chunk_id.hex(),
+                    )
+                elif meta is not None and bool(found.entry.flags & fmt.FLAG_META) != meta:
+                    expected = "metadata (a block table or a tree)" if meta else "data"
+                    problem_key = (
+                        "chunk-mismatch",
+                        f"snapshot {snapshot_id}",
+                        f"{what} must be {expected}; the chunk it names is not",
+                        chunk_id.hex(),
+                    )
                 else:
                     continue
                 affected.setdefault(problem_key, []).append(snapshot_id)
-        except EngineError as error:
+        except (EngineError, ValueError, TypeError, KeyError) as error:  # a forged manifest, not a crash
             report.problems.append(
                 Problem(
                     ERROR,
@@ -236,8 +354,15 @@ def verify(
 
 
 def _verify_pack(
-    repository: Repository, key: str, index: ChunkIndex, report: VerifyReport, damaged: dict[bytes, Problem]
+    repository: Repository,
+    key: str,
+    index: ChunkIndex,
+    report: VerifyReport,
+    damaged: dict[bytes, Problem],
+    placed: list[Location] | None = None,
 ) -> None:
+    """Re-read one pack: header, every chunk's tag and id, and every index entry that places a chunk here
+    against the header (`placed`: those entries)."""
     try:
         data = repository.storage.get(key)
     except ObjectMissing as error:
@@ -270,17 +395,19 @@ def _verify_pack(
         except IntegrityError as error:
             damaged[entry.chunk_id] = Problem(ERROR, "chunk-damaged", key, str(error), entry.chunk_id.hex())
             continue
-        indexed = index.lookup(entry.chunk_id)
-        if indexed is not None and indexed.pack.name == key.rsplit("/", 1)[-1] and indexed.entry != entry:
-            report.problems.append(
-                Problem(
-                    ERROR,
-                    "index-mismatch",
-                    key,
-                    "the index places this chunk elsewhere in the pack",
-                    entry.chunk_id.hex(),
-                )
+    listed = {entry.chunk_id: entry for entry in entries}
+    for location in placed or []:
+        # An index entry must say what the pack's own header says: else a restore reads the wrong bytes (or
+        # none) while the pack itself checks out.
+        if listed.get(location.entry.chunk_id) != location.entry:
+            detail = (
+                "the index places this chunk here, but the pack's header does not list it"
+                if location.entry.chunk_id not in listed
+                else "the index places this chunk elsewhere in the pack than its header does"
             )
+            problem = Problem(ERROR, "index-mismatch", key, detail, location.entry.chunk_id.hex())
+            report.problems.append(problem)
+            damaged.setdefault(location.entry.chunk_id, problem)
 
 
 @dataclass

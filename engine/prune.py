@@ -139,11 +139,13 @@ def prune(
                     f"pruned; 'forget {snapshot_id}' removes it"
                 ) from None
             report.snapshots += 1
-            for chunk_id, what, problem in _referenced_ids(repository, snapshot, lookup):
-                if problem is not None:
-                    raise PruneRefused(f"snapshot {snapshot.id}: {problem}; repair before pruning")
+            # `used` doubles as the set of trees walked: a tree shared by many snapshots is read once.
+            for reference in _referenced_ids(repository, snapshot, lookup, used):
+                if reference.problem is not None:
+                    raise PruneRefused(f"snapshot {snapshot.id}: {reference.problem}; repair before pruning")
+                chunk_id = reference.chunk_id
                 if chunk_id != ZERO_ID and lookup.lookup(chunk_id) is None:
-                    missing.append(f"{snapshot.id}: {what} ({chunk_id.hex()[:16]}…)")
+                    missing.append(f"{snapshot.id}: {reference.what} ({chunk_id.hex()[:16]}…)")
                 used.add(chunk_id)
             progress.step(number + 1, None, "marking used chunks")
         if missing:

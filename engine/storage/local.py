@@ -72,6 +72,24 @@ class LocalStorage:
                         removed += 1
         return removed
 
+    def temporaries(self, prefix: str) -> list[ObjectInfo]:
+        """Temporary files under prefix: objects being written, or left by a writer that was killed."""
+        found = []
+        for directory, _, names in os.walk(self.root / prefix.rstrip("/")):
+            for name in names:
+                if name.endswith(TEMPORARY_SUFFIX):
+                    path = Path(directory) / name
+                    with contextlib.suppress(OSError):
+                        result = path.stat()
+                        found.append(
+                            ObjectInfo(
+                                path.relative_to(self.root).as_posix(),
+                                result.st_size,
+                                datetime.datetime.fromtimestamp(result.st_mtime, datetime.UTC),
+                            )
+                        )
+        return found
+
     def open_writer(self, key: str) -> LocalObjectWriter:
         """An object written piece by piece (a pack as its chunks are sealed), visible only once committed."""
         return LocalObjectWriter(self, key)
