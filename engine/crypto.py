@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from dataclasses import dataclass
 
@@ -61,6 +63,15 @@ class MasterKey:
             self.encryption
         )
         return AESGCM(derived)
+
+
+def config_mac(master: MasterKey, config: bytes) -> bytes:
+    """HMAC-SHA256 of the repository config under a key derived for that purpose: a config changed by anyone
+    without the master key (a flipped bit, a smaller block size) is refused on open."""
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"bulwark/v1/config").derive(
+        master.encryption
+    )
+    return hmac.new(key, config, hashlib.sha256).digest()
 
 
 def counter_nonce(counter: int) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import hmac
 import json
 import logging
 import os
@@ -26,7 +27,16 @@ import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from engine import format as fmt
-from engine.crypto import SCRYPT_N, SCRYPT_P, SCRYPT_R, MasterKey, counter_nonce, open_sealed, passphrase_key
+from engine.crypto import (
+    SCRYPT_N,
+    SCRYPT_P,
+    SCRYPT_R,
+    MasterKey,
+    config_mac,
+    counter_nonce,
+    open_sealed,
+    passphrase_key,
+)
 from engine.errors import (
     EngineError,
     IntegrityError,
@@ -52,6 +62,7 @@ logger = logging.getLogger(__name__)
 
 # Chosen by benchmarks/engine_vs_restic.py (see engine/FORMAT.md, "Sizes").
 DEFAULT_BLOCK_SIZE = 64 * 1024
+MAX_BLOCK_SIZE = 16 * 1024 * 1024
 PACK_TARGET = 32 * 1024 * 1024
 COMPRESSION_LEVEL = 1
 # Store raw when zstd saves less than this fraction (already compressed or encrypted data).
@@ -84,6 +95,30 @@ class RepositoryConfig:
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), indent=1).encode()
+
+    @classmethod
+    def parse(cls, data: bytes, where: str) -> RepositoryConfig:
+        """The config as stored, checked field by field: a damaged one is refused with the reason, never used
+        with a wrong block size."""
+        try:
+            fields = json.loads(data)
+            if not isinstance(fields, dict) or set(fields) != {"version", "id", "block_size", "created"}:
+                raise ValueError("fields are not version, id, block_size, created")
+            config = cls(**fields)
+            if not isinstance(config.version, int) or not isinstance(config.block_size, int):
+                raise ValueError("version and block_size must be numbers")
+            if config.version != fmt.FORMAT_VERSION:
+                raise RepositoryNotFound(
+                    f"repository format {config.version} is not supported by this version"
+                )
+            if not (isinstance(config.id, str) and len(config.id) == 32 and int(config.id, 16) >= 0):
+                raise ValueError("id is not 32 hex digits")
+            if not 4096 <= config.block_size <= MAX_BLOCK_SIZE or config.block_size & (config.block_size - 1):
+                raise ValueError(f"block size {config.block_size} is not a power of two from 4 KiB to 16 MiB")
+            datetime.datetime.fromisoformat(config.created)
+        except (ValueError, TypeError) as error:
+            raise IntegrityError(f"the config of the repository at {where} is damaged: {error}") from None
+        return config
 
 
 @dataclass(frozen=True)
@@ -183,8 +218,8 @@ class Repository:
     ) -> Repository:
         if storage.stat(CONFIG) is not None:
             raise RepositoryExists(f"a repository exists already at {storage.describe()}")
-        if block_size < 4096 or block_size & (block_size - 1):
-            raise ValueError("block size must be a power of two of at least 4096 bytes")
+        if not 4096 <= block_size <= MAX_BLOCK_SIZE or block_size & (block_size - 1):
+            raise ValueError("block size must be a power of two from 4096 bytes to 16 MiB")
         master = MasterKey.generate()
         config = RepositoryConfig(fmt.FORMAT_VERSION, uuid.uuid4().hex, block_size, now_utc().isoformat())
         repository = cls(storage, master, config, "")
@@ -199,9 +234,7 @@ class Repository:
             config_data = storage.get(CONFIG)
         except ObjectMissing:
             raise RepositoryNotFound(f"no repository at {storage.describe()}") from None
-        config = RepositoryConfig(**json.loads(config_data))
-        if config.version != fmt.FORMAT_VERSION:
-            raise RepositoryNotFound(f"repository format {config.version} is not supported by this version")
+        config = RepositoryConfig.parse(config_data, storage.describe())
         unreadable = []
         for info in storage.list(KEYS):
             try:
@@ -220,7 +253,16 @@ class Repository:
                 material = open_sealed(aead, counter_nonce(0), wrapped, config.id.encode(), "key slot")
             except IntegrityError:
                 continue
-            return cls(storage, MasterKey.from_bytes(material), config, info.key[len(KEYS) :])
+            master = MasterKey.from_bytes(material)
+            mac = slot.get("config_mac")
+            if mac is not None and not hmac.compare_digest(
+                base64.b64decode(str(mac)), config_mac(master, config_data)
+            ):
+                raise IntegrityError(
+                    f"the config of the repository at {storage.describe()} was changed since it was created "
+                    "(it no longer matches what its key slots vouch for): refusing to use it"
+                )
+            return cls(storage, master, config, info.key[len(KEYS) :])
         skipped = (
             f" ({len(unreadable)} unreadable key slot(s) skipped: {', '.join(unreadable)})"
             if unreadable
@@ -257,6 +299,8 @@ class Repository:
             "wrapped": base64.b64encode(wrapped).decode(),
             "label": label,
             "created": now_utc().isoformat(),
+            # Vouches for the config: a key slot can only be written by someone holding the master key.
+            "config_mac": base64.b64encode(config_mac(self.master, self.config.to_json())).decode(),
         }
         self.storage.put(KEYS + slot_id, json.dumps(slot, indent=1).encode())
         return slot_id

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import random
+from pathlib import Path
+
 import pytest
 
-from engine.errors import RepositoryExists, RepositoryNotFound, WrongPassphrase
+from engine.errors import EngineError, IntegrityError, RepositoryExists, RepositoryNotFound, WrongPassphrase
 from engine.repository import Repository
 from engine.storage.local import LocalStorage
 from tests.engine.helpers import PASSPHRASE, backup, make_image
@@ -48,3 +52,33 @@ def test_slots_change_without_rewriting_data(repository: Repository) -> None:
     with pytest.raises(ValueError, match="last key"):
         reopened.remove_key(reopened.opened_with)
     assert data_objects(repository.storage) == before  # type: ignore[arg-type]
+
+
+def test_no_bit_flip_in_the_config_opens_silently(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "repo")
+    Repository.init(storage, PASSPHRASE, block_size=65536)
+    original = storage.get("config")
+    rng = random.Random(5)
+    positions = rng.sample(range(len(original) * 8), min(120, len(original) * 8))
+    for bit in positions:
+        flipped = bytearray(original)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        storage.put("config", bytes(flipped))
+        with pytest.raises(EngineError):
+            Repository.open(storage, PASSPHRASE)
+    storage.put("config", original)
+    assert Repository.open(storage, PASSPHRASE).config.block_size == 65536
+
+
+def test_a_config_with_an_impossible_block_size_is_refused_even_without_a_mac(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "repo")
+    repository = Repository.init(storage, PASSPHRASE, block_size=65536)
+    for info in storage.list("keys/"):  # a slot written before slots vouched for the config
+        slot = json.loads(storage.get(info.key))
+        del slot["config_mac"]
+        storage.put(info.key, json.dumps(slot).encode())
+    assert Repository.open(storage, PASSPHRASE).config.id == repository.config.id
+    config = json.loads(storage.get("config"))
+    storage.put("config", json.dumps({**config, "block_size": 65535}, indent=1).encode())
+    with pytest.raises(IntegrityError, match="block size"):
+        Repository.open(storage, PASSPHRASE)
