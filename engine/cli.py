@@ -11,6 +11,7 @@ import datetime
 import getpass
 import json
 import os
+import stat
 import sys
 import time
 from pathlib import Path
@@ -102,10 +103,12 @@ def command_backup_image(repository: Repository, args: argparse.Namespace) -> di
     writer = ImageWriter(
         repository, machine=args.machine, parent=parent, tags=args.tag, threads=args.threads, progress=bar
     )
-    size = os.path.getsize(args.image)
+    size = source_size(args.image)
     disk = args.disk or Path(args.image).name
     try:
         if args.changed_areas:
+            if size is None:
+                raise SystemExit("--changed-areas needs a file or a block device, not a pipe")
             areas = [
                 (int(offset), int(length))
                 for offset, length in json.loads(Path(args.changed_areas).read_text())
@@ -124,7 +127,19 @@ def command_backup_image(repository: Repository, args: argparse.Namespace) -> di
         "snapshot": snapshot.id,
         "engine_seconds": round(time.perf_counter() - started, 4),
         **snapshot.stats,
+        "warnings": snapshot.warnings,
     }
+
+
+def source_size(path: str) -> int | None:
+    """A regular file's or a block device's size; None for a pipe (read to its end, no size expected)."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        return os.path.getsize(path)
+    if stat.S_ISBLK(mode):
+        with open(path, "rb") as device:
+            return device.seek(0, os.SEEK_END)
+    return None
 
 
 def command_restore(repository: Repository, args: argparse.Namespace) -> dict[str, Any]:
@@ -162,7 +177,7 @@ def command_backup_dir(repository: Repository, args: argparse.Namespace) -> dict
     bar.finish()
     for error in writer.errors:
         sys.stderr.write(f"skipped: {error}\n")
-    return {"snapshot": snapshot.id, **snapshot.stats}
+    return {"snapshot": snapshot.id, **snapshot.stats, "warnings": snapshot.warnings}
 
 
 def command_forget(repository: Repository, args: argparse.Namespace) -> dict[str, Any]:
@@ -374,4 +389,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"bulwark-engine: {error}\n")
         return 2
     sys.stdout.write(json.dumps(result, indent=None if args.json else 1) + "\n")
+    warnings = result.get("warnings") if isinstance(result, dict) else None
+    if warnings:
+        # As restic does: 3 means a snapshot was committed, but not all of the source is in it.
+        for warning in warnings:
+            sys.stderr.write(f"warning: {warning}\n")
+        return 3
     return 0

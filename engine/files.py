@@ -174,6 +174,13 @@ class FileTreeWriter(SnapshotWriter):
     def commit(self, tree: str) -> Snapshot:
         """Write the manifest of a tree stored by store(): from now on the snapshot exists."""
         stats = self.stats
+        if self.errors:
+            shown = "; ".join(self.errors[:5]) + (
+                f"; and {len(self.errors) - 5} more" if len(self.errors) > 5 else ""
+            )
+            self.warnings.append(
+                f"{len(self.errors)} item(s) could not be read and are not in the snapshot: {shown}"
+            )
         return self._commit(
             "files",
             {

@@ -62,6 +62,13 @@ class ImageWriter(SnapshotWriter):
             table += chunk_id
             done += len(block)
             self.progress.step(done, size, f"reading {name}")
+        if size is not None and done != size:
+            # The disk shrank or grew while it was read (or its reported size was wrong): what was read is
+            # stored as it is, and the snapshot says so.
+            self.warnings.append(
+                f"disk {name}: {done:,} bytes were read where {size:,} were expected (the source "
+                f"{'ended early' if done < size else 'was longer'}); the snapshot holds what was read"
+            )
         return self._finish_disk(name, done, table, change_id, zero_bytes, before, full_read=True)
 
     def _store_block(self, block: bytes) -> bytes:

@@ -153,6 +153,9 @@ class Snapshot:
     tree: str | None = None  # hex id of the root tree chunk, for file snapshots
     stats: dict[str, int] = field(default_factory=dict)
     version: int = fmt.FORMAT_VERSION
+    # What went wrong without stopping the backup (a disk that ended early, files that could not be read): a
+    # snapshot committed "with warnings" says so wherever it is shown.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def taken_at(self) -> datetime.datetime:
@@ -842,6 +845,7 @@ class SnapshotWriter:
         self.parent = parent
         self.tags = list(tags)
         self.progress = progress or NullProgress()
+        self.warnings: list[str] = []
         self.chunks = repository.writer(threads=threads, progress=self.progress)
         # The parent is read before this writer's lease: if it was forgotten (and pruned) in between, its
         # chunks may be gone, and nothing may be taken over from it.
@@ -869,6 +873,7 @@ class SnapshotWriter:
                 "reused_bytes": self.chunks.stats.reused_bytes,
                 **stats,
             },
+            warnings=list(self.warnings),
             **content,
         )
         self.repository.commit_snapshot(snapshot)

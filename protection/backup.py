@@ -292,7 +292,7 @@ def _back_up(run: BackupRun) -> tuple[RecoveryPoint, list[str]]:
             writer.abort()
             raise
         consistent = snap.handle.quiesced
-        warnings = list(snap.warnings)
+        warnings = list(snap.warnings) + list(snapshot.warnings)
     stats = snapshot.stats
     with transaction.atomic():
         point = RecoveryPoint.objects.create(

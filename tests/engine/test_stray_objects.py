@@ -192,3 +192,43 @@ def test_an_edit_that_keeps_size_and_mtime_is_backed_up_again(repository: Reposi
     second = FileTreeWriter(repository, machine="h", parent=first).write(source)
     restore_tree(repository, repository.load_snapshot(second.id), tmp_path / "out")
     assert (tmp_path / "out" / "ledger.db").read_bytes() == b"B" * 50_000
+
+
+def test_a_disk_that_ends_early_is_committed_with_a_warning(repository: Repository, tmp_path: Path) -> None:
+    image = make_image(300_000, seed=8)
+    writer = ImageWriter(repository, machine="vm-1")
+    writer.write_disk("disk-0", io.BytesIO(bytes(image[:200_000])), size=len(image))  # shrank mid-read
+    snapshot = writer.commit()
+    assert snapshot.warnings and "ended early" in snapshot.warnings[0]
+    assert repository.load_snapshot(snapshot.id).warnings == snapshot.warnings
+    target = tmp_path / "out.raw"
+    restore_image(repository, repository.load_snapshot(snapshot.id), "disk-0", target)
+    assert target.read_bytes() == bytes(image[:200_000])
+
+
+ENGINE = [sys.executable, "-m", "engine"]
+
+
+def test_an_image_piped_in_is_read_to_its_end(storage: LocalStorage, tmp_path: Path) -> None:
+    Repository.init(storage, PASSPHRASE, block_size=BLOCK)
+    image = bytes(make_image(400_000, seed=9))
+    (tmp_path / "disk.raw").write_bytes(image)
+    with open(tmp_path / "disk.raw", "rb") as pipe_end:
+        feeder = subprocess.Popen(["cat"], stdin=pipe_end, stdout=subprocess.PIPE)
+        assert feeder.stdout is not None
+        piped = subprocess.run(
+            [*ENGINE, "--repo", str(storage.root), "backup-image", "/dev/stdin", "--machine", "vm", "--json"],
+            stdin=feeder.stdout,
+            cwd=Path(__file__).resolve().parents[2],
+            env={**os.environ, "BULWARK_PASSPHRASE": PASSPHRASE},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        feeder.wait()
+    assert piped.returncode == 0, piped.stderr
+    snapshot_id = json.loads(piped.stdout)["snapshot"]
+    target = tmp_path / "out.raw"
+    assert cli(storage, "restore", snapshot_id, str(target), "--disk", "stdin").returncode == 0
+    assert target.read_bytes() == image
