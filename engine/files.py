@@ -129,6 +129,8 @@ class FileTreeWriter(SnapshotWriter):
                     self.stats.directories += 1
                 elif stat.S_ISREG(info.st_mode):
                     entry.update(type="file", size=info.st_size, inode=info.st_ino, ctime_ns=info.st_ctime_ns)
+                    if info.st_nlink > 1:  # a hard link: restored as one again with its partners
+                        entry.update(nlink=info.st_nlink, device=info.st_dev)
                     if (
                         old is not None
                         and old.get("type") == "file"
@@ -251,6 +253,7 @@ def restore_tree(
     directories: list[tuple[Path, dict[str, Any]]] = []
     symlinks: list[tuple[Path, dict[str, Any]]] = []
     done = 0
+    linked: dict[tuple[int, int], Path] = {}  # (device, inode) at backup -> the path restored for it
     for relative, entry in walk(repository, snapshot):
         path = root / relative
         if not _inside(root, path):
@@ -267,6 +270,17 @@ def restore_tree(
         elif entry["type"] == "file":
             if path.is_symlink():
                 raise UnsafePath(f"{relative!r}: a symlink stands where a file goes")
+            link_key = (
+                (entry["device"], entry["inode"]) if entry.get("nlink", 1) > 1 and "device" in entry else None
+            )
+            partner = linked.get(link_key) if link_key else None
+            if partner is not None:
+                # Another name of a file this restore wrote already: linked, not written twice.
+                if path.exists():
+                    path.unlink()
+                os.link(partner, path, follow_symlinks=False)
+                stats.files += 1
+                continue
             # Written under a temporary name and renamed once complete (a failed restore leaves no partial
             # file under the real name); O_EXCL | O_NOFOLLOW: never written through anything standing there.
             partial = path.with_name(f".{path.name}.{os.urandom(6).hex()}.partial")
@@ -274,9 +288,10 @@ def restore_tree(
             try:
                 with os.fdopen(descriptor, "wb") as handle:
                     for data in read_file(repository, entry):
-                        handle.write(data)
+                        _write_sparse(handle, data)
                         done += len(data)
                         progress.step(done, None, "restoring files")
+                    handle.truncate()  # the length, when the file ends in a hole
                     handle.flush()
                     # Through the open descriptor: the metadata lands on the file just written.
                     if owners:
@@ -284,6 +299,8 @@ def restore_tree(
                     os.fchmod(descriptor, entry["mode"])
                     os.utime(descriptor, ns=(entry["atime_ns"], entry["mtime_ns"]))
                 os.replace(partial, path)
+                if link_key:
+                    linked[link_key] = path
             except BaseException:
                 with contextlib.suppress(OSError):
                     partial.unlink()
@@ -302,6 +319,21 @@ def restore_tree(
     for path, entry in reversed(directories):  # deepest first: writing children changes a folder's times
         _apply_metadata(path, entry, owners)
     return stats
+
+
+HOLE_SPAN = 64 * 1024
+_ZEROS = bytes(HOLE_SPAN)
+
+
+def _write_sparse(handle: Any, data: bytes) -> None:
+    """Write data, seeking over whole runs of zeros instead: a sparse file restores sparse."""
+    view = memoryview(data)
+    for start in range(0, len(view), HOLE_SPAN):
+        piece = view[start : start + HOLE_SPAN]
+        if piece == _ZEROS[: len(piece)]:
+            handle.seek(len(piece), os.SEEK_CUR)
+        else:
+            handle.write(piece)
 
 
 def _chown(path: Path, entry: dict[str, Any], *, follow: bool) -> None:

@@ -13,6 +13,8 @@ import pytest
 from engine.errors import UnsafePath
 from engine.files import FileTreeWriter, read_file, restore_tree, walk
 from engine.repository import Repository, Snapshot, new_snapshot_id, now_utc
+from engine.storage.local import LocalStorage
+from tests.engine.helpers import PASSPHRASE
 
 
 def make_tree(root: Path) -> None:
@@ -169,3 +171,25 @@ def test_a_symlink_already_in_the_target_is_never_written_through(
     with pytest.raises((UnsafePath, OSError)):
         restore_tree(repository, snapshot, target)
     assert list(outside.iterdir()) == []
+
+
+def test_sparse_files_restore_sparse_and_hard_links_stay_links(tmp_path: Path) -> None:
+    repository = Repository.init(LocalStorage(tmp_path / "repo"), PASSPHRASE)
+    source = tmp_path / "src"
+    (source / "sub").mkdir(parents=True)
+    sparse = source / "disk.img"
+    with open(sparse, "wb") as handle:
+        handle.truncate(16 * 1024 * 1024)
+        handle.seek(5 * 1024 * 1024)
+        handle.write(os.urandom(4096))
+    (source / "original").write_bytes(os.urandom(300_000))
+    os.link(source / "original", source / "sub" / "second-name")
+    (source / "unrelated").write_bytes(os.urandom(1000))
+    snapshot = FileTreeWriter(repository, machine="h").write(source)
+    target = tmp_path / "out"
+    restore_tree(repository, repository.load_snapshot(snapshot.id), target)
+    assert (target / "disk.img").read_bytes() == sparse.read_bytes()
+    assert (target / "disk.img").stat().st_blocks * 512 < 1024 * 1024  # holes, not 16 MiB of zeros
+    assert (target / "original").stat().st_ino == (target / "sub" / "second-name").stat().st_ino
+    assert (target / "sub" / "second-name").read_bytes() == (source / "original").read_bytes()
+    assert (target / "unrelated").stat().st_nlink == 1
