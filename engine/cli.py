@@ -319,7 +319,10 @@ def main(argv: list[str] | None = None) -> int:
             elif args.command == "verify":
                 if args.sample is not None and not 0 < args.sample <= 1:
                     raise SystemExit("--sample is a fraction of the packs: more than 0, at most 1")
-                report = verify(repository, full=args.full, sample=args.sample, progress=ProgressBar())
+                # Damaged and missing copies are recorded, so the next backup of that data stores it again.
+                report = verify(
+                    repository, full=args.full, sample=args.sample, progress=ProgressBar(), record=True
+                )
                 for problem in report.problems:
                     sys.stderr.write(str(problem) + "\n")
                 result = {

@@ -25,6 +25,7 @@ OBJECT_MAGIC = b"BWO1"
 KIND_INDEX = b"I"
 KIND_SNAPSHOT = b"S"
 KIND_PENDING = b"P"  # packs prune took out of the index, waiting out the grace period
+KIND_DAMAGED = b"D"  # chunk copies verify found damaged or missing: never deduplicated against, never read
 _OBJECT_HEADER = len(OBJECT_MAGIC) + 1 + SALT_BYTES
 
 
@@ -286,3 +287,16 @@ def decode_pending(data: bytes, what: str) -> PendingMarker:
         raise IntegrityError(f"{what}: pending marker is malformed")
     marked_at, completed_at = _PENDING_TIMES.unpack_from(data)
     return PendingMarker(marked_at, completed_at, decode_index(data[_PENDING_TIMES.size :], what))
+
+
+_DAMAGED = struct.Struct(">32s16s")  # chunk id | pack name
+
+
+def encode_damaged(pairs: list[tuple[bytes, str]]) -> bytes:
+    return b"".join(_DAMAGED.pack(chunk_id, bytes.fromhex(pack)) for chunk_id, pack in pairs)
+
+
+def decode_damaged(data: bytes, what: str) -> list[tuple[bytes, str]]:
+    if len(data) % _DAMAGED.size:
+        raise IntegrityError(f"{what}: damaged-chunk record is malformed")
+    return [(chunk_id, pack.hex()) for chunk_id, pack in _DAMAGED.iter_unpack(data)]

@@ -64,6 +64,24 @@ class _Run:
                 return number, PackEntry(chunk_id, flags, offset, stored, raw, counter)
         return None
 
+    def find_all(self, chunk_id: bytes) -> list[tuple[int, PackEntry]]:
+        """Every record of this id (a run can hold one id more than once: two packs with the same chunk)."""
+        prefix = chunk_id[0] << 8 | chunk_id[1]
+        low, high = self.starts[prefix], self.starts[prefix + 1]
+        records, size = self.records, RECORD.size
+        while low < high:  # the leftmost record not below the id
+            middle = (low + high) // 2
+            if records[middle * size : middle * size + 32] < chunk_id:
+                low = middle + 1
+            else:
+                high = middle
+        found = []
+        while low < self.count and records[low * size : low * size + 32] == chunk_id:
+            _, number, flags, offset, stored, raw, counter = RECORD.unpack_from(records, low * size)
+            found.append((number, PackEntry(chunk_id, flags, offset, stored, raw, counter)))
+            low += 1
+        return found
+
     def rows(self) -> Iterator[tuple[bytes, int, PackEntry]]:
         for position in range(self.count):
             chunk_id, number, flags, offset, stored, raw, counter = RECORD.unpack_from(
@@ -126,6 +144,13 @@ class ChunkIndex:
         if found is None:
             return None
         return Location(self.packs[found[0]], found[1])
+
+    def lookup_all(self, chunk_id: bytes) -> list[Location]:
+        """Every place this chunk is stored (a chunk stored again to heal a damaged copy has two)."""
+        found = [self._recent[chunk_id]] if chunk_id in self._recent else []
+        for run in self._runs:
+            found.extend(run.find_all(chunk_id))
+        return [Location(self.packs[number], entry) for number, entry in found]
 
     def __contains__(self, chunk_id: object) -> bool:
         return isinstance(chunk_id, bytes) and self.lookup(chunk_id) is not None

@@ -106,15 +106,17 @@ def _read_meta(
     repository: Repository, index: ChunkIndex, chunk_id: bytes, what: str
 ) -> bytes | Problem | None:
     """A metadata chunk's content through `index`; None when no index has it; a Problem when it is damaged."""
-    location = index.lookup(chunk_id)
-    if location is None:
-        return None
-    key = pack_key(location.pack.name)
-    try:
-        blob = repository.storage.get(key, location.entry.offset, location.entry.stored_length)
-        return fmt.open_chunk(repository.master, location.pack.salt, location.entry, blob, f"{what} in {key}")
-    except EngineError as error:
-        return Problem(ERROR, "chunk-damaged", key, str(error), chunk_id.hex())
+    problem = None
+    for location in index.lookup_all(chunk_id):  # any good copy will do (a damaged one may have been healed)
+        key = pack_key(location.pack.name)
+        try:
+            blob = repository.storage.get(key, location.entry.offset, location.entry.stored_length)
+            return fmt.open_chunk(
+                repository.master, location.pack.salt, location.entry, blob, f"{what} in {key}"
+            )
+        except EngineError as error:
+            problem = problem or Problem(ERROR, "chunk-damaged", key, str(error), chunk_id.hex())
+    return problem
 
 
 def _chunk_id(value: object) -> bytes | None:
@@ -235,29 +237,34 @@ def verify(
     full: bool = False,
     sample: float | None = None,
     progress: Progress | None = None,
+    record: bool = False,
 ) -> VerifyReport:
     """Quick: index files, manifests, every referenced chunk indexed, every indexed pack present with its size.
-    Full (or a random `sample` fraction of packs): also re-read packs and check every tag and every id."""
+    Full (or a random `sample` fraction of packs): also re-read packs and check every tag, every id, and every
+    index entry against its pack's header.
+
+    A chunk is fine when any copy of it is good: a damaged copy whose chunk a later backup stored again is
+    reported as healed (a notice), not as damage. With `record`, the damaged and missing copies found are
+    written down, so the next backup that meets those chunks stores them again instead of deduplicating
+    against a copy that cannot be read."""
     progress = progress or NullProgress()
     report = VerifyReport(full=full or sample is not None)
     index = _load_index(repository, report)
+    recorded = {pair for _, pairs in repository.read_damaged() for pair in pairs}
     stored = {info.key: info.size for info in repository.storage.list(DATA)}
-    bad_packs: dict[str, str] = {}
+    placed: dict[str, list[Location]] = {}
+    for location in index.locations():
+        placed.setdefault(location.pack.name, []).append(location)
+    bad_packs: dict[str, Problem] = {}
     for pack in index.packs:
         key = pack_key(pack.name)
         if key not in stored:
-            bad_packs[pack.name] = "missing"
-            report.problems.append(Problem(ERROR, "missing-pack", key, "indexed pack is not in storage"))
+            bad_packs[pack.name] = Problem(ERROR, "missing-pack", key, "indexed pack is not in storage")
         elif stored[key] != pack.size:
-            bad_packs[pack.name] = "wrong size"
-            report.problems.append(
-                Problem(
-                    ERROR, "pack-size", key, f"{stored[key]} bytes stored, {pack.size} indexed (truncated?)"
-                )
-            )
-    indexed_names = {pack.name for pack in index.packs}
+            detail = f"{stored[key]} bytes stored, {pack.size} indexed (truncated?)"
+            bad_packs[pack.name] = Problem(ERROR, "pack-size", key, detail)
     for key in stored:
-        if key.rsplit("/", 1)[-1] not in indexed_names:
+        if key.rsplit("/", 1)[-1] not in placed:
             report.problems.append(
                 Problem(NOTICE, "unindexed-pack", key, "no index names it (interrupted backup?)")
             )
@@ -276,18 +283,33 @@ def verify(
                 )
             )
 
-    damaged_chunks: dict[bytes, Problem] = {}
+    damaged: dict[tuple[bytes, str], Problem] = {}
+    broken: dict[str, Problem] = {}  # packs whose header cannot be read
     if report.full:
-        keys = sorted(stored)
+        keys = sorted(key for key in stored if key.rsplit("/", 1)[-1] not in bad_packs)
         if sample is not None:
             keys = random.sample(keys, max(1, round(len(keys) * sample))) if keys else []
-        placed: dict[str, list[Location]] = {}
-        for location in index.locations():
-            placed.setdefault(location.pack.name, []).append(location)
         for number, key in enumerate(keys):
             name = key.rsplit("/", 1)[-1]
-            _verify_pack(repository, key, index, report, damaged_chunks, placed.get(name))
+            _verify_pack(repository, key, report, damaged, broken, placed.get(name))
             progress.step(number + 1, len(keys), "reading packs")
+
+    def fault(chunk_id: bytes, location: Location) -> Problem | None:
+        name = location.pack.name
+        if name in bad_packs:
+            pack = bad_packs[name]
+            return Problem(
+                ERROR, "chunk-unreachable", pack.object, f"it sits in a pack: {pack.detail}", chunk_id.hex()
+            )
+        if (chunk_id, name) in damaged:
+            return damaged[(chunk_id, name)]
+        if (chunk_id, name) in recorded:
+            detail = "recorded as damaged by an earlier verify"
+            return Problem(ERROR, "chunk-damaged", pack_key(name), detail, chunk_id.hex())
+        return None
+
+    def good_copy(chunk_id: bytes) -> Location | None:
+        return next((c for c in index.lookup_all(chunk_id) if fault(chunk_id, c) is None), None)
 
     # Walk the snapshots last, so each problem can name the snapshots it affects.
     affected: dict[tuple[str, str, str, str | None], list[str]] = {}
@@ -296,34 +318,29 @@ def verify(
         try:
             snapshot = repository.load_snapshot(snapshot_id)
             for chunk_id, what, problem, length, meta in _referenced_ids(repository, snapshot, index):
-                found = index.lookup(chunk_id)
+                copies = index.lookup_all(chunk_id) if problem is None else []
+                good = good_copy(chunk_id) if copies else None
                 if problem is not None:
                     problem_key = (problem.kind, problem.object, problem.detail, problem.chunk)
-                elif found is None:
+                elif not copies:
                     problem_key = (
                         "missing-chunk",
                         f"snapshot {snapshot_id}",
                         f"{what} is in no index",
                         chunk_id.hex(),
                     )
-                elif found.pack.name in bad_packs:
-                    problem_key = (
-                        "chunk-unreachable",
-                        pack_key(found.pack.name),
-                        f"{what} sits in a pack that is {bad_packs[found.pack.name]}",
-                        chunk_id.hex(),
-                    )
-                elif chunk_id in damaged_chunks:
-                    problem = damaged_chunks[chunk_id]
-                    problem_key = (problem.kind, problem.object, problem.detail, chunk_id.hex())
-                elif length is not None and found.entry.raw_length != length:
+                elif good is None:
+                    first = fault(chunk_id, copies[0])
+                    assert first is not None
+                    problem_key = (first.kind, first.object, f"{what}: {first.detail}", chunk_id.hex())
+                elif length is not None and good.entry.raw_length != length:
                     problem_key = (
                         "chunk-mismatch",
                         f"snapshot {snapshot_id}",
-                        f"{what} must hold {length} bytes; the chunk it names holds {found.entry.raw_length}",
+                        f"{what} must hold {length} bytes; the chunk it names holds {good.entry.raw_length}",
                         chunk_id.hex(),
                     )
-                elif meta is not None and bool(found.entry.flags & fmt.FLAG_META) != meta:
+                elif meta is not None and bool(good.entry.flags & fmt.FLAG_META) != meta:
                     expected = "metadata (a block table or a tree)" if meta else "data"
                     problem_key = (
                         "chunk-mismatch",
@@ -346,46 +363,61 @@ def verify(
             )
     for (kind, obj, detail, chunk), snapshots in affected.items():
         report.problems.append(Problem(ERROR, kind, obj, detail, chunk, tuple(sorted(set(snapshots)))))
+
+    # The damaged objects themselves: harmless (a notice) once every chunk in them has a good copy elsewhere.
+    for name, problem in {**bad_packs, **broken}.items():
+        lost = [loc for loc in placed.get(name, []) if good_copy(loc.entry.chunk_id) is None]
+        if lost:
+            report.problems.append(problem)
+        else:
+            healed = f"{problem.detail}; every chunk in it has a good copy elsewhere (healed)"
+            report.problems.append(Problem(NOTICE, problem.kind, problem.object, healed))
     reported = {(p.kind, p.chunk) for p in report.problems}
-    for chunk_id, problem in damaged_chunks.items():
-        if (problem.kind, chunk_id.hex()) not in reported:
+    for (chunk_id, name), problem in damaged.items():
+        if name in broken:
+            continue  # said once for the whole pack above
+        if good_copy(chunk_id) is not None:
+            detail = f"{problem.detail}; a good copy exists elsewhere (healed)"
+            report.problems.append(Problem(NOTICE, problem.kind, problem.object, detail, problem.chunk))
+        elif (problem.kind, chunk_id.hex()) not in reported:
             report.problems.append(problem)  # damaged but used by no snapshot: still worth knowing
+    if record:
+        found = set(damaged) | {
+            (loc.entry.chunk_id, name) for name in bad_packs for loc in placed.get(name, [])
+        }
+        repository.record_damaged(found)
     return report
 
 
 def _verify_pack(
     repository: Repository,
     key: str,
-    index: ChunkIndex,
     report: VerifyReport,
-    damaged: dict[bytes, Problem],
-    placed: list[Location] | None = None,
+    damaged: dict[tuple[bytes, str], Problem],
+    broken: dict[str, Problem],
+    placed: list[Location] | None,
 ) -> None:
     """Re-read one pack: header, every chunk's tag and id, and every index entry that places a chunk here
-    against the header (`placed`: those entries)."""
+    against the header (`placed`: those entries; none for a pack no index names). Problems go into `damaged`
+    by (chunk id, pack name)."""
+    name = key.rsplit("/", 1)[-1]
     try:
         data = repository.storage.get(key)
-    except ObjectMissing as error:
-        report.problems.append(Problem(ERROR, "missing-pack", key, str(error)))
-        return
+    except ObjectMissing:
+        return  # deleted by a prune since the listing
     report.bytes_read += len(data)
     try:
         salt, entries = fmt.read_pack_header(repository.master, data, key)
     except IntegrityError as error:
-        name = key.rsplit("/", 1)[-1]
-        if not any(pack.name == name for pack in index.packs):
+        if not placed:
             # In no index: debris of a write that failed (a killed backup, a storage that lost it). No
             # snapshot can use it; prune removes it after the grace period.
             report.problems.append(Problem(NOTICE, "unindexed-pack", key, f"unreadable debris: {error}"))
             return
-        report.problems.append(Problem(ERROR, "pack-damaged", key, str(error)))
-        # Every chunk the index places here is now unreadable.
-        name = key.rsplit("/", 1)[-1]
-        for location in index.locations():
-            if location.pack.name == name:
-                damaged[location.entry.chunk_id] = Problem(
-                    ERROR, "pack-damaged", key, str(error), location.entry.chunk_id.hex()
-                )
+        broken[name] = Problem(ERROR, "pack-damaged", key, str(error))
+        for location in placed:  # every chunk the index places here is now unreadable
+            chunk = location.entry.chunk_id
+            damaged[(chunk, name)] = Problem(ERROR, "pack-damaged", key, str(error), chunk.hex())
         return
     for entry in entries:
         report.chunks_checked += 1
@@ -393,8 +425,9 @@ def _verify_pack(
         try:
             fmt.open_chunk(repository.master, salt, entry, blob, f"chunk {entry.chunk_id.hex()} in {key}")
         except IntegrityError as error:
-            damaged[entry.chunk_id] = Problem(ERROR, "chunk-damaged", key, str(error), entry.chunk_id.hex())
-            continue
+            damaged[(entry.chunk_id, name)] = Problem(
+                ERROR, "chunk-damaged", key, str(error), entry.chunk_id.hex()
+            )
     listed = {entry.chunk_id: entry for entry in entries}
     for location in placed or []:
         # An index entry must say what the pack's own header says: else a restore reads the wrong bytes (or
@@ -406,8 +439,7 @@ def _verify_pack(
                 else "the index places this chunk elsewhere in the pack than its header does"
             )
             problem = Problem(ERROR, "index-mismatch", key, detail, location.entry.chunk_id.hex())
-            report.problems.append(problem)
-            damaged.setdefault(location.entry.chunk_id, problem)
+            damaged.setdefault((location.entry.chunk_id, name), problem)
 
 
 @dataclass

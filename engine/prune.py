@@ -25,7 +25,7 @@ from engine.index import ChunkIndex
 from engine.locks import LeaseHolder, live_leases
 from engine.maintenance import _referenced_ids
 from engine.progress import NullProgress, Progress
-from engine.repository import DATA, INDEX, PENDING, Repository, new_object_name, pack_key
+from engine.repository import DAMAGED, DATA, INDEX, PENDING, Repository, new_object_name, pack_key
 from engine.retention import Decision, RetentionSpec, plan_retention
 
 DEFAULT_GRACE = datetime.timedelta(hours=2)
@@ -120,6 +120,17 @@ def prune(
                 live.append((pack, entries))
         in_index = ChunkIndex()
         in_index.add_packs(live)
+        # Copies verify found damaged: one whose chunk has a good copy elsewhere is garbage (the chunk was
+        # healed by a later backup); one without stays, as the only trace of what was lost.
+        records = repository.read_damaged()
+        damaged = {pair for _, pairs in records for pair in pairs}
+
+        def healed(chunk_id: bytes, pack_name: str) -> bool:
+            return (chunk_id, pack_name) in damaged and any(
+                other.pack.name != pack_name and (chunk_id, other.pack.name) not in damaged
+                for other in in_index.lookup_all(chunk_id)
+            )
+
         lookup = ChunkIndex()
         lookup.add_packs(live)
         for _, marker in markers:
@@ -193,13 +204,20 @@ def prune(
         newly_unused: Packs = []
         repack: list[tuple[fmt.IndexedPack, list[fmt.PackEntry], list[fmt.PackEntry]]] = []
         for pack, entries in live:
-            live_entries = [entry for entry in entries if entry.chunk_id in used]
+            live_entries = [
+                entry for entry in entries if entry.chunk_id in used and not healed(entry.chunk_id, pack.name)
+            ]
             if not live_entries:
                 newly_unused.append((pack, entries))
                 report.marked_packs.append(pack.name)
                 continue
-            unused_bytes = sum(entry.stored_length for entry in entries if entry.chunk_id not in used)
-            if unused_bytes >= repack_threshold * sum(entry.stored_length for entry in entries):
+            unused_bytes = sum(entry.stored_length for entry in entries) - sum(
+                entry.stored_length for entry in live_entries
+            )
+            unreadable = any((entry.chunk_id, pack.name) in damaged for entry in live_entries)
+            if not unreadable and unused_bytes >= repack_threshold * sum(
+                entry.stored_length for entry in entries
+            ):
                 repack.append((pack, entries, live_entries))
                 report.repacked_packs.append(pack.name)
                 report.marked_packs.append(pack.name)
@@ -261,6 +279,15 @@ def prune(
             storage.delete(pack_key(pack.name))
         for info in orphans:
             storage.delete(info.key)
+        # Damage records keep only copies that are still stored.
+        gone = {pack.name for pack, _ in to_delete} | {info.key.rsplit("/", 1)[-1] for info in orphans}
+        if records and any(name in gone for _, name in damaged):
+            remaining = sorted(pair for pair in damaged if pair[1] not in gone)
+            if remaining:  # the survivors first, then the old records: a kill in between repeats some
+                sealed = fmt.seal_object(repository.master, fmt.KIND_DAMAGED, fmt.encode_damaged(remaining))
+                storage.put(DAMAGED + new_object_name(), sealed)
+            for key, _ in records:
+                storage.delete(key)
         # Half-written objects of killed writers (a streamed pack's temporary file), on storages that have them.
         sweep = getattr(storage, "sweep_temporaries", None)
         if sweep is not None:

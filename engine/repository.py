@@ -57,6 +57,7 @@ DATA = "data/"
 INDEX = "index/"
 SNAPSHOTS = "snapshots/"
 PENDING = "pending/"
+DAMAGED = "damaged/"
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +205,7 @@ class Repository:
         self._index_files: set[str] = set()
         self._index_lock = threading.Lock()
         self._pending: ChunkIndex | None = None
+        self._damaged: set[tuple[bytes, str]] | None = None
         # How many times the index was reloaded because index files disappeared (a prune or rebuild elsewhere).
         self.index_generation = 0
         # Objects that could not be read and were skipped (named, so verify and the logs can say which).
@@ -336,7 +338,8 @@ class Repository:
         file loaded before has gone (a prune or rebuild replaced it), the whole index is reloaded, so packs
         that prune has set aside or deleted are never deduplicated against again."""
         with self._index_lock:
-            self._pending = None  # prune's markers may have changed too
+            self._pending = None  # prune's markers and verify's damage records may have changed too
+            self._damaged = None
             if self._index is None:
                 self._index, self._index_files = self._load_view()
                 return self._index
@@ -356,6 +359,7 @@ class Repository:
             self._index = None
             self._index_files = set()
             self._pending = None
+            self._damaged = None
 
     def _load_view(self, keys: set[str] | None = None) -> tuple[ChunkIndex, set[str]]:
         index = ChunkIndex()
@@ -419,10 +423,57 @@ class Repository:
                 self._pending = pending
             return self._pending
 
+    # --- damaged copies ------------------------------------------------------------------------------------------
+    def damaged_locations(self) -> set[tuple[bytes, str]]:
+        """(chunk id, pack name) of every copy verify found damaged or missing: never deduplicated against (the
+        next backup that meets the chunk stores it again) and never read while another copy exists."""
+        with self._index_lock:
+            if self._damaged is None:
+                self._damaged = set()
+                for _, pairs in self.read_damaged():
+                    self._damaged.update(pairs)
+            return self._damaged
+
+    def read_damaged(self) -> list[tuple[str, list[tuple[bytes, str]]]]:
+        records = []
+        for info in self.storage.list(DAMAGED):
+            try:
+                data = fmt.open_object(self.master, fmt.KIND_DAMAGED, self.storage.get(info.key), info.key)
+                records.append((info.key, fmt.decode_damaged(data, info.key)))
+            except ObjectMissing:
+                continue
+            except IntegrityError as error:
+                if info.key not in self.unreadable:
+                    logger.warning("skipping unreadable damage record %s: %s", info.key, error)
+                self.unreadable[info.key] = str(error)
+        return records
+
+    def record_damaged(self, pairs: Iterable[tuple[bytes, str]]) -> int:
+        """Remember damaged or missing copies (verify's findings); returns how many were new."""
+        new = sorted(set(pairs) - self.damaged_locations())
+        if new:
+            sealed = fmt.seal_object(self.master, fmt.KIND_DAMAGED, fmt.encode_damaged(new))
+            self.storage.put(DAMAGED + new_object_name(), sealed)
+            with self._index_lock:
+                self._damaged = None
+        return len(new)
+
+    def good_location(self, chunk_id: bytes, index: ChunkIndex | None = None) -> Location | None:
+        """Where to read (or deduplicate against) a chunk: a copy not recorded as damaged."""
+        index = index if index is not None else self.index
+        location = index.lookup(chunk_id)
+        bad = self.damaged_locations()
+        if location is None or not bad or (chunk_id, location.pack.name) not in bad:
+            return location
+        for candidate in index.lookup_all(chunk_id):
+            if (chunk_id, candidate.pack.name) not in bad:
+                return candidate
+        return None
+
     def locate(self, chunk_id: bytes) -> Location:
-        location = self.index.lookup(chunk_id)
+        location = self.good_location(chunk_id)
         if location is None:
-            location = self.refresh_index().lookup(chunk_id)
+            location = self.good_location(chunk_id, self.refresh_index())
         if location is None:
             # A pack prune has set aside but not yet deleted still holds good data (a backup that started
             # before prune marked it may have used it).
@@ -439,11 +490,15 @@ class Repository:
         try:
             return self._read_at(chunk_id, location)
         except (ObjectMissing, IntegrityError):
-            self.refresh_index()
-            moved = self.locate(chunk_id)
-            if moved == location:
-                raise
-            return self._read_at(chunk_id, moved)
+            index = self.refresh_index()
+            # Moved since (a repack elsewhere), or another copy of it (a damaged one healed by a later backup).
+            for candidate in [self.locate(chunk_id), *index.lookup_all(chunk_id)]:
+                if candidate != location:
+                    try:
+                        return self._read_at(chunk_id, candidate)
+                    except (ObjectMissing, IntegrityError):
+                        continue
+            raise
 
     def _read_at(self, chunk_id: bytes, location: Location) -> bytes:
         key = pack_key(location.pack.name)
@@ -607,6 +662,8 @@ class ChunkWriter:
             else None
         )
         self._index = repository.refresh_index()
+        # Copies verify found damaged: a chunk whose only copies are these is stored again (healed).
+        self._damaged = repository.damaged_locations()
         # Chunks prune has set aside (in no index, not deleted yet): ids inherited from a parent snapshot that
         # fall in here are stored again, since the pack may be deleted before this snapshot commits.
         self._pending = repository.pending_index()
@@ -643,7 +700,7 @@ class ChunkWriter:
         the caller has checked decompresses to `data`, stored instead of compressing again. `chunk_id`: the id
         the caller computed already with this repository's key (the engine's own readers hash on threads)."""
         chunk_id = chunk_id or self.repository.master.chunk_id_of(data)
-        if chunk_id in self._session or (not force and self._index.lookup(chunk_id) is not None):
+        if chunk_id in self._session or (not force and self._stored_well(chunk_id)):
             self.stats.reused_chunks += 1
             self.stats.reused_bytes += len(data)
             return chunk_id
@@ -679,6 +736,15 @@ class ChunkWriter:
         while self._inflight_bytes > self._max_inflight_bytes and len(self._inflight) > 1:
             self._place_oldest()
         return chunk_id
+
+    def _stored_well(self, chunk_id: bytes) -> bool:
+        """The repository has a copy of this chunk that is not recorded as damaged."""
+        location = self._index.lookup(chunk_id)
+        if location is None:
+            return False
+        if not self._damaged or (chunk_id, location.pack.name) not in self._damaged:
+            return True
+        return self.repository.good_location(chunk_id, self._index) is not None
 
     def inherit(self, chunk_id: bytes) -> bytes:
         """A chunk id taken over from the parent snapshot without reading its data (an unchanged block or

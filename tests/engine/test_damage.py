@@ -218,3 +218,45 @@ def test_writes_the_storage_loses_are_caught_before_any_manifest_names_them(tmp_
     restore_image(fresh, fresh.load_snapshot(snapshot.id), "disk-0", target)
     assert target.read_bytes() == bytes(image)
     assert verify(Repository.open(storage, PASSPHRASE), full=True).ok
+
+
+def test_a_later_backup_heals_what_verify_found_damaged(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "repo")
+    repository = Repository.init(storage, PASSPHRASE, block_size=BLOCK)
+    repository.pack_target = SMALL_PACK
+    image = make_image(512 * 1024, seed=91)
+    first = backup(repository, image)
+    # One pack loses a byte on disk; another disappears.
+    packs = sorted(storage.list("data/"), key=lambda info: info.key)
+    damaged_path = storage.root / packs[0].key
+    data = bytearray(damaged_path.read_bytes())
+    data[100] ^= 0x01
+    damaged_path.write_bytes(bytes(data))
+    (storage.root / packs[1].key).unlink()
+    found = verify(Repository.open(storage, PASSPHRASE), full=True, record=True)
+    assert first.id in found.damaged_snapshots
+    # The machine is backed up again (same content): the damaged and missing chunks are stored again.
+    worker = Repository.open(storage, PASSPHRASE)
+    worker.pack_target = SMALL_PACK
+    second = backup(worker, image)
+    assert second.stats["new_bytes"] > 0
+    after = verify(Repository.open(storage, PASSPHRASE), full=True)
+    assert after.ok, [str(problem) for problem in after.errors]
+    assert any("healed" in problem.detail for problem in after.problems)
+    for snapshot in (first, second):  # the old snapshot reads its chunks from the new copies too
+        target = tmp_path / f"{snapshot.id}.raw"
+        restore_image(Repository.open(storage, PASSPHRASE), snapshot, "disk-0", target)
+        assert target.read_bytes() == bytes(image)
+    # Prune removes the damaged copies (and their records) once healed; everything still restores.
+    import datetime
+
+    from engine.prune import prune
+
+    prune(Repository.open(storage, PASSPHRASE), grace=datetime.timedelta(0))
+    prune(Repository.open(storage, PASSPHRASE), grace=datetime.timedelta(0))
+    final = Repository.open(storage, PASSPHRASE)
+    assert verify(final, full=True).ok
+    assert storage.stat(packs[0].key) is None
+    target = tmp_path / "final.raw"
+    restore_image(final, final.load_snapshot(first.id), "disk-0", target)
+    assert target.read_bytes() == bytes(image)
