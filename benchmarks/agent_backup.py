@@ -1,6 +1,6 @@
 """Agent file backups against restic on the same tree, in one run.
 
-python -m benchmarks.agent_backup [--quick] [--size 512M]
+python -m benchmarks.agent_backup [--quick] [--size 512M] [--repeat N]
 
 Real files copied from /usr/lib and /usr/share (--quick: 128 MiB, else 512 MiB), each tree holding a second copy
 of a tenth of its files (a duplicate folder, as on real servers). Bulwark: the real agent process enrols with a
@@ -11,7 +11,9 @@ Day 2 rewrites about 4 % of the files (scattered, whole-file rewrites with new c
 Then the whole tree is restored onto the host: the agent unpacks the console's tar stream with its path checks,
 restic restores from its repository. Measured: wall time and peak RSS of the agent and of restic, bytes that
 travelled from the agent to the console, and the repository sizes. restic writes straight to its repository (no network hop), which favours
-it. Last line: files=... full_x=... incremental_x=... restore_x=... day2_sent_mb=... size_ratio=...
+it. The whole comparison runs --repeat times (at least 3), each in a process of its own; every figure is the
+median with its min-max. Last line: files=... full_x=... incremental_x=... restore_x=... day2_sent_mb=...
+size_ratio=... (the medians).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -83,9 +86,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="128 MiB of files")
     parser.add_argument("--size", default="512M")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3, help="whole repetitions (medians are reported)")
+    parser.add_argument("--once", action="store_true", help=argparse.SUPPRESS)  # one repetition (a child)
     args = parser.parse_args()
     if shutil.which("restic") is None:
         raise SystemExit("restic is missing: apt-get install restic")
+    if not args.once:
+        repeat(args)
+        return
     budget = parse_size("128M" if args.quick else args.size)
     work = Path(tempfile.mkdtemp(prefix="bulwark-agent-bench-"))
     os.environ.update(
@@ -103,6 +111,38 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     report(results, count, size)
+
+
+def repeat(args: argparse.Namespace) -> None:
+    """Each repetition in a process of its own (its own console database, repositories and tree); every
+    figure is the median of the repetitions with its min-max, and the last line holds the medians."""
+    if args.repeat < 3:
+        raise SystemExit("--repeat must be at least 3: a figure is the median of three runs or more")
+    child = [
+        sys.executable,
+        "-m",
+        "benchmarks.agent_backup",
+        "--once",
+        "--size",
+        "128M" if args.quick else args.size,
+    ]
+    figures: list[dict[str, float]] = []
+    for number in range(args.repeat):
+        done = subprocess.run(child, cwd=ROOT, capture_output=True, text=True, check=False)
+        if done.returncode:
+            raise SystemExit(f"repetition {number + 1} failed:\n{done.stderr[-3000:]}")
+        lines = done.stdout.strip().splitlines()
+        print(f"repetition {number + 1} of {args.repeat}", file=sys.stderr)
+        print("\n".join(lines[:-1]), file=sys.stderr)
+        figures.append({key: float(value) for key, value in (item.split("=") for item in lines[-1].split())})
+    print(f"median of {len(figures)} repetitions (min-max)")
+    print(f"{'figure':<16}{'median':>9}  min-max")
+    medians = {}
+    for key in figures[0]:
+        values = sorted(figure[key] for figure in figures)
+        medians[key] = statistics.median(values)
+        print(f"{key:<16}{medians[key]:>9.2f}  {values[0]:.2f}-{values[-1]:.2f}")
+    print(" ".join(f"{key}={value:.2f}" for key, value in medians.items()) + f" repetitions={len(figures)}")
 
 
 def bench(work: Path, tree: Path) -> dict[str, object]:
