@@ -119,7 +119,8 @@ def _write_lease(
         "started": started.isoformat(),
         "expires": (now + datetime.timedelta(seconds=seconds)).isoformat(),
     }
-    storage.put(LOCKS + lease_id, json.dumps(record).encode())
+    # Not flushed: a lease must be visible to a prune at once, but one lost to a power cut died with its holder.
+    storage.put(LOCKS + lease_id, json.dumps(record).encode(), durable=False)
     return started
 
 

@@ -18,8 +18,12 @@ class ObjectInfo:
 class Storage(Protocol):
     """A flat namespace of immutable objects addressed by '/'-separated keys."""
 
-    def put(self, key: str, data: bytes, *, retain_until: datetime.datetime | None = None) -> None:
-        """Store an object durably; when this returns, the object survives a crash. Replaces any old one."""
+    def put(
+        self, key: str, data: bytes, *, retain_until: datetime.datetime | None = None, durable: bool = True
+    ) -> None:
+        """Store an object durably; when this returns, the object survives a crash. Replaces any old one.
+        `durable=False`: visible to every reader at once, but a power cut may lose it (a lease, which dies with
+        its holder anyway): the storage may skip its flushes."""
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         """Read an object, or a byte range of it. ObjectMissing if it does not exist."""

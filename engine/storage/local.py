@@ -36,7 +36,9 @@ class LocalStorage:
             raise ValueError(f"invalid object key {key!r}")
         return self.root / key
 
-    def put(self, key: str, data: bytes, *, retain_until: datetime.datetime | None = None) -> None:
+    def put(
+        self, key: str, data: bytes, *, retain_until: datetime.datetime | None = None, durable: bool = True
+    ) -> None:
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,11 +49,13 @@ class LocalStorage:
                 while view:
                     written = os.write(descriptor, view)
                     view = view[written:]
-                os.fsync(descriptor)
+                if durable:
+                    os.fsync(descriptor)
             finally:
                 os.close(descriptor)
             os.replace(temporary, path)
-            self._fsync_directory(path.parent)
+            if durable:
+                self._fsync_directory(path.parent)
         except OSError as error:
             raise StorageError(f"cannot write {key} to {self.root}: {error.strerror}") from error
 

@@ -73,7 +73,9 @@ class S3Storage:
             return {}
         return {"ObjectLockMode": self.lock_mode, "ObjectLockRetainUntilDate": retain_until}
 
-    def put(self, key: str, data: bytes, *, retain_until: datetime.datetime | None = None) -> None:
+    def put(
+        self, key: str, data: bytes, *, retain_until: datetime.datetime | None = None, durable: bool = True
+    ) -> None:
         name = self._key(key)
         lock = self._lock_arguments(retain_until)
         try:
