@@ -201,7 +201,8 @@ class Session:
 
 
 class FileCache:
-    """Size, mtime, inode and chunk list of every file of the last committed backup (SQLite, state folder)."""
+    """Size, mtime, inode, ctime and chunk list of every file of the last committed backup (SQLite, state
+    folder)."""
 
     def __init__(self, folder: Path, parent: str | None) -> None:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -220,23 +221,30 @@ class FileCache:
         self.new = sqlite3.connect(str(self.new_path))
         self.new.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
         self.new.execute(
-            "CREATE TABLE files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, inode INTEGER, chunks TEXT)"
+            "CREATE TABLE files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, inode INTEGER, "
+            "ctime_ns INTEGER, chunks TEXT)"
         )
 
     def unchanged(self, path: str, info: os.stat_result) -> list[str] | None:
         if self.old is None:
             return None
-        row = self.old.execute(
-            "SELECT size, mtime_ns, inode, chunks FROM files WHERE path = ?", (path,)
-        ).fetchone()
-        if row and (row[0], row[1], row[2]) == (info.st_size, info.st_mtime_ns, info.st_ino):
-            return json.loads(row[3])  # type: ignore[no-any-return]
+        try:
+            row = self.old.execute(
+                "SELECT size, mtime_ns, inode, ctime_ns, chunks FROM files WHERE path = ?", (path,)
+            ).fetchone()
+        except sqlite3.OperationalError:  # a cache written before ctime was kept: read everything once
+            self.old.close()
+            self.old = None
+            return None
+        # ctime too: an edit that puts size and mtime back (touch -r, tar -x, some editors) still changes it.
+        if row and tuple(row[:4]) == (info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns):
+            return json.loads(row[4])  # type: ignore[no-any-return]
         return None
 
     def record(self, path: str, info: os.stat_result, chunks: list[str]) -> None:
         self.new.execute(
-            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
-            (path, info.st_size, info.st_mtime_ns, info.st_ino, json.dumps(chunks)),
+            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
+            (path, info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns, json.dumps(chunks)),
         )
 
     def commit(self, snapshot: str) -> None:
