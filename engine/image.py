@@ -257,11 +257,14 @@ class ImageWriter(SnapshotWriter):
         *,
         full_read: bool,
     ) -> dict[str, Any]:
-        if not full_read and self.chunks.inherits_anything_pending():
-            # Unchanged blocks keep the parent's ids: any in a pack prune has set aside is stored again.
-            for position in range(0, len(table), 32):
-                block_id = bytes(table[position : position + 32])
-                if block_id != ZERO_ID:
+        pending = self.chunks.pending_ids() if not full_read else frozenset()
+        if pending:
+            # Unchanged blocks keep the parent's ids: any in a pack prune has set aside is stored again (a
+            # membership test per block: ~0.2 µs, 3 ms for 1 GiB of disk).
+            ids = bytes(table)
+            for position in range(0, len(ids), 32):
+                block_id = ids[position : position + 32]
+                if block_id in pending:
                     self.chunks.inherit(block_id)
         span = TABLE_SPAN * 32
         tables = [

@@ -667,6 +667,7 @@ class ChunkWriter:
         # Chunks prune has set aside (in no index, not deleted yet): ids inherited from a parent snapshot that
         # fall in here are stored again, since the pack may be deleted before this snapshot commits.
         self._pending = repository.pending_index()
+        self._pending_ids: frozenset[bytes] | None = None
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="compress")
         self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload")
         # Chunks being compressed and sealed, in the order they are placed into their packs.
@@ -750,7 +751,7 @@ class ChunkWriter:
         """A chunk id taken over from the parent snapshot without reading its data (an unchanged block or
         file). When prune has set its pack aside since, the chunk is copied into this backup's own packs:
         the set-aside pack may be deleted before this snapshot commits."""
-        if not len(self._pending):
+        if chunk_id not in self.pending_ids():
             return chunk_id
         location = self._pending.lookup(chunk_id)
         if location is not None and chunk_id not in self._session and self._index.lookup(chunk_id) is None:
@@ -758,9 +759,12 @@ class ChunkWriter:
             self.add(data, meta=bool(location.entry.flags & fmt.FLAG_META), force=True, chunk_id=chunk_id)
         return chunk_id
 
-    def inherits_anything_pending(self) -> bool:
-        """Whether inherit() can ever do work (no pending markers: every inherited id is safe as it is)."""
-        return len(self._pending) > 0
+    def pending_ids(self) -> frozenset[bytes]:
+        """The ids of chunks in packs prune has set aside (usually few, often none): an inherited id outside
+        this set needs no inherit() call."""
+        if self._pending_ids is None:
+            self._pending_ids = frozenset(location.entry.chunk_id for location in self._pending.locations())
+        return self._pending_ids
 
     def check_lease(self) -> None:
         """Before a manifest names what this writer deduplicated against: its lease must have been held the
