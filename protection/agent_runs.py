@@ -385,16 +385,26 @@ class _Checker:
         if len(tables) != -(-blocks // TABLE_SPAN):
             raise AgentJobError(f"disk {name}: {len(tables)} tables for {blocks} blocks", status=400)
         zero = 0
-        for table_id in tables:
+        for number, table_id in enumerate(tables):
             if not self.need(_hex_id(table_id)):
                 continue
             table = self.engine.read_chunk(_hex_id(table_id))
+            if len(table) != 32 * min(TABLE_SPAN, blocks - number * TABLE_SPAN):
+                raise AgentJobError(f"disk {name}: block table {number} has the wrong length", status=400)
             for at in range(0, len(table), 32):
                 block = table[at : at + 32]
                 if block == ZERO_ID:
                     zero += 1
-                else:
-                    self.need(block)
+                elif self.need(block):
+                    # Every block must hold exactly its place's bytes, or the image restores shifted.
+                    index = number * TABLE_SPAN + at // 32
+                    expected = min(block_size, size - index * block_size)
+                    location = self.engine.locate(block)
+                    if location.entry.raw_length != expected:
+                        raise AgentJobError(
+                            f"disk {name}: block {index} holds {location.entry.raw_length} bytes, not {expected}",
+                            status=400,
+                        )
         return {
             "name": name,
             "size": size,

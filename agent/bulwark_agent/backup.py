@@ -506,9 +506,15 @@ def back_up_volume(session: Session, device: str) -> dict[str, Any]:
         tables: list[str] = []
         offset = 0
         while offset < size:
-            block = os.pread(descriptor, min(block_size, size - offset), offset)
-            if not block:
-                raise JobFailed(f"{device} ended at {offset} bytes, before its size of {size}")
+            want = min(block_size, size - offset)
+            block = os.pread(descriptor, want, offset)
+            while 0 < len(block) < want:  # a short read is not a short block: read on to the block's end
+                more = os.pread(descriptor, want - len(block), offset + len(block))
+                if not more:
+                    break
+                block += more
+            if len(block) < want:
+                raise JobFailed(f"{device} ended at {offset + len(block)} bytes, before its size of {size}")
             table += ZERO_ID if block == zero[: len(block)] else bytes.fromhex(session.add(block))
             offset += len(block)
             figures.done += len(block)

@@ -429,3 +429,25 @@ def test_which_chunks_are_missing_is_answered_after_a_prune_in_another_process(s
     restore_tree(fresh, snapshot, setup["tmp"] / "out", owners=False)
     assert (setup["tmp"] / "out" / "f").read_bytes() == data
     assert verify(fresh, full=True).ok
+
+
+def test_an_image_commit_whose_blocks_have_the_wrong_length_is_refused(setup, estate: Estate) -> None:  # type: ignore[no-untyped-def]
+    """A short read taken for a block would shift every later byte of the restored volume."""
+    machine = setup["machine"]
+    agent_row = Agent.objects.get(machine=machine)
+    run = start_backup(machine=machine, requested_by=estate.admin)
+    spec = agent_runs.start(agent_row, run.pk)
+    engine = repositories.open_repository(setup["repository"])
+    block_size = spec["block_size"]
+    short = random.Random(12).randbytes(10_000)  # what a short read returns: not a whole block
+    short_id = engine.master.chunk_id_of(short)
+    table = short_id + bytes(32)
+    table_id = engine.master.chunk_id_of(table)
+    frames = agent_runs.FRAME.pack(0, short_id, len(short)) + short
+    frames += agent_runs.FRAME.pack(1, table_id, len(table)) + table
+    agent_runs.store_chunks(agent_row, run.pk, io.BytesIO(frames))
+    disk = {"name": "sdb", "size": 2 * block_size, "tables": [table_id.hex()]}
+    with pytest.raises(agent_runs.AgentJobError) as refused:
+        agent_runs.commit(agent_row, run.pk, {"kind": "image", "disks": [disk]})
+    assert refused.value.status == 400 and "10000 bytes" in str(refused.value)
+    assert not RecoveryPoint.objects.filter(run=run).exists()
