@@ -106,7 +106,7 @@ def measure(repository: Repository, snapshot: Snapshot, paths: list[str]) -> Sel
     return selection
 
 
-def _header(relative: str, entry: dict[str, Any]) -> bytes:
+def _header(relative: str, entry: dict[str, Any], link_to: str | None = None) -> bytes:
     info = tarfile.TarInfo(relative)
     info.mode = int(entry.get("mode", 0o644)) & 0o7777
     info.uid = int(entry.get("uid", 0))
@@ -117,6 +117,9 @@ def _header(relative: str, entry: dict[str, Any]) -> bytes:
     elif entry["type"] == "symlink":
         info.type = tarfile.SYMTYPE
         info.linkname = str(entry["target"])
+    elif link_to is not None:  # another name of a file earlier in this archive
+        info.type = tarfile.LNKTYPE
+        info.linkname = link_to
     else:
         info.type = tarfile.REGTYPE
         info.size = int(entry.get("size") or 0)
@@ -125,16 +128,30 @@ def _header(relative: str, entry: dict[str, Any]) -> bytes:
     return info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape")
 
 
+def _link_key(entry: dict[str, Any]) -> tuple[int, int] | None:
+    """A file with more than one link records its device and inode: its names are one file again."""
+    if entry.get("type") != "file" or int(entry.get("nlink") or 1) < 2 or "device" not in entry:
+        return None
+    return int(entry["device"]), int(entry["inode"])
+
+
 def tar_stream(
     repository: Repository, snapshot: Snapshot, paths: list[str], *, on_bytes: Any = None
 ) -> Iterator[bytes]:
     """A POSIX (PAX) tar of the selection, produced piece by piece. A file whose chunks cannot be read ends
     the stream with an error rather than with wrong bytes."""
     done = 0
+    linked: dict[tuple[int, int], str] = {}  # (device, inode) of a hard-linked file -> its first name here
     for relative, entry in walk_selection(repository, snapshot, paths):
+        link_key = _link_key(entry)
+        if link_key in linked:
+            yield _header(relative, entry, link_to=linked[link_key])  # a hard link: no data again
+            continue
         yield _header(relative, entry)
         if entry["type"] != "file":
             continue
+        if link_key is not None:
+            linked[link_key] = relative
         size = int(entry.get("size") or 0)
         written = 0
         for data in read_file(repository, entry):

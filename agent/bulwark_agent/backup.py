@@ -417,6 +417,8 @@ class FileBackup:
                 elif stat.S_ISREG(info.st_mode):
                     session.current = item.path
                     entry.update(type="file", size=info.st_size, inode=info.st_ino)
+                    if info.st_nlink > 1:  # a hard link: restored as one again with its partners
+                        entry.update(nlink=info.st_nlink, device=info.st_dev)
                     chunks = self.cache.unchanged(item.path, info)
                     if chunks is not None:
                         figures.unchanged_files += 1

@@ -9,6 +9,7 @@ devices are not restored.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import http.client
 import logging
@@ -83,6 +84,21 @@ def _chown(path: Any, member: tarfile.TarInfo, *, follow: bool = True) -> None:
             raise
 
 
+HOLE_SPAN = 64 * 1024
+_ZEROS = bytes(HOLE_SPAN)
+
+
+def _write_sparse(handle: Any, data: bytes) -> None:
+    """Write data, seeking over whole runs of zeros instead: a sparse file restores sparse."""
+    view = memoryview(data)
+    for start in range(0, len(view), HOLE_SPAN):
+        piece = view[start : start + HOLE_SPAN]
+        if piece == _ZEROS[: len(piece)]:
+            handle.seek(len(piece), os.SEEK_CUR)
+        else:
+            handle.write(piece)
+
+
 def extract(stream: Any, target: str) -> dict[str, int]:
     root = Path(target)
     root.mkdir(parents=True, exist_ok=True)
@@ -91,6 +107,7 @@ def extract(stream: Any, target: str) -> dict[str, int]:
     folders: list[tuple[Path, tarfile.TarInfo]] = []
     links: list[tuple[Path, tarfile.TarInfo]] = []
     known: set[Path] = set()  # real folders under root, made or checked by this restore
+    written: set[Path] = set()  # files this restore wrote: the only ones a hard link may name
     with tarfile.open(fileobj=stream, mode="r|") as archive:
         for member in archive:
             path = _checked(root, member.name, known)
@@ -107,23 +124,48 @@ def extract(stream: Any, target: str) -> dict[str, int]:
             elif member.isreg():
                 source = archive.extractfile(member)
                 assert source is not None
-                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-                with os.fdopen(descriptor, "wb") as handle:
-                    while True:
-                        data = source.read(1024 * 1024)
-                        if not data:
-                            break
-                        handle.write(data)
-                        figures["bytes"] += len(data)
-                    handle.flush()
-                    _chown(descriptor, member)
-                    os.fchmod(descriptor, member.mode & 0o7777)
-                    os.utime(descriptor, (member.mtime, member.mtime))
+                if path.is_symlink():
+                    raise UnsafeEntry(f"refusing {member.name!r}: a symlink stands where a file goes")
+                # Under a temporary name, renamed once complete: a broken stream leaves no partial file under
+                # the real name. O_EXCL | O_NOFOLLOW: never written through anything standing there.
+                partial = path.with_name(f".{path.name}.{os.urandom(6).hex()}.partial")
+                descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                try:
+                    with os.fdopen(descriptor, "wb") as handle:
+                        while True:
+                            data = source.read(1024 * 1024)
+                            if not data:
+                                break
+                            _write_sparse(handle, data)
+                            figures["bytes"] += len(data)
+                        handle.truncate()  # the length, when the file ends in a hole
+                        handle.flush()
+                        _chown(descriptor, member)
+                        os.fchmod(descriptor, member.mode & 0o7777)
+                        os.utime(descriptor, (member.mtime, member.mtime))
+                    os.replace(partial, path)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        partial.unlink()
+                    raise
+                written.add(path)
+                figures["files"] += 1
+            elif member.islnk():
+                # A hard link, only to a file this restore wrote itself (never to anything else on the host).
+                partner = _checked(root, member.linkname, known)
+                if partner not in written:
+                    raise UnsafeEntry(f"refusing {member.name!r}: a hard link to a file not restored here")
+                if path.is_symlink() or path.is_file():
+                    path.unlink()
+                elif path.exists():
+                    raise UnsafeEntry(f"refusing {member.name!r}: a folder stands where a file goes")
+                os.link(partner, path, follow_symlinks=False)
+                written.add(path)
                 figures["files"] += 1
             elif member.issym():
                 links.append((path, member))
             else:
-                figures["refused"] += 1  # hard links, devices, FIFOs
+                figures["refused"] += 1  # devices, FIFOs
     for path, member in links:
         if path.is_symlink() or path.is_file():
             path.unlink()

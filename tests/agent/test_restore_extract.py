@@ -89,11 +89,28 @@ def test_a_symlink_standing_where_a_file_goes_is_refused_not_followed(tmp_path: 
     target = tmp_path / "target"
     target.mkdir()
     (target / "a.txt").symlink_to(outside)
-    with pytest.raises(OSError):
+    with pytest.raises(UnsafeEntry, match="symlink stands where a file goes"):
         extract(archive(("file", "a.txt", "overwrite")), str(target))
     assert outside.read_text() == "keep me"
 
 
-def test_hard_links_and_devices_are_not_restored(tmp_path: Path) -> None:
-    figures = extract(archive(("file", "a", "x"), ("hard", "b", "/etc/shadow")), str(tmp_path))
-    assert figures["refused"] == 1 and not (tmp_path / "b").exists()
+def test_hard_links_only_ever_name_a_file_this_restore_wrote(tmp_path: Path) -> None:
+    figures = extract(archive(("file", "a", "x"), ("hard", "sub/b", "a")), str(tmp_path / "ok"))
+    assert figures["files"] == 2
+    assert (tmp_path / "ok" / "a").stat().st_ino == (tmp_path / "ok" / "sub" / "b").stat().st_ino
+    for outside in ("/etc/shadow", "../victim", "never-restored"):
+        with pytest.raises(UnsafeEntry):
+            extract(archive(("file", "a", "x"), ("hard", "b", outside)), str(tmp_path / "bad"))
+        assert not (tmp_path / "bad" / "b").exists()
+
+
+def test_a_broken_stream_leaves_no_partial_file_and_holes_stay_holes(tmp_path: Path) -> None:
+    hole = bytes(4 * 1024 * 1024) + b"end"
+    figures = extract(archive(("file", "sparse.img", hole)), str(tmp_path / "t"))
+    restored = tmp_path / "t" / "sparse.img"
+    assert figures["files"] == 1 and restored.read_bytes() == hole
+    assert restored.stat().st_blocks * 512 < 1024 * 1024
+    whole = archive(("file", "big.bin", b"x" * 300_000))
+    with pytest.raises((tarfile.ReadError, EOFError, OSError)):
+        extract(io.BytesIO(whole.getvalue()[:150_000]), str(tmp_path / "cut"))
+    assert not [path for path in (tmp_path / "cut").iterdir()]
