@@ -18,6 +18,8 @@ from engine.format import IndexedPack, PackEntry
 RECORD = struct.Struct(">32sIBIIII")  # id | pack number | flags | offset | stored | raw | counter
 PREFIX_SLOTS = 65536
 RECENT_LIMIT = 65536
+# Batches smaller than this join the dict of recent entries instead of becoming a sorted run.
+SMALL_BATCH = 16384
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,8 @@ class ChunkIndex:
         self._numbers: dict[str, int] = {}
         self._runs: list[_Run] = []
         self._recent: dict[bytes, tuple[int, PackEntry]] = {}
+        # Further copies of ids already in _recent (a chunk stored again, to heal a damaged copy).
+        self._extra: dict[bytes, list[tuple[int, PackEntry]]] = {}
 
     def _number(self, pack: IndexedPack) -> int:
         number = self._numbers.get(pack.name)
@@ -105,10 +109,15 @@ class ChunkIndex:
             self._numbers[pack.name] = number
         return number
 
+    def _remember(self, chunk_id: bytes, number: int, entry: PackEntry) -> None:
+        known = self._recent.setdefault(chunk_id, (number, entry))
+        if known != (number, entry):
+            self._extra.setdefault(chunk_id, []).append((number, entry))
+
     def add_pack(self, pack: IndexedPack, entries: Iterable[PackEntry]) -> None:
         number = self._number(pack)
         for entry in entries:
-            self._recent.setdefault(entry.chunk_id, (number, entry))
+            self._remember(entry.chunk_id, number, entry)
         if len(self._recent) >= RECENT_LIMIT:
             self._fold()
 
@@ -117,15 +126,24 @@ class ChunkIndex:
         for pack, entries in packs:
             number = self._number(pack)
             rows.extend((entry.chunk_id, number, entry) for entry in entries)
-        if rows:
+        if len(rows) < SMALL_BATCH:
+            # A backup's own index file (a day 2 names a few hundred chunks): into the small dict, not a run
+            # of its own (a run's prefix table alone costs ~8 ms to build).
+            for chunk_id, number, entry in rows:
+                self._remember(chunk_id, number, entry)
+            if len(self._recent) >= RECENT_LIMIT:
+                self._fold()
+        else:
             self._runs.append(_Run(rows))
         if len(self._runs) > 16:
             self.compact()
 
     def _fold(self) -> None:
         if self._recent:
-            self._runs.append(_Run([(i, n, e) for i, (n, e) in self._recent.items()]))
-            self._recent = {}
+            rows = [(i, n, e) for i, (n, e) in self._recent.items()]
+            rows.extend((i, n, e) for i, copies in self._extra.items() for n, e in copies)
+            self._runs.append(_Run(rows))
+            self._recent, self._extra = {}, {}
 
     def compact(self) -> None:
         """Merge every run into one (fewer lookups per id)."""
@@ -148,6 +166,7 @@ class ChunkIndex:
     def lookup_all(self, chunk_id: bytes) -> list[Location]:
         """Every place this chunk is stored (a chunk stored again to heal a damaged copy has two)."""
         found = [self._recent[chunk_id]] if chunk_id in self._recent else []
+        found.extend(self._extra.get(chunk_id, ()))
         for run in self._runs:
             found.extend(run.find_all(chunk_id))
         return [Location(self.packs[number], entry) for number, entry in found]
@@ -156,7 +175,7 @@ class ChunkIndex:
         return isinstance(chunk_id, bytes) and self.lookup(chunk_id) is not None
 
     def __len__(self) -> int:
-        return sum(run.count for run in self._runs) + len(self._recent)
+        return sum(run.count for run in self._runs) + len(self._recent) + sum(map(len, self._extra.values()))
 
     def locations(self) -> Iterator[Location]:
         for run in self._runs:
@@ -164,6 +183,9 @@ class ChunkIndex:
                 yield Location(self.packs[number], entry)
         for number, entry in self._recent.values():
             yield Location(self.packs[number], entry)
+        for copies in self._extra.values():
+            for number, entry in copies:
+                yield Location(self.packs[number], entry)
 
     def memory_bytes(self) -> int:
         """Approximate memory held by the index itself (records, prefix tables, id lists)."""
