@@ -127,20 +127,29 @@ class LocalStorage:
         return ObjectInfo(key, result.st_size, datetime.datetime.fromtimestamp(result.st_mtime, datetime.UTC))
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        base = self.root / prefix.rstrip("/") if prefix else self.root
-        start = base if base.is_dir() else base.parent
-        if not start.exists():
+        # Plain strings and os.stat, no pathlib: a backup lists index/ when it starts, and pathlib's parsing
+        # cost more than the system calls.
+        root = os.fspath(self.root)
+        base = os.path.join(root, prefix.rstrip("/")) if prefix else root
+        start = base if os.path.isdir(base) else os.path.dirname(base)
+        if not os.path.isdir(start):
             return
+        cut = len(root) + 1
         for directory, _, files in os.walk(start):
+            folder = directory[cut:]
             for name in sorted(files):
                 if name.endswith(TEMPORARY_SUFFIX):
                     continue
-                path = Path(directory) / name
-                key = path.relative_to(self.root).as_posix()
-                if key.startswith(prefix):
-                    info = self.stat(key)
-                    if info is not None:
-                        yield info
+                key = f"{folder}/{name}" if folder else name
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    result = os.stat(os.path.join(directory, name))
+                except FileNotFoundError:
+                    continue  # deleted since the folder was read
+                yield ObjectInfo(
+                    key, result.st_size, datetime.datetime.fromtimestamp(result.st_mtime, datetime.UTC)
+                )
 
     def delete(self, key: str) -> None:
         try:
