@@ -382,6 +382,11 @@ def main(argv: list[str] | None = None) -> int:
     except EngineError as error:
         sys.stderr.write(f"bulwark-engine: {error}\n")
         return 2
+    except SystemExit as refusal:  # a wrong argument or an ambiguous snapshot id: an error, as argparse's are
+        if not isinstance(refusal.code, str):
+            raise
+        sys.stderr.write(f"bulwark-engine: {refusal.code}\n")
+        return 2
     except OSError as error:
         sys.stderr.write(f"bulwark-engine: {error.filename or ''}: {error.strerror or error}\n")
         return 2
