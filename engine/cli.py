@@ -87,10 +87,15 @@ def pick_snapshot(repository: Repository, wanted: str, machine: str | None = Non
         if not snapshots:
             raise SystemExit("no snapshot to use as 'latest'")
         return max(snapshots, key=lambda s: s.time)
+    return repository.load_snapshot(snapshot_id(repository, wanted))
+
+
+def snapshot_id(repository: Repository, wanted: str) -> str:
+    """The one snapshot id that starts with `wanted`."""
     matches = [i for i in repository.snapshot_ids() if i.startswith(wanted)]
     if len(matches) != 1:
         raise SystemExit(f"{len(matches)} snapshots match {wanted!r}")
-    return repository.load_snapshot(matches[0])
+    return matches[0]
 
 
 def command_backup_image(repository: Repository, args: argparse.Namespace) -> dict[str, Any]:
@@ -185,12 +190,10 @@ def command_forget(repository: Repository, args: argparse.Namespace) -> dict[str
         # By id: also the way out for a snapshot whose manifest cannot be read (it cannot be judged by time).
         forgotten = []
         for wanted in args.snapshot_ids:
-            matches = [i for i in repository.snapshot_ids() if i.startswith(wanted)]
-            if len(matches) != 1:
-                raise SystemExit(f"{len(matches)} snapshots match {wanted!r}")
+            found = snapshot_id(repository, wanted)
             if not args.dry_run:
-                repository.forget_snapshot(matches[0])
-            forgotten.append({"id": matches[0]})
+                repository.forget_snapshot(found)
+            forgotten.append({"id": found})
         return {"dry_run": args.dry_run, "keep": [], "forget": forgotten}
     spec = RetentionSpec(
         last=args.keep_last,

@@ -318,14 +318,10 @@ def _read_block(source: BinaryIO, length: int) -> bytes:
 
 
 def _read_exactly(source: BinaryIO, length: int) -> bytes:
-    parts = []
-    while length > 0:
-        data = source.read(length)
-        if not data:
-            raise ValueError("the source ended before the disk size: it does not match the changed areas")
-        parts.append(data)
-        length -= len(data)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    data = _read_block(source, length)
+    if len(data) < length:
+        raise ValueError("the source ended before the disk size: it does not match the changed areas")
+    return data
 
 
 def _positional_reader(source: BinaryIO) -> Callable[[int, int], bytes]:

@@ -34,20 +34,24 @@ class Lease:
     expires: datetime.datetime
 
 
+def _read_lease(storage: Storage, key: str) -> Lease:
+    data = json.loads(storage.get(key))
+    return Lease(
+        id=key[len(LOCKS) :],
+        kind=data["kind"],
+        hostname=data["hostname"],
+        pid=data["pid"],
+        started=datetime.datetime.fromisoformat(data["started"]),
+        expires=datetime.datetime.fromisoformat(data["expires"]),
+    )
+
+
 def live_leases(storage: Storage, *, kind: str | None = None) -> list[Lease]:
     now = storage.now()
     leases = []
     for info in storage.list(LOCKS):
         try:
-            data = json.loads(storage.get(info.key))
-            lease = Lease(
-                id=info.key[len(LOCKS) :],
-                kind=data["kind"],
-                hostname=data["hostname"],
-                pid=data["pid"],
-                started=datetime.datetime.fromisoformat(data["started"]),
-                expires=datetime.datetime.fromisoformat(data["expires"]),
-            )
+            lease = _read_lease(storage, info.key)
         except (EngineError, ValueError, KeyError):
             continue  # being written or removed at this instant, or not a lease
         if lease.expires > now and (kind is None or lease.kind == kind):
@@ -82,15 +86,7 @@ def unlock(storage: Storage, *, force: bool = False) -> UnlockReport:
     for info in storage.list(LOCKS):
         name = info.key[len(LOCKS) :]
         try:
-            data = json.loads(storage.get(info.key))
-            lease = Lease(
-                id=name,
-                kind=data["kind"],
-                hostname=data["hostname"],
-                pid=data["pid"],
-                started=datetime.datetime.fromisoformat(data["started"]),
-                expires=datetime.datetime.fromisoformat(data["expires"]),
-            )
+            lease = _read_lease(storage, info.key)
         except (EngineError, ValueError, KeyError, TypeError):
             storage.delete(info.key)  # not a lease at all
             report.removed.append(f"{name} (unreadable)")

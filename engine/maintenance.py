@@ -134,7 +134,7 @@ def _referenced_ids(
     is trusted: a malformed one comes as a problem, never as a crash, and the walk goes on where it can.
 
     `seen`: trees already walked (and not walked again: a tree shared by many folders, or a forged loop, costs
-    one read). Prune passes the set of chunks used so far; verify one set per snapshot."""
+    one read). Prune passes one set for all snapshots; verify one set per snapshot."""
     seen = set() if seen is None else seen
     for disk in snapshot.disks:
         try:

@@ -25,7 +25,7 @@ from engine.index import ChunkIndex
 from engine.locks import LeaseHolder, live_leases
 from engine.maintenance import _referenced_ids
 from engine.progress import NullProgress, Progress
-from engine.repository import DAMAGED, DATA, INDEX, PENDING, Repository, new_object_name, pack_key
+from engine.repository import DATA, INDEX, PENDING, Repository, new_object_name, pack_key
 from engine.retention import Decision, RetentionSpec, plan_retention
 
 DEFAULT_GRACE = datetime.timedelta(hours=2)
@@ -138,6 +138,7 @@ def prune(
 
         # Mark: every chunk any snapshot needs. A chunk that is nowhere means the index is incomplete: refuse.
         used: set[bytes] = set()
+        walked: set[bytes] = set()
         missing: list[str] = []
         for number, snapshot_id in enumerate(snapshot_ids):
             try:
@@ -150,8 +151,8 @@ def prune(
                     f"pruned; 'forget {snapshot_id}' removes it"
                 ) from None
             report.snapshots += 1
-            # `used` doubles as the set of trees walked: a tree shared by many snapshots is read once.
-            for reference in _referenced_ids(repository, snapshot, lookup, used):
+            # Trees walked once over all snapshots: a tree shared by many snapshots is read once.
+            for reference in _referenced_ids(repository, snapshot, lookup, walked):
                 if reference.problem is not None:
                     raise PruneRefused(f"snapshot {snapshot.id}: {reference.problem}; repair before pruning")
                 chunk_id = reference.chunk_id
@@ -284,8 +285,7 @@ def prune(
         if records and any(name in gone for _, name in damaged):
             remaining = sorted(pair for pair in damaged if pair[1] not in gone)
             if remaining:  # the survivors first, then the old records: a kill in between repeats some
-                sealed = fmt.seal_object(repository.master, fmt.KIND_DAMAGED, fmt.encode_damaged(remaining))
-                storage.put(DAMAGED + new_object_name(), sealed)
+                repository.write_damaged(remaining)
             for key, _ in records:
                 storage.delete(key)
         # Half-written objects of killed writers (a streamed pack's temporary file), on storages that have them.

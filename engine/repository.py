@@ -452,17 +452,28 @@ class Repository:
         """Remember damaged or missing copies (verify's findings); returns how many were new."""
         new = sorted(set(pairs) - self.damaged_locations())
         if new:
-            sealed = fmt.seal_object(self.master, fmt.KIND_DAMAGED, fmt.encode_damaged(new))
-            self.storage.put(DAMAGED + new_object_name(), sealed)
-            with self._index_lock:
-                self._damaged = None
+            self.write_damaged(new)
         return len(new)
 
-    def good_location(self, chunk_id: bytes, index: ChunkIndex | None = None) -> Location | None:
-        """Where to read (or deduplicate against) a chunk: a copy not recorded as damaged."""
+    def write_damaged(self, pairs: list[tuple[bytes, str]]) -> str:
+        """One damage record holding these copies; returns its key."""
+        key = DAMAGED + new_object_name()
+        self.storage.put(key, fmt.seal_object(self.master, fmt.KIND_DAMAGED, fmt.encode_damaged(pairs)))
+        with self._index_lock:
+            self._damaged = None
+        return key
+
+    def good_location(
+        self,
+        chunk_id: bytes,
+        index: ChunkIndex | None = None,
+        damaged: set[tuple[bytes, str]] | None = None,
+    ) -> Location | None:
+        """Where to read (or deduplicate against) a chunk: a copy not recorded as damaged (`damaged`: the
+        records as the caller read them, else as they are now)."""
         index = index if index is not None else self.index
         location = index.lookup(chunk_id)
-        bad = self.damaged_locations()
+        bad = damaged if damaged is not None else self.damaged_locations()
         if location is None or not bad or (chunk_id, location.pack.name) not in bad:
             return location
         for candidate in index.lookup_all(chunk_id):
@@ -740,12 +751,7 @@ class ChunkWriter:
 
     def _stored_well(self, chunk_id: bytes) -> bool:
         """The repository has a copy of this chunk that is not recorded as damaged."""
-        location = self._index.lookup(chunk_id)
-        if location is None:
-            return False
-        if not self._damaged or (chunk_id, location.pack.name) not in self._damaged:
-            return True
-        return self.repository.good_location(chunk_id, self._index) is not None
+        return self.repository.good_location(chunk_id, self._index, self._damaged) is not None
 
     def inherit(self, chunk_id: bytes) -> bytes:
         """A chunk id taken over from the parent snapshot without reading its data (an unchanged block or

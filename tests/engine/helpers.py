@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from engine.image import ImageWriter
 from engine.repository import Repository, Snapshot
@@ -47,10 +48,12 @@ def backup(
         raise
 
 
-def engine_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The engine's command line in a process of its own (another proxy, or an admin's shell)."""
+def engine_cli(root: Path, *args: str, stdin: Any = None) -> subprocess.CompletedProcess[str]:
+    """The engine's command line in a process of its own (another proxy, or an admin's shell); `stdin`: what
+    it reads on its standard input (a pipe, for an image piped in)."""
     return subprocess.run(
         [sys.executable, "-m", "engine", "--repo", str(root), *args],
+        stdin=stdin,
         cwd=Path(__file__).resolve().parents[2],
         env={**os.environ, "BULWARK_PASSPHRASE": PASSPHRASE},
         capture_output=True,

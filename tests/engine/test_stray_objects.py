@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,8 +26,8 @@ from engine.storage.local import LocalStorage
 from tests.engine.helpers import BLOCK, PASSPHRASE, SMALL_PACK, backup, engine_cli, make_image
 
 
-def cli(storage: LocalStorage, *args: str) -> subprocess.CompletedProcess[str]:
-    return engine_cli(storage.root, *args)
+def cli(storage: LocalStorage, *args: str, stdin: Any = None) -> subprocess.CompletedProcess[str]:
+    return engine_cli(storage.root, *args, stdin=stdin)
 
 
 class Trickle(io.RawIOBase):
@@ -206,9 +207,6 @@ def test_a_disk_that_ends_early_is_committed_with_a_warning(repository: Reposito
     assert target.read_bytes() == bytes(image[:200_000])
 
 
-ENGINE = [sys.executable, "-m", "engine"]
-
-
 def test_an_image_piped_in_is_read_to_its_end(storage: LocalStorage, tmp_path: Path) -> None:
     Repository.init(storage, PASSPHRASE, block_size=BLOCK)
     image = bytes(make_image(400_000, seed=9))
@@ -216,16 +214,7 @@ def test_an_image_piped_in_is_read_to_its_end(storage: LocalStorage, tmp_path: P
     with open(tmp_path / "disk.raw", "rb") as pipe_end:
         feeder = subprocess.Popen(["cat"], stdin=pipe_end, stdout=subprocess.PIPE)
         assert feeder.stdout is not None
-        piped = subprocess.run(
-            [*ENGINE, "--repo", str(storage.root), "backup-image", "/dev/stdin", "--machine", "vm", "--json"],
-            stdin=feeder.stdout,
-            cwd=Path(__file__).resolve().parents[2],
-            env={**os.environ, "BULWARK_PASSPHRASE": PASSPHRASE},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        piped = cli(storage, "backup-image", "/dev/stdin", "--machine", "vm", "--json", stdin=feeder.stdout)
         feeder.wait()
     assert piped.returncode == 0, piped.stderr
     snapshot_id = json.loads(piped.stdout)["snapshot"]
