@@ -288,3 +288,36 @@ def test_the_local_clock_is_the_file_servers(storage: LocalStorage, tmp_path: Pa
     assert abs(stamp - probe.stat().st_mtime) < 1.0
     assert abs(stamp - before) < 5.0
     assert not [name for name in os.listdir(storage.root) if name.startswith(".clock")]
+
+
+def test_a_file_chunk_equal_to_a_tree_does_not_stop_that_trees_walk(
+    repository: Repository, storage: LocalStorage, tmp_path: Path
+) -> None:
+    """Prune reads each tree once over all snapshots; a chunk met as file data first (here a file whose bytes
+    are exactly a folder's tree) must not count as a tree already walked."""
+    import json
+
+    from engine.repository import Snapshot
+
+    source = tmp_path / "src"
+    (source / "sub").mkdir(parents=True)
+    (source / "sub" / "f.bin").write_bytes(os.urandom(300_000))
+    kept = FileTreeWriter(repository, machine="host").write(source)
+    root = json.loads(repository.read_chunk(bytes.fromhex(kept.tree or "")))
+    sub_tree = next(entry["tree"] for entry in root["entries"] if entry["name"] == "sub")
+    entry = {"name": "x", "type": "file", "size": 1, "chunks": [sub_tree], "mode": 420, "uid": 0, "gid": 0}
+    entry.update(mtime_ns=0, atime_ns=0)
+    with repository.writer() as writer:
+        tree = writer.add(json.dumps({"version": 1, "entries": [entry]}).encode(), meta=True).hex()
+        writer.flush()
+    # Sorts before the kept snapshot, so prune walks it first.
+    repository.commit_snapshot(
+        Snapshot(
+            "20000101T000000Z-00000000", "files", "2000-01-01T00:00:00+00:00", "h", "m", [], None, tree=tree
+        )
+    )
+    prune(opened(storage), grace=NO_GRACE)
+    prune(opened(storage), grace=NO_GRACE)
+    fresh = opened(storage)
+    restore_tree(fresh, fresh.load_snapshot(kept.id), tmp_path / "out")
+    assert (tmp_path / "out" / "sub" / "f.bin").read_bytes() == (source / "sub" / "f.bin").read_bytes()
