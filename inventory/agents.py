@@ -31,6 +31,10 @@ class EnrolmentRefused(Exception):
     """The token is unknown, used, revoked or expired (the agent is told which, never more)."""
 
 
+class EnrolmentConflict(Exception):
+    """The token is valid but may not take over the host it names (another scope's, or not the one it was for)."""
+
+
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
@@ -42,9 +46,19 @@ def _split(key: str, prefix: str) -> str | None:
 
 @transaction.atomic
 def create_enrolment_token(
-    *, actor: User, label: str, hours: int = 24, groups: Iterable[MachineGroup] = ()
+    *,
+    actor: User,
+    label: str,
+    hours: int = 24,
+    groups: Iterable[MachineGroup] = (),
+    machine: Machine | None = None,
 ) -> tuple[EnrolmentToken, str]:
-    """Issue a one-time enrolment token; the returned value is the only time it exists in clear."""
+    """Issue a one-time enrolment token; the returned value is the only time it exists in clear.
+
+    With `machine`, the token re-enrols that existing agent host (replacing its key) and nothing else.
+    """
+    if machine is not None and machine.platform != Platform.AGENT:
+        raise ValueError(f"{machine.name} is not an agent host; only agent hosts are re-enrolled")
     prefix = secrets.token_hex(4)
     value = f"{TOKEN_PREFIX}_{prefix}_{secrets.token_urlsafe(24)}"
     token = EnrolmentToken.objects.create(
@@ -52,10 +66,18 @@ def create_enrolment_token(
         prefix=prefix,
         digest=_digest(value),
         created_by=actor,
+        machine=machine,
         expires_at=timezone.now() + datetime.timedelta(hours=hours),
     )
     token.groups.set(list(groups))
-    audit.record("enrolment_token.create", actor=actor, target=token, after={"label": label, "hours": hours})
+    after: dict[str, Any] = {
+        "label": label,
+        "hours": hours,
+        "groups": sorted(g.name for g in token.groups.all()),
+    }
+    if machine is not None:
+        after["re-enrols"] = machine.name
+    audit.record("enrolment_token.create", actor=actor, target=token, after=after)
     return token, value
 
 
@@ -113,12 +135,60 @@ def _sync_volumes(machine: Machine, facts: dict[str, Any]) -> None:
         Disk.objects.filter(pk__in=stale).delete()
 
 
+def _takeover_refusal(token: EnrolmentToken, machine: Machine | None) -> str | None:
+    """Why this token may not enrol this host, or None.
+
+    A token creates a new machine, or re-enrols an existing one that lies wholly inside the token's own groups (so
+    it reaches nothing its issuer did not grant); any other existing host needs a token an admin issued for it.
+    """
+    if token.machine_id is not None:
+        if machine is None or machine.pk != token.machine_id:
+            return "this enrolment token re-enrols one particular host, and this is not that host"
+        return None
+    if machine is None:
+        return None
+    token_groups = {g.pk for g in token.groups.all()}
+    machine_groups = {g.pk for g in machine.groups.all()}
+    if machine_groups and machine_groups <= token_groups:
+        return None
+    return (
+        "a host with this machine id is already enrolled outside this token's groups; "
+        "an admin re-enrols it with a token issued for that host (Agents → Re-enrol)"
+    )
+
+
 def enrol(*, token_value: str, facts: dict[str, Any], address: str | None) -> tuple[Agent, str]:
-    """Trade a one-time token for an agent key; the host becomes (or stays, by machine id) a machine."""
+    """Trade a one-time token for an agent key; the host becomes (or stays, by machine id) a machine.
+
+    Raises EnrolmentRefused for a token that is not usable and EnrolmentConflict (audited, token left unused) when
+    the machine id names an existing host the token may not take over.
+    """
     machine_id = str(facts.get("machine_id") or "").strip().lower()
     if not machine_id or len(machine_id) > 128:
         raise ValueError("facts.machine_id is required (the host's stable machine id)")
     prefix = _split(token_value, TOKEN_PREFIX)
+    try:
+        return _enrol(
+            prefix=prefix, token_value=token_value, machine_id=machine_id, facts=facts, address=address
+        )
+    except EnrolmentConflict as conflict:
+        token = EnrolmentToken.objects.filter(prefix=prefix or "").first()
+        audit.record(
+            "agent.enrol_refused",
+            target=token,
+            after={
+                "machine_id": machine_id,
+                "hostname": str(facts.get("hostname") or "")[:255],
+                "reason": str(conflict),
+            },
+            ip_address=address,
+        )
+        raise
+
+
+def _enrol(
+    *, prefix: str | None, token_value: str, machine_id: str, facts: dict[str, Any], address: str | None
+) -> tuple[Agent, str]:
     now = timezone.now()
     with transaction.atomic():
         token = EnrolmentToken.objects.select_for_update().filter(prefix=prefix or "").first()
@@ -130,9 +200,13 @@ def enrol(*, token_value: str, facts: dict[str, Any], address: str | None) -> tu
             raise EnrolmentRefused("this enrolment token was revoked")
         if token.expires_at <= now:
             raise EnrolmentRefused("this enrolment token has expired")
+        identity = f"agent:{machine_id}"
+        existing = Machine.objects.select_for_update().filter(identity=identity).first()
+        refusal = _takeover_refusal(token, existing)
+        if refusal is not None:
+            raise EnrolmentConflict(refusal)
         token.used_at = now
         token.save(update_fields=["used_at"])
-        identity = f"agent:{machine_id}"
         values = _facts_values(facts)
         machine, created = Machine.objects.get_or_create(
             identity=identity,

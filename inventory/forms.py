@@ -6,7 +6,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from core.models import User
-from inventory.choices import HyperVTransport, SourceKind
+from inventory.choices import HyperVTransport, Platform, SourceKind
 from inventory.models import Machine, MachineGroup, Source
 
 
@@ -151,4 +151,12 @@ class EnrolmentTokenForm(forms.Form):
         required=False,
         widget=forms.CheckboxSelectMultiple,
         help_text="Machine groups the enrolled host joins.",
+    )
+    machine = forms.ModelChoiceField(
+        queryset=Machine.objects.filter(platform=Platform.AGENT),
+        required=False,
+        label="Re-enrol host",
+        empty_label="— a new host —",
+        help_text="To re-key an existing agent host (reinstalled, or its key lost), pick it here: the token then "
+        "enrols that host only. A token for a new host never takes over an enrolled one outside its groups.",
     )

@@ -254,6 +254,14 @@ class EnrolmentToken(models.Model):
     prefix = models.CharField(max_length=12, editable=False)
     digest = models.CharField(max_length=64, unique=True, editable=False)
     groups = models.ManyToManyField(MachineGroup, blank=True, help_text="Machine groups the new host joins.")
+    machine = models.ForeignKey(
+        "Machine",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        help_text="Re-enrol this existing host (an admin's explicit choice); the token enrols nothing else.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

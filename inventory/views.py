@@ -236,7 +236,9 @@ class AgentListView(RoleRequiredMixin, FormView):
             agents=Agent.objects.visible_to(self.request.user)
             .select_related("machine")
             .order_by("machine__name"),
-            tokens=EnrolmentToken.objects.visible_to(self.request.user).prefetch_related("groups")[:50],
+            tokens=EnrolmentToken.objects.visible_to(self.request.user)
+            .select_related("machine")
+            .prefetch_related("groups")[:50],
             server=self.request.build_absolute_uri("/").rstrip("/"),
         )
         return context

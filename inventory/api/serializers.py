@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from rest_framework import serializers
 
 from core.models import Credential, User
 from inventory import agents, services
+from inventory.choices import Platform
 from inventory.models import (
     DiscoveryRun,
     Disk,
@@ -226,6 +228,12 @@ class EnrolmentTokenSerializer(serializers.ModelSerializer):
     groups = serializers.PrimaryKeyRelatedField(
         many=True, required=False, queryset=MachineGroup.objects.all()
     )
+    machine = serializers.PrimaryKeyRelatedField(
+        required=False,
+        allow_null=True,
+        queryset=Machine.objects.filter(platform=Platform.AGENT),
+        help_text="Re-enrol this existing agent host (its old key stops working); the token enrols nothing else.",
+    )
 
     class Meta:
         model = EnrolmentToken
@@ -234,6 +242,7 @@ class EnrolmentTokenSerializer(serializers.ModelSerializer):
             "label",
             "prefix",
             "groups",
+            "machine",
             "hours",
             "token",
             "created_at",
@@ -253,17 +262,59 @@ class EnrolmentTokenSerializer(serializers.ModelSerializer):
         return token
 
 
+_MAX_BYTES = 1 << 62
+
+
+def _text(max_length: int) -> serializers.CharField:
+    return serializers.CharField(max_length=max_length, required=False, allow_blank=True)
+
+
+class AgentDiskFactSerializer(serializers.Serializer):
+    device = serializers.CharField(max_length=255)
+    size_bytes = serializers.IntegerField(min_value=0, max_value=_MAX_BYTES, required=False, default=0)
+    model = _text(255)
+
+
+class AgentVolumeFactSerializer(serializers.Serializer):
+    device = serializers.CharField(max_length=1000)
+    mountpoint = serializers.CharField(max_length=4096)
+    filesystem = _text(64)
+    size_bytes = serializers.IntegerField(min_value=0, max_value=_MAX_BYTES, required=False, default=0)
+    free_bytes = serializers.IntegerField(min_value=0, max_value=_MAX_BYTES, required=False, default=0)
+
+
+class AgentFactsSerializer(serializers.Serializer):
+    """What an agent reports about its host; a wrong type is a 400 naming the field, never a 500."""
+
+    machine_id = serializers.CharField(max_length=128)
+    hostname = serializers.CharField(max_length=255)
+    fqdn = _text(255)
+    os = _text(255)
+    kernel = _text(255)
+    architecture = _text(64)
+    cpus = serializers.IntegerField(min_value=0, max_value=1 << 20, required=False)
+    memory_bytes = serializers.IntegerField(min_value=0, max_value=_MAX_BYTES, required=False)
+    boot_time = serializers.IntegerField(min_value=0, max_value=_MAX_BYTES, required=False)
+    volumes = serializers.ListField(child=AgentVolumeFactSerializer(), max_length=1024, required=False)
+    disks = serializers.ListField(child=AgentDiskFactSerializer(), max_length=1024, required=False)
+    ip_addresses = serializers.ListField(child=serializers.IPAddressField(), max_length=256, required=False)
+    agent_version = _text(32)
+    heartbeat_seconds = serializers.IntegerField(min_value=5, max_value=24 * 3600, required=False)
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        value = super().to_internal_value(data)
+        # Plain dicts and lists all the way down: the facts are stored as JSON.
+        return json.loads(json.dumps(value))
+
+
+class AgentHeartbeatFactsSerializer(AgentFactsSerializer):
+    machine_id = serializers.CharField(max_length=128, required=False)
+
+
 class AgentEnrolSerializer(serializers.Serializer):
     token = serializers.CharField(max_length=200)
-    facts = serializers.DictField()
-
-    def validate_facts(self, value: dict[str, Any]) -> dict[str, Any]:
-        if not str(value.get("machine_id") or "").strip():
-            raise serializers.ValidationError("machine_id is required.")
-        if not str(value.get("hostname") or "").strip():
-            raise serializers.ValidationError("hostname is required.")
-        return value
+    facts = AgentFactsSerializer()
 
 
 class AgentHeartbeatSerializer(serializers.Serializer):
-    facts = serializers.DictField(required=False, default=dict)
+    facts = AgentHeartbeatFactsSerializer(required=False, default=dict)

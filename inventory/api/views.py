@@ -170,6 +170,10 @@ class AgentEnrolView(APIView):
             )
         except agents.EnrolmentRefused as error:
             raise exceptions.AuthenticationFailed(str(error)) from None
+        except agents.EnrolmentConflict as error:
+            return Response(
+                {"detail": str(error), "code": "enrolment_conflict"}, status=status.HTTP_409_CONFLICT
+            )
         except ValueError as error:
             raise exceptions.ValidationError({"facts": [str(error)]}) from None
         return Response(
