@@ -1,22 +1,50 @@
-"""The live event stream at /ws/events/: authorizes once per subscription and relays."""
+"""The live event stream at /ws/events/: authorizes on connect and on every subscription, and re-checks for as
+long as the socket stays open.
+
+A socket's rights are re-checked when its user's rights change (sign-out, deactivation, a password or role
+change, group membership: see core/signals.py and inventory/signals.py) and, as a fallback for a change
+notice lost with the channel layer, every RECHECK_SECONDS. A socket whose session no longer signs its user in
+is closed; one whose scope narrowed leaves the groups and machines it may no longer see.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import deque
+from importlib import import_module
 from typing import Any
 
+from channels.auth import get_user
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 
 from core import events
 
 # WebSocket close code for "not signed in" (4000-4999 are free for applications).
 CLOSE_UNAUTHENTICATED = 4401
+RECHECK_SECONDS = 30.0
 
 
 @database_sync_to_async
 def _groups_for(user: Any) -> list[str]:
     return events.groups_for(user)
+
+
+@database_sync_to_async
+def _visible_machines(user: Any, machine_ids: list[int]) -> set[int]:
+    from inventory.models import Machine
+
+    return set(Machine.objects.visible_to(user).filter(pk__in=machine_ids).values_list("pk", flat=True))
+
+
+@database_sync_to_async
+def _fresh_session(session_key: str | None) -> Any:
+    """The session as it is in the store now (a signed-out session loads empty)."""
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key=session_key)
+    store.load()
+    return store
 
 
 @database_sync_to_async
@@ -37,14 +65,60 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             # Closing before accept rejects the handshake (HTTP 403): nothing is ever sent to strangers.
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
+        session = self.scope.get("session")
+        self.session_key: str | None = getattr(session, "session_key", None)
+        self.user_id: int = user.pk
+        await self._join(events.user_channel(user.pk))
         for group in await _groups_for(user):
             await self._join(group)
         await self.accept()
         await self.send_json({"type": "welcome", "user": user.get_username(), "role": user.role})
+        self.rechecker = asyncio.ensure_future(self._recheck_every(RECHECK_SECONDS))
 
     async def disconnect(self, code: int) -> None:
+        rechecker = getattr(self, "rechecker", None)
+        if rechecker is not None and rechecker is not asyncio.current_task():
+            rechecker.cancel()
         for group in getattr(self, "joined", []):
             await self.channel_layer.group_discard(group, self.channel_name)
+        self.joined = []
+
+    async def _recheck_every(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                await asyncio.sleep(seconds)
+                await self._recheck()
+
+    async def bulwark_access(self, message: dict[str, Any]) -> None:
+        closing = message.get("closing_session")
+        if closing and closing == self.session_key:
+            await self._close_signed_out()
+            return
+        await self._recheck()
+
+    async def _close_signed_out(self) -> None:
+        await self.send_json({"type": "signed_out", "detail": "Your session ended; sign in again."})
+        await self.disconnect(CLOSE_UNAUTHENTICATED)
+        await self.close(code=CLOSE_UNAUTHENTICATED)
+
+    async def _recheck(self) -> None:
+        """Sign the session in again and keep only the groups and machines its user may see now."""
+        if not self.joined:
+            return  # closed already
+        user = await get_user({"session": await _fresh_session(self.session_key)})
+        if not user.is_authenticated or not user.is_active or user.pk != self.user_id:
+            await self._close_signed_out()
+            return
+        self.scope["user"] = user
+        allowed = {events.user_channel(user.pk), *await _groups_for(user)}
+        prefix = events.machine_channel(0)[:-1]
+        machines = {int(group[len(prefix) :]): group for group in self.joined if group.startswith(prefix)}
+        allowed |= {machines[pk] for pk in await _visible_machines(user, list(machines))}
+        for group in [group for group in self.joined if group not in allowed]:
+            await self.channel_layer.group_discard(group, self.channel_name)
+            self.joined.remove(group)
+        for group in sorted(allowed - set(self.joined)):
+            await self._join(group)
 
     async def _join(self, group: str) -> None:
         if group not in self.joined:

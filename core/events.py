@@ -30,6 +30,7 @@ ALL_MACHINES = "events.machines.all"
 AUDIT = "events.audit"
 ADMINS = "events.admins"  # sources, discovery runs, alerts not tied to a machine
 MESSAGE_TYPE = "bulwark.event"  # dispatched to EventsConsumer.bulwark_event
+ACCESS_MESSAGE_TYPE = "bulwark.access"  # dispatched to EventsConsumer.bulwark_access: re-check rights now
 
 
 def machine_group_channel(group_id: int) -> str:
@@ -38,6 +39,11 @@ def machine_group_channel(group_id: int) -> str:
 
 def machine_channel(machine_id: int) -> str:
     return f"events.machine.{machine_id}"
+
+
+def user_channel(user_id: int) -> str:
+    """Every socket of a user joins this group, so a change of the user's rights reaches all of them."""
+    return f"events.user.{user_id}"
 
 
 def groups_for(user: User) -> list[str]:
@@ -58,23 +64,47 @@ def publish(event_type: str, data: dict[str, Any], *, groups: Iterable[str]) -> 
 
 def publish_many(events: list[tuple[str, dict[str, Any], list[str]]]) -> None:
     """Send several events in one trip to the channel layer's event loop (not one thread hop per message)."""
+    messages = []
+    for event_type, data, groups in events:
+        message = {"type": MESSAGE_TYPE, "id": uuid.uuid4().hex, "event": event_type, "data": data}
+        messages += [(group, message) for group in dict.fromkeys(groups)]
+    _send(messages)
+
+
+def _send(messages: list[tuple[str, dict[str, Any]]]) -> None:
     layer = get_channel_layer()
-    if layer is None or not events:
+    if layer is None or not messages:
         return
 
     async def send_all() -> None:
-        for event_type, data, groups in events:
-            message = {"type": MESSAGE_TYPE, "id": uuid.uuid4().hex, "event": event_type, "data": data}
-            for group in dict.fromkeys(groups):
-                try:
-                    await layer.group_send(group, message)
-                except Exception:
-                    logger.warning("live event %s to %s not delivered", event_type, group, exc_info=True)
+        for group, message in messages:
+            try:
+                await layer.group_send(group, message)
+            except Exception:
+                logger.warning(
+                    "live message %s to %s not delivered",
+                    message.get("event", message["type"]),
+                    group,
+                    exc_info=True,
+                )
 
     try:
         async_to_sync(send_all)()
     except Exception:
-        logger.warning("live events not delivered", exc_info=True)
+        logger.warning("live messages not delivered", exc_info=True)
+
+
+def publish_access_changed(
+    *, users: Iterable[int] = (), machines: Iterable[int] = (), session_key: str | None = None
+) -> None:
+    """Tell open sockets to re-check their rights: those of these users (one signed out when session_key is
+    given), and those subscribed to these machines (their groups changed). Sent once the transaction commits."""
+    from django.db import transaction
+
+    groups = [user_channel(pk) for pk in users] + [machine_channel(pk) for pk in machines]
+    message: dict[str, Any] = {"type": ACCESS_MESSAGE_TYPE, "closing_session": session_key}
+    if groups:
+        transaction.on_commit(lambda: _send([(group, message) for group in dict.fromkeys(groups)]))
 
 
 def publish_machine_event(event_type: str, machine: Machine, data: dict[str, Any]) -> None:

@@ -1,14 +1,17 @@
-"""Sign-ins, sign-outs and failed sign-ins go to the audit log."""
+"""Sign-ins, sign-outs and failed sign-ins go to the audit log; a sign-out or a change of a user's rights
+re-checks the user's open sockets."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.db.models.signals import post_save, pre_delete
 from django.dispatch import receiver
 
-from core import audit, throttle
+from core import audit, events, throttle
 from core.middleware import client_address
+from core.models import User
 
 
 @receiver(user_logged_in)
@@ -25,6 +28,20 @@ def audit_logout(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
         audit.record(
             "auth.logout", actor=user, target=user, ip_address=client_address(request) if request else None
         )
+        session = getattr(request, "session", None)
+        events.publish_access_changed(users=[user.pk], session_key=getattr(session, "session_key", None))
+
+
+@receiver(post_save, sender=User)
+def recheck_sockets_of_saved_user(sender: Any, instance: User, created: bool, **kwargs: Any) -> None:
+    # A password, role or is_active change; re-checking on any save is cheap and never misses a field.
+    if not created:
+        events.publish_access_changed(users=[instance.pk])
+
+
+@receiver(pre_delete, sender=User)
+def recheck_sockets_of_deleted_user(sender: Any, instance: User, **kwargs: Any) -> None:
+    events.publish_access_changed(users=[instance.pk])
 
 
 @receiver(user_login_failed)

@@ -192,3 +192,93 @@ async def test_discovery_and_alert_events_reach_admins_and_the_machines_scope(
     assert outsider_events == []
     for communicator in (admin, helpdesk, outsider):
         await communicator.disconnect()
+
+
+# --- rights that change while a socket is open --------------------------------------------------------------------
+async def connect_session(user: User) -> tuple[WebsocketCommunicator, Client]:
+    client = Client()
+    await sync_to_async(client.force_login)(user)
+    headers = [
+        (b"origin", b"http://localhost"),
+        (b"host", b"localhost"),
+        (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()),
+    ]
+    communicator = WebsocketCommunicator(application, "/ws/events/", headers=headers)
+    assert (await communicator.connect())[0]
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "welcome"
+    return communicator, client
+
+
+async def assert_closed(communicator: WebsocketCommunicator) -> None:
+    """The socket says why, then closes as signed out (within a few seconds)."""
+    said = await communicator.receive_json_from(timeout=5)
+    assert said["type"] == "signed_out"
+    closed = await communicator.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": 4401}
+
+
+async def test_signing_out_closes_that_sessions_sockets_and_no_other(estate: Estate, layer: str) -> None:
+    signed_out, client = await connect_session(estate.helpdesk)
+    other, _ = await connect_session(estate.helpdesk)
+    await sync_to_async(client.logout)()
+    await assert_closed(signed_out)
+    await sync_to_async(update_machine)(actor=estate.admin, machine=estate.finance_vm, owner="after")
+    assert [m["type"] for m in await drain(other)] == ["machine.changed"]
+    await other.disconnect()
+
+
+@pytest.mark.parametrize("change", ["deactivate", "password", "delete"])
+async def test_a_change_of_the_users_rights_closes_the_socket(
+    estate: Estate, layer: str, change: str
+) -> None:
+    socket, _ = await connect_session(estate.helpdesk)
+
+    def apply() -> None:
+        user = User.objects.get(pk=estate.helpdesk.pk)
+        if change == "deactivate":
+            user.is_active = False
+            user.save()
+        elif change == "password":
+            user.set_password("a-new-password-42")
+            user.save()
+        else:
+            user.delete()
+
+    await sync_to_async(apply)()
+    await assert_closed(socket)
+
+
+async def test_leaving_a_group_stops_its_machines_events_at_once(estate: Estate, layer: str) -> None:
+    socket, _ = await connect_session(estate.helpdesk)
+    await socket.send_json_to({"action": "subscribe", "machine": estate.finance_vm.pk})
+    assert (await socket.receive_json_from(timeout=5))["type"] == "subscribed"
+
+    await sync_to_async(estate.finance.members.remove)(estate.helpdesk)
+    await drain(socket)  # the re-check happens as the notice arrives
+    await sync_to_async(update_machine)(actor=estate.admin, machine=estate.finance_vm, owner="secret")
+    assert await drain(socket) == []
+    await socket.disconnect()
+
+
+async def test_a_machine_leaving_the_scope_stops_its_subscription(estate: Estate, layer: str) -> None:
+    socket, _ = await connect_session(estate.helpdesk)
+    await socket.send_json_to({"action": "subscribe", "machine": estate.finance_vm.pk})
+    assert (await socket.receive_json_from(timeout=5))["type"] == "subscribed"
+
+    await sync_to_async(estate.finance_vm.groups.remove)(estate.finance)
+    await drain(socket)
+    await sync_to_async(update_machine)(actor=estate.admin, machine=estate.finance_vm, owner="moved")
+    assert await drain(socket) == []
+    await socket.disconnect()
+
+
+async def test_a_change_no_notice_announced_is_caught_by_the_periodic_recheck(
+    estate: Estate, layer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core import consumers
+
+    monkeypatch.setattr(consumers, "RECHECK_SECONDS", 0.5)
+    socket, _ = await connect_session(estate.helpdesk)
+    # A bulk update sends no signal, as a change made straight in the database would not.
+    await sync_to_async(User.objects.filter(pk=estate.helpdesk.pk).update)(is_active=False)
+    await assert_closed(socket)
