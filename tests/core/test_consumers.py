@@ -47,7 +47,8 @@ def layer(request: pytest.FixtureRequest, settings: Any) -> Iterator[str]:
     channel_layers.backends.clear()
 
 
-async def connect(user: User) -> WebsocketCommunicator:
+async def connect_session(user: User) -> tuple[WebsocketCommunicator, Client]:
+    """A socket signed in with a session of its own, and the client holding that session."""
     client = Client()
     await sync_to_async(client.force_login)(user)
     headers = [
@@ -60,7 +61,11 @@ async def connect(user: User) -> WebsocketCommunicator:
     assert connected
     welcome = await communicator.receive_json_from(timeout=5)
     assert welcome["type"] == "welcome" and welcome["user"] == user.username
-    return communicator
+    return communicator, client
+
+
+async def connect(user: User) -> WebsocketCommunicator:
+    return (await connect_session(user))[0]
 
 
 async def drain(communicator: WebsocketCommunicator) -> list[dict[str, Any]]:
@@ -195,20 +200,6 @@ async def test_discovery_and_alert_events_reach_admins_and_the_machines_scope(
 
 
 # --- rights that change while a socket is open --------------------------------------------------------------------
-async def connect_session(user: User) -> tuple[WebsocketCommunicator, Client]:
-    client = Client()
-    await sync_to_async(client.force_login)(user)
-    headers = [
-        (b"origin", b"http://localhost"),
-        (b"host", b"localhost"),
-        (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()),
-    ]
-    communicator = WebsocketCommunicator(application, "/ws/events/", headers=headers)
-    assert (await communicator.connect())[0]
-    assert (await communicator.receive_json_from(timeout=5))["type"] == "welcome"
-    return communicator, client
-
-
 async def assert_closed(communicator: WebsocketCommunicator) -> None:
     """The socket says why, then closes as signed out (within a few seconds)."""
     said = await communicator.receive_json_from(timeout=5)
