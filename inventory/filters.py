@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from typing import Any
+
 import django_filters
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 
 from inventory.choices import MachineKind, Platform
-from inventory.models import Machine, MachineGroup
+from inventory.models import Machine, MachineGroup, Source
 
 
 def visible_groups(request: HttpRequest | None) -> QuerySet[MachineGroup]:
@@ -13,6 +15,19 @@ def visible_groups(request: HttpRequest | None) -> QuerySet[MachineGroup]:
     if request is None:
         return MachineGroup.objects.none()
     return MachineGroup.objects.visible_to(request.user)
+
+
+def visible_sources(request: HttpRequest | None) -> QuerySet[Source]:
+    """Sources of the machines this user may see (help-desk filters by source without reading source settings)."""
+    if request is None:
+        return Source.objects.none()
+    return Source.objects.filter(pk__in=Machine.objects.visible_to(request.user).values("source"))
+
+
+def visible_policies(request: HttpRequest | None) -> Any:
+    from protection.models import Policy
+
+    return Policy.objects.visible_to(request.user) if request is not None else Policy.objects.none()
 
 
 class MachineFilter(django_filters.FilterSet):
@@ -30,8 +45,10 @@ class MachineFilter(django_filters.FilterSet):
         method="filter_protection",
         empty_label="any",
     )
-    policy = django_filters.NumberFilter(field_name="assignment__policy")
-    source = django_filters.NumberFilter(field_name="source")
+    policy = django_filters.ModelChoiceFilter(
+        field_name="assignment__policy", queryset=visible_policies, empty_label="any"
+    )
+    source = django_filters.ModelChoiceFilter(queryset=visible_sources, empty_label="any")
     tag = django_filters.CharFilter(method="filter_tag")
 
     class Meta:

@@ -13,6 +13,7 @@ from django.views.generic import DetailView, FormView, TemplateView
 
 from connectors.base import ConnectorError
 from core.access import ADMIN_ONLY, ALL_ROLES, RoleRequiredMixin, ScopedObjectFormMixin
+from core.choices import GLOBAL_ROLES
 from inventory import agents, discovery, services
 from inventory.filters import MachineFilter
 from inventory.forms import EnrolmentTokenForm, MachineGroupForm, SourceForm
@@ -86,6 +87,8 @@ class MachineDetailView(RoleRequiredMixin, DetailView):
             runs=list(machine.runs.all()[:10]),
             points=points,
             image_points=[point for point in points if point.kind == "image"],
+            # Rule names and criteria are admins' and auditors' to read.
+            sees_rules=self.request.user.role in GLOBAL_ROLES,  # type: ignore[union-attr]
         )
         return context
 

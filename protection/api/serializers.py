@@ -5,6 +5,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from core.choices import GLOBAL_ROLES
 from inventory.models import Source
 from protection import services
 from protection.choices import RuleAction
@@ -29,13 +30,38 @@ def _or_invalid(clean: Callable[..., str], value: str, **options: Any) -> str:
         raise serializers.ValidationError(str(error)) from None
 
 
+# What a policy runs on the machines and where it stores them: admins' (and auditors') fields only.
+ADMIN_POLICY_FIELDS = (
+    "repository",
+    "pre_script",
+    "post_script",
+    "include_paths",
+    "exclude_patterns",
+    "volumes",
+)
+
+
+def _sees_everything(context: dict[str, Any]) -> bool:
+    request = context.get("request")
+    return request is not None and getattr(request.user, "role", None) in GLOBAL_ROLES
+
+
 class PolicySerializer(serializers.ModelSerializer):
-    machines = serializers.IntegerField(source="machine_count", read_only=True)
+    machines = serializers.IntegerField(
+        source="machine_count", read_only=True, help_text="Machines it protects, of those you may see."
+    )
 
     class Meta:
         model = Policy
         fields = ["id", *POLICY_FIELDS, "machines", "created_at"]
         read_only_fields = ["created_at"]
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        if not _sees_everything(self.context) and "request" in self.context:
+            for name in ADMIN_POLICY_FIELDS:
+                fields.pop(name, None)
+        return fields
 
     def validate_schedule_cron(self, value: str) -> str:
         from protection.schedule import normalise_cron
@@ -134,8 +160,25 @@ class AssignSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=400, required=False, allow_blank=True)
 
 
-def decision_data(decision: Decision, assignment: Any) -> dict[str, Any]:
-    """The answer to "why is this machine protected, or not?", rule by rule."""
+def decision_data(decision: Decision, assignment: Any, *, with_rules: bool) -> dict[str, Any]:
+    """The answer to "why is this machine protected, or not?", rule by rule for those who may read the rules
+    (admins, auditors); others learn the outcome and whether a rule or a person decided it, not the rules."""
+    if not with_rules:
+        return {
+            "protected": assignment is not None,
+            "policy": {"id": assignment.policy_id, "name": assignment.policy.name} if assignment else None,
+            "assigned_by": (
+                {"rule": "a protection rule" if assignment.rule_id else None, "person": None}
+                if assignment
+                else None
+            ),
+            "reason": "",
+            "rules_say": "excluded by a rule"
+            if decision.excluded_by
+            else ("" if assignment else "no policy"),
+            "excluded_by": "a protection rule" if decision.excluded_by else None,
+            "rules": [],
+        }
     return {
         "protected": assignment is not None,
         "policy": {"id": assignment.policy_id, "name": assignment.policy.name} if assignment else None,

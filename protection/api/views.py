@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from core.choices import GLOBAL_ROLES
 from core.permissions import IsBackupAdmin, ReadScopedWriteAdmin
 from inventory.models import Machine
 from protection import services
@@ -38,7 +39,15 @@ class PolicyViewSet(
     search_fields = ["name"]
 
     def get_queryset(self) -> QuerySet[Policy]:
-        return Policy.objects.visible_to(self.request.user).annotate(machine_count=Count("assignments"))
+        user = self.request.user
+        policies = Policy.objects.visible_to(user)
+        if getattr(user, "role", None) in GLOBAL_ROLES:
+            return policies.annotate(machine_count=Count("assignments"))
+        # Counts are scoped too: machines outside the user's groups are not counted.
+        visible = Machine.objects.visible_to(user).values("pk")
+        return policies.annotate(
+            machine_count=Count("assignments", filter=Q(assignments__machine__in=visible))
+        )
 
 
 class CopyTargetViewSet(
@@ -124,7 +133,8 @@ class MachineProtectionViewSet(viewsets.GenericViewSet):
         assignment = (
             Assignment.objects.filter(machine=machine).select_related("policy", "rule", "assigned_by").first()
         )
-        return Response(decision_data(evaluate(machine, rules), assignment))
+        with_rules = getattr(request.user, "role", None) in GLOBAL_ROLES
+        return Response(decision_data(evaluate(machine, rules), assignment, with_rules=with_rules))
 
     @extend_schema(request=AssignSerializer, responses={200: dict})
     def update(self, request: Request, pk: str | None = None) -> Response:
