@@ -138,9 +138,19 @@ class Connector(Protocol):
         """The whole inventory in one pass, or a ConnectorError: never a partial list."""
         ...
 
-    def watch(self, on_change: Callable[[list[Change]], None], stop: threading.Event) -> None:
-        """Call on_change as the platform reports changes, until stop is set. Raises ConnectorError when the
-        connection is lost (the caller reconnects with a full discovery)."""
+    def watch(
+        self,
+        on_change: Callable[[list[Change]], None],
+        stop: threading.Event,
+        on_connected: Callable[[], None] = ...,
+    ) -> None:
+        """Call on_change as the platform reports changes, in the order they happened, until stop is set.
+
+        on_connected is called once per connection, as soon as the platform's first answer shows the watch
+        healthy; changes from that moment on reach on_change, and the caller runs a full discovery for whatever
+        changed while no watch ran. A removal is reported only once the platform confirms the machine is gone
+        (a move reports "left" and "entered" for a machine that still exists). Raises ConnectorError when the
+        connection is lost."""
         ...
 
 

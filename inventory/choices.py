@@ -38,7 +38,14 @@ class DiscoveryState(models.TextChoices):
 class DiscoveryTrigger(models.TextChoices):
     SCHEDULE = "schedule", "Schedule"
     MANUAL = "manual", "On demand"
-    WATCH = "watch", "Change seen by the watch"
+    WATCH = "watch", "Watch (re)connected"
+
+
+class WatchState(models.TextChoices):
+    OFF = "off", "Not watched"
+    CONNECTING = "connecting", "Connecting"
+    WATCHING = "watching", "Watching live"
+    RETRYING = "retrying", "Lost; retrying"
 
 
 class HyperVTransport(models.TextChoices):

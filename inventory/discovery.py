@@ -142,7 +142,7 @@ def run_discovery(run_id: int, *, factory: ConnectorFactory = connector_for) -> 
     except Exception as error:  # a bug or an unexpected answer: the run says so, the inventory stays
         logger.exception("discovery of source %s failed unexpectedly", source.pk)
         return _fail(run, "internal", f"unexpected error: {type(error).__name__}: {error}")
-    result = apply_inventory(source, inventory.machines, complete=True)
+    result = apply_inventory(source, inventory.machines, complete=True, read_since=now)
     with transaction.atomic():
         run.state = DiscoveryState.SUCCEEDED
         run.finished_at = timezone.now()
@@ -251,9 +251,19 @@ def _describe_changes(machine: Machine, values: dict[str, Any]) -> list[tuple[st
 
 
 @transaction.atomic
-def apply_inventory(source: Source, machines: Iterable[DiscoveredMachine], *, complete: bool) -> SyncResult:
+def apply_inventory(
+    source: Source,
+    machines: Iterable[DiscoveredMachine],
+    *,
+    complete: bool,
+    read_since: datetime.datetime | None = None,
+) -> SyncResult:
     """Upsert discovered machines by identity. With `complete` (a whole, successful inventory), machines of
-    this source that it no longer lists are marked gone. A fixed number of queries, whatever the count."""
+    this source that it no longer lists are marked gone. A fixed number of queries, whatever the count.
+
+    `read_since` is when the connector began reading: the watch may have seen newer facts since then. A
+    machine first seen, last seen or marked gone after that moment keeps what the watch recorded (the
+    inventory's copy is older), and is never marked gone by this inventory."""
     now = timezone.now()
     discovered = {m.identity: m for m in machines}
     result = SyncResult(found=len(discovered))
@@ -265,6 +275,8 @@ def apply_inventory(source: Source, machines: Iterable[DiscoveredMachine], *, co
     for identity, item in discovered.items():
         values = _values(source, item)
         machine = existing.get(identity)
+        if machine is not None and read_since is not None and _newer_than(machine, read_since):
+            continue
         if machine is None:
             machine = Machine(
                 identity=identity,
@@ -322,11 +334,10 @@ def apply_inventory(source: Source, machines: Iterable[DiscoveredMachine], *, co
         Machine.objects.filter(pk__in=[m.pk for m in unchanged[start : start + 900]]).update(last_seen=now)
     _sync_disks([*new, *changed, *unchanged], discovered)
     if complete:
-        missing = list(
-            Machine.objects.filter(source=source, gone_since__isnull=True).exclude(
-                identity__in=list(discovered)
-            )
-        )
+        candidates = Machine.objects.filter(source=source, gone_since__isnull=True)
+        if read_since is not None:  # created or seen by the watch while this inventory was read: not missing
+            candidates = candidates.filter(first_seen__lt=read_since, last_seen__lt=read_since)
+        missing = list(candidates.exclude(identity__in=list(discovered)))
         for machine in missing:
             machine.gone_since = now
             history.append(
@@ -339,6 +350,10 @@ def apply_inventory(source: Source, machines: Iterable[DiscoveredMachine], *, co
         result.gone = missing
     MachineChange.objects.bulk_create(history, batch_size=500)
     return result
+
+
+def _newer_than(machine: Machine, moment: datetime.datetime) -> bool:
+    return machine.last_seen >= moment or (machine.gone_since is not None and machine.gone_since >= moment)
 
 
 def _sync_disks(machines: list[Machine], discovered: dict[str, DiscoveredMachine]) -> None:
@@ -374,24 +389,37 @@ def _sync_disks(machines: list[Machine], discovered: dict[str, DiscoveredMachine
 
 
 def apply_changes(source: Source, changes: list[Change]) -> SyncResult:
-    """What a watch saw: upserts (new, cloned, renamed, moved VMs) and removals, applied at once."""
-    upserts = [c.machine for c in changes if c.kind == "upsert" and c.machine is not None]
-    removed = [c.external_id for c in changes if c.kind == "remove" and c.external_id]
+    """What a watch saw, in the order it happened: upserts (new, cloned, renamed, moved VMs) and confirmed
+    removals. Consecutive upserts are applied together; a removal applies after the upserts before it."""
+    result = SyncResult()
     with transaction.atomic():
-        result = apply_inventory(source, upserts, complete=False)
-        if removed:
-            now = timezone.now()
-            gone = list(
-                Machine.objects.filter(source=source, external_id__in=removed, gone_since__isnull=True)
-            )
-            Machine.objects.filter(pk__in=[m.pk for m in gone]).update(gone_since=now)
-            MachineChange.objects.bulk_create(
-                MachineChange(machine=m, at=now, kind=ChangeKind.GONE, summary=f"removed from {source.name}")
-                for m in gone
-            )
-            result.gone = gone
+        pending: list[DiscoveredMachine] = []
+        for change in [*changes, None]:
+            if change is not None and change.kind == "upsert" and change.machine is not None:
+                pending.append(change.machine)
+                continue
+            if pending:
+                step = apply_inventory(source, pending, complete=False)
+                result.found += step.found
+                result.added += step.added
+                result.updated += step.updated
+                result.returned += step.returned
+                pending = []
+            if change is not None and change.kind == "remove" and change.external_id:
+                result.gone += _mark_removed(source, change.external_id)
     _after_sync(result)
     return result
+
+
+def _mark_removed(source: Source, external_id: str) -> list[Machine]:
+    now = timezone.now()
+    gone = list(Machine.objects.filter(source=source, external_id=external_id, gone_since__isnull=True))
+    Machine.objects.filter(pk__in=[m.pk for m in gone]).update(gone_since=now)
+    MachineChange.objects.bulk_create(
+        MachineChange(machine=m, at=now, kind=ChangeKind.GONE, summary=f"removed from {source.name}")
+        for m in gone
+    )
+    return gone
 
 
 def _after_sync(result: SyncResult) -> None:

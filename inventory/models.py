@@ -18,6 +18,7 @@ from inventory.choices import (
     Platform,
     SourceKind,
     SourceState,
+    WatchState,
 )
 from inventory.querysets import (
     AgentQuerySet,
@@ -73,6 +74,11 @@ class Source(models.Model):
     enabled = models.BooleanField(default=True)
     discovery_interval_minutes = models.PositiveIntegerField(default=60)
     watch = models.BooleanField(default=True, help_text="Follow changes live between discoveries (vSphere).")
+    watch_state = models.CharField(
+        max_length=16, choices=WatchState.choices, default=WatchState.OFF, editable=False
+    )
+    watch_detail = models.CharField(max_length=500, blank=True, editable=False)
+    watch_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
     remote_id = models.CharField(max_length=100, blank=True, editable=False)
     product = models.CharField(max_length=255, blank=True, editable=False)
     topology = models.JSONField(default=dict, blank=True, editable=False)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
 import threading
+import xml.parsers.expat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -121,13 +123,22 @@ class VSphereConnector:
                 tags = self._tags(content)
                 progress.step(2, 3, "reading virtual machines")
                 machines = read_machines(content, topology, tags)
+            except vim.fault.HostConnectFault as error:
+                raise Unreachable(
+                    f"lost the connection to {self.endpoint.address} during discovery: {fault_message(error)}"
+                ) from None
             except vmodl.MethodFault as error:
                 raise ProtocolError(
                     f"{self.endpoint.address} failed the inventory query: {fault_message(error)}"
                 ) from None
-            except (OSError, EOFError) as error:
+            except (OSError, EOFError, http.client.HTTPException) as error:
                 raise Unreachable(
                     f"lost the connection to {self.endpoint.address} during discovery: {error}"
+                ) from None
+            except xml.parsers.expat.ExpatError:
+                # The session answered well-formed SOAP until now: an empty or cut answer is a dropped link.
+                raise Unreachable(
+                    f"lost the connection to {self.endpoint.address} during discovery: the answer broke off"
                 ) from None
             progress.step(3, 3, "done")
             return Inventory(
@@ -137,23 +148,43 @@ class VSphereConnector:
                 topology=topology.summary(),
             )
 
-    def watch(self, on_change: Callable[[list[Change]], None], stop: threading.Event) -> None:
+    def watch(
+        self,
+        on_change: Callable[[list[Change]], None],
+        stop: threading.Event,
+        on_connected: Callable[[], None] = lambda: None,
+    ) -> None:
         """WaitForUpdatesEx on every VM: creations, clones, renames, moves, power changes and removals arrive
-        within seconds. The first answer (every existing VM) is skipped: a full discovery precedes a watch."""
+        within seconds. The first answer (every existing VM) only tells the watch is healthy: on_connected
+        then has the caller run a full discovery, which also covers anything that changed while no watch ran."""
         with session(self.endpoint) as instance:
             content = instance.content
             try:
-                self._watch(content, on_change, stop)
+                self._watch(content, on_change, stop, on_connected)
             except ConnectorError:
                 raise
+            except vim.fault.HostConnectFault as error:
+                raise Unreachable(
+                    f"lost the watch on {self.endpoint.address}: {fault_message(error)}"
+                ) from None
             except vmodl.MethodFault as error:
                 raise ProtocolError(
                     f"watching {self.endpoint.address} failed: {fault_message(error)}"
                 ) from None
-            except (OSError, EOFError) as error:
+            except (OSError, EOFError, http.client.HTTPException) as error:
                 raise Unreachable(f"lost the watch on {self.endpoint.address}: {error}") from None
+            except xml.parsers.expat.ExpatError:
+                raise Unreachable(
+                    f"lost the watch on {self.endpoint.address}: the answer broke off"
+                ) from None
 
-    def _watch(self, content: Any, on_change: Callable[[list[Change]], None], stop: threading.Event) -> None:
+    def _watch(
+        self,
+        content: Any,
+        on_change: Callable[[list[Change]], None],
+        stop: threading.Event,
+        on_connected: Callable[[], None],
+    ) -> None:
         topology = read_topology(content)
         view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
         collector = content.propertyCollector.CreatePropertyCollector()
@@ -174,12 +205,15 @@ class VSphereConnector:
             options = vmodl.query.PropertyCollector.WaitOptions(maxWaitSeconds=WATCH_WAIT_SECONDS)
             while not stop.is_set():
                 update = collector.WaitForUpdatesEx(version, options)
+                if first:  # the first answer holds every VM: the caller's full discovery reads them
+                    first = False
+                    on_connected()
+                    if update is not None:
+                        version = update.version
+                    continue
                 if update is None:
                     continue
                 version = update.version
-                if first:
-                    first = False
-                    continue
                 changes = self._changes(content, update, topology, tag_client)
                 if changes:
                     on_change(changes)
@@ -192,28 +226,35 @@ class VSphereConnector:
     def _changes(
         self, content: Any, update: Any, topology: Topology, tag_client: TagClient | None
     ) -> list[Change]:
-        changes: list[Change] = []
-        tags_by_object: dict[str, list[str]] | None = None
+        """One change per VM the update names, in the order first named, from the VM as it is now.
+
+        A "leave" is not taken on trust: a move between folders sends "leave" and "enter" for a VM that still
+        exists, so every named VM is read again and only one that no longer exists is a removal."""
+        updates: dict[str, Any] = {}
+        reread_topology = False
         for filter_set in update.filterSet or []:
             for object_update in filter_set.objectSet or []:
                 ref = moref(object_update.obj)
-                if object_update.kind == "leave":
-                    changes.append(Change(kind="remove", external_id=ref))
-                    continue
-                known = {
-                    topology.names.get(moref(p.val))
+                updates.setdefault(ref, object_update.obj)
+                if object_update.kind in ("enter", "leave"):
+                    reread_topology = True  # a new VM, or one that moved: its folder may be new too
+                elif any(
+                    hasattr(p.val, "_moId") and moref(p.val) not in topology.names
                     for p in object_update.changeSet or []
-                    if hasattr(p.val, "_moId")
-                }
-                if None in known:  # a new host, folder or pool: read the topology again
-                    topology.__dict__.update(read_topology(content).__dict__)
-                if tags_by_object is None:  # once per batch of changes, however many VMs it names
-                    tags_by_object = self._tags_with(tag_client) if tag_client is not None else {}
-                machine = read_machine(content, object_update.obj, topology, tags_by_object.get(ref, []))
-                if machine is None:
-                    changes.append(Change(kind="remove", external_id=ref))
-                else:
-                    changes.append(Change(kind="upsert", machine=machine))
+                ):
+                    reread_topology = True  # a new host, folder or pool
+        if reread_topology:
+            topology.__dict__.update(read_topology(content).__dict__)
+        changes: list[Change] = []
+        tags_by_object: dict[str, list[str]] | None = None
+        for ref, obj in updates.items():
+            if tags_by_object is None:  # once per batch of changes, however many VMs it names
+                tags_by_object = self._tags_with(tag_client) if tag_client is not None else {}
+            machine = read_machine(content, obj, topology, tags_by_object.get(ref, []))
+            if machine is None:
+                changes.append(Change(kind="remove", external_id=ref))
+            else:
+                changes.append(Change(kind="upsert", machine=machine))
         return changes
 
     def _tags_with(self, client: TagClient) -> dict[str, list[str]]:

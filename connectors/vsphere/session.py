@@ -72,6 +72,11 @@ def connect(endpoint: Endpoint) -> Any:
         raise
     except (OSError, http.client.HTTPException) as error:
         raise tls.network_error(endpoint, port, error) from None
+    except vim.fault.HostConnectFault as error:
+        # What pyvmomi raises when the socket times out or drops mid-answer: the network, not the product.
+        raise Unreachable(
+            f"{endpoint.address}:{port} did not answer in time: {fault_message(error)}"
+        ) from None
     except vmodl.MethodFault as error:
         raise ProtocolError(f"{endpoint.address} answered with a fault: {fault_message(error)}") from None
     except Exception as error:

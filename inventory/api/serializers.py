@@ -146,6 +146,9 @@ class SourceSerializer(serializers.ModelSerializer):
             "enabled",
             "discovery_interval_minutes",
             "watch",
+            "watch_state",
+            "watch_detail",
+            "watch_changed_at",
             "state",
             "last_error",
             "last_success_at",
@@ -157,6 +160,9 @@ class SourceSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = [
+            "watch_state",
+            "watch_detail",
+            "watch_changed_at",
             "state",
             "last_error",
             "last_success_at",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -48,9 +49,10 @@ def test_a_clone_is_seen_by_the_watch_within_seconds(vcsim: Vcsim) -> None:
         if any(c.machine is not None and c.machine.name == "clone-01" for c in changes):
             arrived.set()
 
-    watcher = threading.Thread(target=connector.watch, args=(on_change, stop), daemon=True)
+    connected = threading.Event()
+    watcher = threading.Thread(target=connector.watch, args=(on_change, stop, connected.set), daemon=True)
     watcher.start()
-    time.sleep(0.5)  # the watch's first answer (every existing VM) is skipped
+    assert connected.wait(15)  # the first answer (every existing VM) only tells the watch is healthy
     admin = Admin(vcsim)
     admin.clone("DC0_C0_RP0_VM0", "clone-01")
     assert arrived.wait(15), f"the watch did not report the clone; saw {seen}"
@@ -65,6 +67,60 @@ def test_a_clone_is_seen_by_the_watch_within_seconds(vcsim: Vcsim) -> None:
     stop.set()
     watcher.join(timeout=10)
     assert any(c.kind == "remove" and c.external_id == clone.external_id for c in seen)
+
+
+@pytest.mark.parametrize("folder", ["/new", "/new/nested/deeper"])
+def test_a_vm_moved_between_folders_is_an_upsert_never_a_removal(vcsim: Vcsim, folder: str) -> None:
+    """vSphere reports a folder move as "leave" and "enter"; the VM still exists, so it must not be gone."""
+    connector = VSphereConnector(endpoint_for(vcsim))
+    seen: list[Change] = []
+    moved = threading.Event()
+    connected = threading.Event()
+    stop = threading.Event()
+
+    def on_change(changes: list[Change]) -> None:
+        seen.extend(changes)
+        if any(c.machine is not None and c.machine.folder == folder for c in changes):
+            moved.set()
+
+    watcher = threading.Thread(target=connector.watch, args=(on_change, stop, connected.set), daemon=True)
+    watcher.start()
+    assert connected.wait(15)
+    admin = Admin(vcsim)
+    try:
+        admin.move("DC0_C0_RP0_VM0", folder)
+        assert moved.wait(15), f"the move was not reported; saw {seen}"
+        time.sleep(0.5)  # anything else the update carried
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+        admin.close()
+    assert [c for c in seen if c.kind == "remove"] == []
+
+
+@pytest.mark.parametrize("after", [50, 3000])
+def test_an_answer_cut_half_way_is_unreachable_not_a_protocol_error(
+    vcsim: Vcsim, after: int, tmp_path: Path
+) -> None:
+    """A link that drops mid-answer with a clean TLS close (http.client's IncompleteRead) is the network's
+    fault: "unreachable", never "internal" or "protocol"."""
+    from dataclasses import replace
+
+    from tests.connectors.tcp_proxy import TlsRelay
+
+    relay = TlsRelay(vcsim.port, tmp_path)
+
+    class CutWhenReading:
+        def step(self, done: int, total: int | None, message: str) -> None:
+            if done == 0:  # logged in; the inventory query is next
+                relay.cut_after(after)
+
+    try:
+        endpoint = replace(endpoint_for(vcsim), port=relay.port, thumbprint=relay.thumbprint, timeout=5)
+        with pytest.raises(Unreachable):
+            VSphereConnector(endpoint).discover(CutWhenReading())
+    finally:
+        relay.close()
 
 
 def test_wrong_password_is_named(vcsim: Vcsim) -> None:

@@ -109,6 +109,39 @@ class Admin:
             self.wait(vm.PowerOffVM_Task())
         self.wait(vm.Destroy_Task())
 
+    def vm_folder(self, path: str) -> Any:
+        """The datacenter's VM folder at `path` ("/a/b"), creating the folders that are missing."""
+        folder = self.content.rootFolder.childEntity[0].vmFolder
+        for name in [part for part in path.split("/") if part]:
+            child = next(
+                (c for c in folder.childEntity if isinstance(c, vim.Folder) and c.name == name), None
+            )
+            folder = child if child is not None else folder.CreateFolder(name)
+        return folder
+
+    def move(self, vm_name: str, folder_path: str) -> None:
+        self.wait(self.vm_folder(folder_path).MoveIntoFolder_Task([self.vm(vm_name)]))
+
+    def power(self, vm_name: str, on: bool) -> None:
+        vm = self.vm(vm_name)
+        self.wait(vm.PowerOnVM_Task() if on else vm.PowerOffVM_Task())
+
+    def create(self, name: str, folder_path: str = "/") -> None:
+        """A new, empty VM in the first cluster's resource pool."""
+        view = self.content.viewManager.CreateContainerView(self.content.rootFolder, [vim.ResourcePool], True)
+        try:
+            pool = view.view[0]
+        finally:
+            view.Destroy()
+        config = vim.vm.ConfigSpec(
+            name=name,
+            guestId="otherGuest64",
+            numCPUs=1,
+            memoryMB=128,
+            files=vim.vm.FileInfo(vmPathName="[LocalDS_0]"),
+        )
+        self.wait(self.vm_folder(folder_path).CreateVM_Task(config=config, pool=pool))
+
     def tag(self, vm_name: str, category: str, tag: str) -> None:
         client = TagClient(endpoint_for(self.server), self.server.port)
         client.login()

@@ -227,3 +227,41 @@ def test_a_vmotion_keeps_the_machine_and_records_the_move(vcsim: Vcsim) -> None:
     assert moved.host == target and moved.identity == machine.identity
     change = MachineChange.objects.get(machine=moved, kind=ChangeKind.MOVED)
     assert "vMotion" in change.summary and target in change.summary
+
+
+@pytest.mark.django_db
+def test_a_discovery_never_marks_gone_what_the_watch_saw_while_it_read(vcsim: Vcsim) -> None:
+    """The inventory is read first and written later; a clone the watch recorded meanwhile is not "missing",
+    and a VM the watch saw destroyed meanwhile is not brought back by the older list."""
+    from connectors.base import Change
+    from connectors.vsphere import VSphereConnector
+    from inventory.discovery import apply_changes
+
+    source = make_source(vcsim)
+    discover(source)
+    admin = Admin(vcsim)
+
+    class WatchedWhileReading(VSphereConnector):
+        def discover(self, progress=None):  # type: ignore[no-untyped-def]
+            inventory = super().discover()
+            # While this inventory travels to the database, the watch records a clone and a removal.
+            admin.clone("DC0_C0_RP0_VM0", "cloned-meanwhile")
+            clone = next(m for m in super().discover().machines if m.name == "cloned-meanwhile")
+            removed = next(m for m in inventory.machines if m.name == "DC0_H0_VM1")
+            admin.destroy("DC0_H0_VM1")
+            apply_changes(
+                source,
+                [
+                    Change(kind="upsert", machine=clone),
+                    Change(kind="remove", external_id=removed.external_id),
+                ],
+            )
+            return inventory
+
+    run = DiscoveryRun.objects.create(source=source, trigger=DiscoveryTrigger.MANUAL)
+    run = discovery.run_discovery(run.pk, factory=WatchedWhileReading)
+    admin.close()
+    assert run.state == DiscoveryState.SUCCEEDED
+    assert Machine.objects.get(name="cloned-meanwhile").gone_since is None
+    assert Machine.objects.get(name="DC0_H0_VM1").gone_since is not None
+    assert run.gone == 0
