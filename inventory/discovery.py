@@ -162,9 +162,35 @@ def run_discovery(run_id: int, *, factory: ConnectorFactory = connector_for) -> 
         from protection import services as protection
 
         protection.resolve_alerts(key=f"discovery:{source.pk}")
+        _flag_duplicate_source(source, inventory.source_id)
     _after_sync(result)
     _publish_run(run)
     return run
+
+
+def _flag_duplicate_source(source: Source, remote_id: str) -> None:
+    """Two sources whose endpoints report one instance id: the same vCenter added twice (every VM listed and
+    backed up twice), or a cloned appliance. Machines stay apart either way; an admin is told to decide."""
+    from protection import services as protection
+    from protection.choices import AlertKind, Severity
+
+    key = f"duplicate-source:{source.pk}"
+    twins = list(Source.objects.filter(remote_id=remote_id).exclude(pk=source.pk)) if remote_id else []
+    if not twins:
+        protection.resolve_alerts(key=key)
+        return
+    names = ", ".join(f"{twin.name} ({twin.address})" for twin in twins)
+    protection.raise_alert(
+        kind=AlertKind.DUPLICATE_SOURCE,
+        key=key,
+        message=(
+            f"Source {source.name} ({source.address}) reports the same instance id as {names}. If they are one "
+            "vCenter, delete one of the sources: its VMs are listed, protected and backed up twice. If it is a "
+            "copy of that appliance, its VMs are kept as machines of their own."
+        ),
+        severity=Severity.WARNING,
+        source=source,
+    )
 
 
 def _fail(run: DiscoveryRun, code: str, reason: str) -> DiscoveryRun:
@@ -267,7 +293,12 @@ def apply_inventory(
     now = timezone.now()
     discovered = {m.identity: m for m in machines}
     result = SyncResult(found=len(discovered))
-    existing = {m.identity: m for m in Machine.objects.filter(identity__in=list(discovered))}
+    # Identities are the source's own: another source reporting the same one has a machine of its own.
+    existing = {
+        m.native_identity: m
+        for m in Machine.objects.filter(source=source, native_identity__in=list(discovered))
+    }
+    elsewhere = _identities_elsewhere(source, [i for i in discovered if i not in existing])
     history: list[MachineChange] = []
     new: list[Machine] = []
     changed: list[Machine] = []
@@ -278,18 +309,41 @@ def apply_inventory(
         if machine is not None and read_since is not None and _newer_than(machine, read_since):
             continue
         if machine is None:
-            machine = Machine(
-                identity=identity,
-                source=source,
-                jurisdiction=source.jurisdiction,
-                first_seen=now,
-                last_seen=now,
-                **values,
-            )
-            new.append(machine)
-            continue
-        lines = _describe_changes(machine, values)
-        dirty = any(getattr(machine, key) != value for key, value in values.items())
+            orphan = elsewhere.get(identity)
+            if orphan is not None and orphan.source_id is None and orphan.platform == item.platform:
+                # Its source was deleted, and a source reports it again (the same vCenter added anew).
+                machine = orphan
+                lines_before = [
+                    (ChangeKind.MOVED, f"reported again, now by source {source.name}", {"source": source.pk})
+                ]
+                machine.source = source
+            else:
+                taken = orphan is not None  # a machine with this native identity holds it as its identity
+                machine = Machine(
+                    identity=f"{identity}@{source.pk}" if taken else identity,
+                    native_identity=identity,
+                    source=source,
+                    jurisdiction=source.jurisdiction,
+                    first_seen=now,
+                    last_seen=now,
+                    **values,
+                )
+                new.append(machine)
+                if orphan is not None:
+                    history.append(
+                        MachineChange(
+                            machine=machine,
+                            at=now,
+                            kind=ChangeKind.DISCOVERED,
+                            summary=f"same platform identity as {orphan.name} of source "
+                            f"{orphan.source.name if orphan.source else '?'}: kept as a machine of its own",
+                        )
+                    )
+                continue
+        else:
+            lines_before = []
+        lines = lines_before + _describe_changes(machine, values)
+        dirty = bool(lines_before) or any(getattr(machine, key) != value for key, value in values.items())
         if machine.gone_since is not None:
             lines.append(
                 (
@@ -300,10 +354,6 @@ def apply_inventory(
             )
             machine.gone_since = None
             result.returned.append(machine)
-            dirty = True
-        if machine.source_id != source.pk:
-            lines.append((ChangeKind.MOVED, f"now reported by source {source.name}", {"source": source.pk}))
-            machine.source = source
             dirty = True
         for key, value in values.items():
             setattr(machine, key, value)
@@ -352,6 +402,22 @@ def apply_inventory(
     return result
 
 
+def _identities_elsewhere(source: Source, identities: list[str]) -> dict[str, Machine]:
+    """Machines of other sources (or of a deleted one) with these native identities: a deleted source's machine
+    first, as it is the one to adopt."""
+    found: dict[str, Machine] = {}
+    for start in range(0, len(identities), 900):
+        for machine in (
+            Machine.objects.filter(native_identity__in=identities[start : start + 900])
+            .exclude(source=source)
+            .select_related("source")
+            .order_by("-source")  # NULL (a deleted source) last in this order: the loop keeps it
+        ):
+            if machine.native_identity not in found or machine.source_id is None:
+                found[machine.native_identity] = machine
+    return found
+
+
 def _newer_than(machine: Machine, moment: datetime.datetime) -> bool:
     return machine.last_seen >= moment or (machine.gone_since is not None and machine.gone_since >= moment)
 
@@ -363,7 +429,7 @@ def _sync_disks(machines: list[Machine], discovered: dict[str, DiscoveredMachine
     create, update, delete = [], [], []
     for machine in machines:
         have = by_machine.get(machine.pk, {})
-        want = {d.key: d for d in discovered[machine.identity].disks}
+        want = {d.key: d for d in discovered[machine.native_identity].disks}
         for key, item in want.items():
             values = {
                 "label": item.label[:255],

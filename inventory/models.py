@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import models
@@ -161,12 +161,16 @@ class DiscoveryRun(models.Model):
 class Machine(models.Model):
     """A physical server or a virtual machine, known by a stable identity rather than by its name.
 
-    identity is platform-specific and survives renames and moves: "vsphere:<instanceUuid>",
-    "hyperv:<VM Id>", "agent:<machine id>". A machine that disappears is marked gone, never deleted, so its
-    recovery points stay reachable.
+    native_identity is what the platform reports and survives renames and moves: "vsphere:<instanceUuid>",
+    "hyperv:<VM Id>", "agent:<machine id>". It is unique within its source only: two vCenters may report the
+    same instanceUuid (a cloned appliance, a test copy of production), and each then has its own machine.
+    identity is unique across Bulwark and names the machine's snapshots in repositories: the native identity,
+    or "<native>@<source id>" when another machine holds it already. A machine that disappears is marked gone,
+    never deleted, so its recovery points stay reachable.
     """
 
     identity = models.CharField(max_length=200, unique=True)
+    native_identity = models.CharField(max_length=200, db_index=True, default="")
     name = models.CharField(max_length=255, db_index=True)
     kind = models.CharField(max_length=16, choices=MachineKind.choices)
     platform = models.CharField(max_length=16, choices=Platform.choices)
@@ -201,9 +205,17 @@ class Machine(models.Model):
 
     class Meta:
         ordering = ["name", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["source", "native_identity"], name="machine_identity_per_source")
+        ]
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self.native_identity:
+            self.native_identity = self.identity
+        super().save(*args, **kwargs)
 
     @property
     def is_gone(self) -> bool:

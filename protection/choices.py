@@ -19,6 +19,7 @@ class AlertKind(models.TextChoices):
     RPO_MISSED = "rpo_missed", "RPO missed"
     CBT_RESET = "cbt_reset", "Changed-block tracking reset"
     PROXY_OFFLINE = "proxy_offline", "Proxy offline"
+    DUPLICATE_SOURCE = "duplicate_source", "Two sources report one vCenter instance"
 
 
 class Severity(models.TextChoices):

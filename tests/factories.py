@@ -45,6 +45,7 @@ class MachineFactory(factory.django.DjangoModelFactory):
         skip_postgeneration_save = True
 
     identity = factory.Sequence(lambda n: f"vsphere:5003a1b2-0000-0000-0000-{n:012d}")
+    native_identity = factory.LazyAttribute(lambda machine: machine.identity)
     name = factory.Sequence(lambda n: f"vm-{n:03d}")
     kind = MachineKind.VM
     platform = Platform.VSPHERE

@@ -265,3 +265,44 @@ def test_a_discovery_never_marks_gone_what_the_watch_saw_while_it_read(vcsim: Vc
     assert Machine.objects.get(name="cloned-meanwhile").gone_since is None
     assert Machine.objects.get(name="DC0_H0_VM1").gone_since is not None
     assert run.gone == 0
+
+
+@pytest.mark.django_db
+def test_two_sources_reporting_one_instance_id_keep_their_machines_apart(vcsim: Vcsim) -> None:
+    """A cloned vCenter appliance (or the same vCenter added twice) reports the same instanceUuids: machines
+    never flip between the sources, and the admin is told about the pair."""
+    from protection.choices import AlertKind
+    from protection.models import Alert
+
+    first = make_source(vcsim, name="prod vc")
+    second = make_source(vcsim, name="copy of prod vc", address="localhost")
+    for _ in range(2):
+        assert discover(first).state == DiscoveryState.SUCCEEDED
+        assert discover(second).state == DiscoveryState.SUCCEEDED
+    ours, theirs = Machine.objects.filter(source=first), Machine.objects.filter(source=second)
+    assert ours.count() == theirs.count() > 0
+    assert set(ours.values_list("native_identity", flat=True)) == set(
+        theirs.values_list("native_identity", flat=True)
+    )
+    assert all(m.identity == f"{m.native_identity}@{second.pk}" for m in theirs)  # unique snapshot names
+    assert not MachineChange.objects.filter(kind=ChangeKind.MOVED).exists()  # no flipping between sources
+    assert not Machine.objects.filter(gone_since__isnull=False).exists()
+    alert = Alert.objects.open().get(kind=AlertKind.DUPLICATE_SOURCE, key=f"duplicate-source:{second.pk}")
+    assert "prod vc" in alert.message and "backed up twice" in alert.message
+
+
+@pytest.mark.django_db
+def test_a_source_added_again_takes_back_its_machines(vcsim: Vcsim) -> None:
+    from inventory.services import delete_source
+
+    first = make_source(vcsim)
+    discover(first)
+    before = dict(Machine.objects.values_list("native_identity", "pk"))
+    delete_source(actor=None, source=first)
+    again = make_source(vcsim, name="the same vc again")
+    discover(again)
+    after = dict(Machine.objects.filter(source=again).values_list("native_identity", "pk"))
+    assert after == before
+    assert MachineChange.objects.filter(
+        kind=ChangeKind.MOVED, summary__contains="reported again"
+    ).count() == len(before)
