@@ -68,7 +68,7 @@ class MachineDetailView(RoleRequiredMixin, DetailView):
         )
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        from protection.models import Alert, Assignment, Policy, ProtectionRule
+        from protection.models import Alert, AlertMachine, Assignment, Policy, ProtectionRule
         from protection.rules import evaluate
 
         context = super().get_context_data(**kwargs)
@@ -81,7 +81,13 @@ class MachineDetailView(RoleRequiredMixin, DetailView):
             .first(),
             decision=evaluate(machine, rules),
             history=MachineChange.objects.filter(machine=machine)[:50],
-            alerts=Alert.objects.open().filter(machine=machine),
+            alerts=[alert.message for alert in Alert.objects.open().filter(machine=machine)]
+            + [
+                f"{entry.alert.message}: {entry.cause}"
+                for entry in AlertMachine.objects.filter(
+                    machine=machine, alert__resolved_at__isnull=True
+                ).select_related("alert")
+            ],
             policies=Policy.objects.filter(enabled=True) if self.request.user.role == "admin" else [],  # type: ignore[union-attr]
             agent=Agent.objects.filter(machine=machine).first(),
             runs=list(machine.runs.all()[:10]),

@@ -306,8 +306,18 @@ class Alert(models.Model):
     )
     source = models.ForeignKey(Source, null=True, blank=True, on_delete=models.CASCADE, related_name="alerts")
     message = models.CharField(max_length=1000)
+    # An alert of one kind from one check lists its machines here (each with its own cause), instead of one
+    # alert per machine: a check that finds 2,000 unprotected machines raises one alert and sends one e-mail.
+    machines = models.ManyToManyField(
+        Machine, through="AlertMachine", related_name="grouped_alerts", blank=True
+    )
     raised_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     objects = AlertQuerySet.as_manager()
 
@@ -321,6 +331,22 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return self.message
+
+
+class AlertMachine(models.Model):
+    """One machine listed by a grouped alert, with its current cause."""
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="entries")
+    machine = models.ForeignKey(Machine, on_delete=models.CASCADE, related_name="alert_entries")
+    cause = models.CharField(max_length=500)
+    since = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["machine__name", "pk"]
+        constraints = [models.UniqueConstraint(fields=["alert", "machine"], name="alert_machine_once")]
+
+    def __str__(self) -> str:
+        return f"{self.machine}: {self.cause}"
 
 
 class BackupRun(models.Model):

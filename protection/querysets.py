@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Self
+from typing import Any, Self
 
 from django.db import models
 
@@ -33,7 +33,21 @@ class AlertQuerySet(models.QuerySet):
             return self.all()
         from inventory.models import Machine
 
-        return self.filter(machine__in=Machine.objects.visible_to(user).values("pk"))
+        visible = Machine.objects.visible_to(user).values("pk")
+        return self.filter(
+            models.Q(machine__in=visible)
+            | models.Q(pk__in=self.model.machines.through.objects.filter(machine__in=visible).values("alert"))
+        )
 
     def open(self) -> Self:
         return self.filter(resolved_at__isnull=True)
+
+
+def visible_entries(alert: Any, user: object) -> Any:
+    """The machines a grouped alert lists that `user` may see (with their causes)."""
+    from inventory.models import Machine
+
+    entries = alert.entries.select_related("machine")
+    if is_active_user(user) and user.role in GLOBAL_ROLES:  # type: ignore[attr-defined]
+        return entries
+    return entries.filter(machine__in=Machine.objects.visible_to(user).values("pk"))

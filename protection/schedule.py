@@ -120,34 +120,31 @@ def schedule_due(*, now: datetime.datetime | None = None) -> list[BackupRun]:
 
 
 def check_rpo(*, now: datetime.datetime | None = None) -> dict[str, int]:
-    """An alert for every protected machine whose newest recovery point is older than its policy's RPO."""
+    """One alert listing every protected machine whose newest recovery point is older than its policy's RPO."""
     from protection import services
 
     now = now or timezone.now()
-    raised = resolved = 0
+    causes: dict[Machine, str] = {}
     machines = Machine.objects.present().filter(assignment__isnull=False).select_related("assignment__policy")
     for machine in machines.annotate(newest=Max("recovery_points__taken_at")):
         policy = machine.assignment.policy
         rpo = datetime.timedelta(minutes=policy.rpo_minutes)
         reference = machine.newest or machine.assignment.assigned_at
-        key = f"rpo:{machine.pk}"
         if now - reference > rpo:
             age = (
                 "never backed up"
                 if machine.newest is None
                 else f"last recovery point {machine.newest:%Y-%m-%d %H:%M} UTC"
             )
-            if services.raise_alert(
-                kind=AlertKind.RPO_MISSED,
-                key=key,
-                message=f"{machine.name} misses its RPO of {policy.rpo_minutes} min ({age})",
-                severity=Severity.CRITICAL,
-                machine=machine,
-            ):
-                raised += 1
-        else:
-            resolved += services.resolve_alerts(key=key)
-    return {"raised": raised, "resolved": resolved}
+            causes[machine] = f"misses the RPO of {policy.rpo_minutes} min of {policy.name} ({age})"
+    sync = services.sync_alert_group(
+        kind=AlertKind.RPO_MISSED,
+        key="rpo",
+        title="Machines that miss their RPO",
+        causes=causes,
+        severity=Severity.CRITICAL,
+    )
+    return {"raised": len(sync.added), "resolved": sync.removed, "missed": len(causes)}
 
 
 def retention_spec(policy: Policy | CopyTarget) -> RetentionSpec:

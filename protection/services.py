@@ -23,6 +23,7 @@ from protection.models import (
     POLICY_FIELDS,
     RULE_FIELDS,
     Alert,
+    AlertMachine,
     Assignment,
     CopyTarget,
     Policy,
@@ -270,7 +271,7 @@ def assign_policy(
     )
     _history(machine, f"{actor} assigned policy {policy}", by=actor.get_username(), policy=policy.name)
     audit.record("assignment.set", actor=actor, target=machine, before=before, after={"policy": policy.name})
-    _resolve(f"unprotected:{machine.pk}")
+    leave_alert_group(key=UNPROTECTED_KEY, machine_ids=[machine.pk])
     transaction.on_commit(
         lambda: publish_machine_event("machine.protection", machine, {"policy": policy.name})
     )
@@ -305,7 +306,7 @@ def apply_rules(machines: Iterable[Machine], *, actor: User | None = None) -> di
             Assignment.objects.filter(pk__in=plan.deletes).delete()
         MachineChange.objects.bulk_create(plan.history, batch_size=500)
         if plan.resolved:
-            Alert.objects.open().filter(key__in=plan.resolved).update(resolved_at=now)
+            leave_alert_group(key=UNPROTECTED_KEY, machine_ids=plan.resolved)
         announced = list(plan.announce)
         transaction.on_commit(lambda: publish_machine_events("machine.protection", announced))
     return {"assigned": len(plan.creates), "changed": len(plan.updates), "removed": len(plan.deletes)}
@@ -317,7 +318,7 @@ class _Plan:
     updates: list[Assignment] = field(default_factory=list)
     deletes: list[int] = field(default_factory=list)
     history: list[MachineChange] = field(default_factory=list)
-    resolved: list[str] = field(default_factory=list)
+    resolved: list[int] = field(default_factory=list)  # machines no longer unprotected
     announce: list[tuple[Machine, dict[str, Any]]] = field(default_factory=list)
 
     def note(self, machine: Machine, summary: str, policy: str | None, **detail: Any) -> None:
@@ -346,7 +347,7 @@ def _reconcile(
                 machine=machine, policy=wanted, rule=decision.rule, reason=decision.summary, assigned_at=now
             )
         )
-        plan.resolved.append(f"unprotected:{machine.pk}")
+        plan.resolved.append(machine.pk)
         plan.note(machine, decision.summary, wanted.name, rule=decision.rule.name)
         return
     follows_rule = existing.rule is not None and existing.rule.mode == RuleMode.ASSIGN_AND_REMOVE
@@ -381,8 +382,16 @@ def raise_alert(
     machine: Machine | None = None,
     source: Any = None,
 ) -> Alert | None:
-    """Open an alert unless one is open for the same key already. Returns the new alert, or None."""
-    if Alert.objects.open().filter(key=key).exists():
+    """Open an alert unless one is open for the same key already. Returns the new alert, or None.
+
+    An open alert for the key takes the new message and severity: its text follows the latest cause."""
+    if (
+        Alert.objects.open()
+        .filter(key=key)
+        .exclude(message=message[:1000], severity=severity)
+        .update(message=message[:1000], severity=severity, updated_at=timezone.now())
+        or Alert.objects.open().filter(key=key).exists()
+    ):
         return None
     try:
         with transaction.atomic():
@@ -401,7 +410,7 @@ def raise_alert(
     return alert
 
 
-def _mail_admins(alert: Alert) -> None:
+def _mail_admins(alert: Alert, *, body: str = "") -> None:
     """Critical alerts also go by e-mail to every active backup admin with an address (Django's mail backend)."""
     from django.core.mail import send_mail
 
@@ -415,12 +424,104 @@ def _mail_admins(alert: Alert) -> None:
     try:
         send_mail(
             subject=f"[Bulwark] {alert.get_kind_display()}: {alert.message[:120]}",
-            message=f"{alert.message}\n\nRaised {alert.raised_at:%Y-%m-%d %H:%M} UTC. Open alerts: /alerts/",
+            message=f"{body or alert.message}\n\nRaised {alert.raised_at:%Y-%m-%d %H:%M} UTC. Open alerts: /alerts/",
             from_email=None,
             recipient_list=recipients,
         )
     except Exception:
         logger.warning("alert %s not mailed", alert.pk, exc_info=True)
+
+
+# A digest lists at most this many machines by name; the alert page lists them all.
+DIGEST_NAMES = 50
+
+
+@dataclass
+class GroupSync:
+    alert: Alert | None
+    added: list[Machine]
+    removed: int
+
+
+def sync_alert_group(
+    *,
+    kind: AlertKind,
+    key: str,
+    title: str,
+    causes: dict[Machine, str],
+    severity: Severity = Severity.WARNING,
+) -> GroupSync:
+    """One alert of one kind from one check, listing its machines and each one's current cause.
+
+    Machines that joined are added (one e-mail digest per check for those, when critical), those whose condition
+    is over leave the list, causes follow the latest state, and the alert resolves when the list is empty."""
+    now = timezone.now()
+    alert = Alert.objects.open().filter(key=key).first()
+    if not causes:
+        if alert is not None:
+            Alert.objects.filter(pk=alert.pk).update(resolved_at=now, updated_at=now)
+        return GroupSync(None, [], alert.entries.count() if alert is not None else 0)
+    if alert is None:
+        try:
+            with transaction.atomic():
+                alert = Alert.objects.create(kind=kind, key=key, message=title[:1000], severity=severity)
+        except IntegrityError:  # another worker's check raised it a moment ago
+            alert = Alert.objects.open().get(key=key)
+    elif alert.message != title[:1000] or alert.severity != severity:
+        Alert.objects.filter(pk=alert.pk).update(message=title[:1000], severity=severity, updated_at=now)
+    entries = {entry.machine_id: entry for entry in AlertMachine.objects.filter(alert=alert)}
+    wanted = {machine.pk: (machine, cause[:500]) for machine, cause in causes.items()}
+    added = [machine for pk, (machine, _) in wanted.items() if pk not in entries]
+    AlertMachine.objects.bulk_create(
+        [
+            AlertMachine(alert=alert, machine=machine, cause=wanted[machine.pk][1], since=now)
+            for machine in added
+        ],
+        batch_size=500,
+    )
+    changed = []
+    for pk, entry in entries.items():
+        if pk in wanted and entry.cause != wanted[pk][1]:
+            entry.cause = wanted[pk][1]
+            changed.append(entry)
+    AlertMachine.objects.bulk_update(changed, ["cause"], batch_size=500)
+    gone = [pk for pk in entries if pk not in wanted]
+    removed = AlertMachine.objects.filter(alert=alert, machine_id__in=gone).delete()[0] if gone else 0
+    if added or changed or removed:
+        Alert.objects.filter(pk=alert.pk).update(updated_at=now)
+    if added:
+        if severity == Severity.CRITICAL:
+            lines = [f"- {machine.name}: {wanted[machine.pk][1]}" for machine in added[:DIGEST_NAMES]]
+            if len(added) > DIGEST_NAMES:
+                lines.append(f"… and {len(added) - DIGEST_NAMES} more")
+            body = f"{title}: {len(added)} more machine(s), {len(wanted)} in all.\n\n" + "\n".join(lines)
+            transaction.on_commit(lambda: _mail_admins(alert, body=body))
+        data = {"id": alert.pk, "kind": alert.kind, "severity": severity, "message": title}
+        items = [(machine, data) for machine in added]
+        transaction.on_commit(lambda: publish_machine_events("alert.raised", items))
+    return GroupSync(alert, added, removed)
+
+
+def leave_alert_group(*, key: str, machine_ids: list[int]) -> None:
+    """These machines' condition is over: they leave the open grouped alert, which resolves once empty."""
+    alert = Alert.objects.open().filter(key=key).first()
+    if alert is None:
+        return
+    for start in range(0, len(machine_ids), 900):
+        AlertMachine.objects.filter(alert=alert, machine_id__in=machine_ids[start : start + 900]).delete()
+    now = timezone.now()
+    if not AlertMachine.objects.filter(alert=alert).exists():
+        Alert.objects.filter(pk=alert.pk).update(resolved_at=now, updated_at=now)
+
+
+@transaction.atomic
+def acknowledge_alert(*, actor: User, alert: Alert) -> Alert:
+    """Someone has seen it and is on it; the alert stays open until its condition is over."""
+    if alert.acknowledged_at is None:
+        alert.acknowledged_at, alert.acknowledged_by = timezone.now(), actor
+        alert.save(update_fields=["acknowledged_at", "acknowledged_by"])
+        audit.record("alert.acknowledge", actor=actor, target=alert, after={"message": alert.message})
+    return alert
 
 
 def _resolve(key: str) -> int:
@@ -443,31 +544,31 @@ def unprotected_machines(queryset: Any = None) -> Any:
 
 
 def check_unprotected(*, now: datetime.datetime | None = None) -> dict[str, int]:
-    """Raise an alert for every machine still without a policy after the grace period; close the alerts of
-    machines that got one (or are gone, or were excluded on purpose)."""
+    """One alert listing every machine still without a policy after the grace period (each with why); machines
+    that got one, are gone or were excluded on purpose leave it."""
     now = now or timezone.now()
     rules = _rules()
-    raised = 0
     waiting = unprotected_machines().filter(first_seen__lte=now - unprotected_grace())
-    still = set()
+    causes: dict[Machine, str] = {}
     for machine in waiting.select_related("source"):
         decision = evaluate(machine, rules)
         if decision.excluded_by is not None:
             continue  # excluded on purpose: shown as excluded, not alerted
-        still.add(machine.pk)
         age = now - machine.first_seen
-        message = (
-            f"{machine.name} has no protection policy {int(age.total_seconds() // 60)} min after discovery "
-            f"({decision.summary})"
-        )
-        if raise_alert(
-            kind=AlertKind.UNPROTECTED,
-            key=f"unprotected:{machine.pk}",
-            message=message,
-            severity=Severity.CRITICAL,
-            machine=machine,
-        ):
-            raised += 1
-    stale = Alert.objects.open().filter(kind=AlertKind.UNPROTECTED).exclude(machine__in=still)
-    resolved = stale.update(resolved_at=now)
-    return {"raised": raised, "resolved": resolved, "unprotected": len(still)}
+        causes[machine] = f"no policy {_minutes(age)} after discovery ({decision.summary})"
+    sync = sync_alert_group(
+        kind=AlertKind.UNPROTECTED,
+        key=UNPROTECTED_KEY,
+        title="Machines without a protection policy",
+        causes=causes,
+        severity=Severity.CRITICAL,
+    )
+    return {"raised": len(sync.added), "resolved": sync.removed, "unprotected": len(causes)}
+
+
+UNPROTECTED_KEY = "unprotected"
+
+
+def _minutes(age: datetime.timedelta) -> str:
+    minutes = int(age.total_seconds() // 60)
+    return f"{minutes} min" if minutes < 120 else f"{minutes // 60} h"

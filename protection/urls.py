@@ -15,6 +15,7 @@ urlpatterns = [
     path("rules/<int:pk>/move/", views.RuleMoveView.as_view(), name="rule-move"),
     path("rules/<int:pk>/delete/", views.RuleDeleteView.as_view(), name="rule-delete"),
     path("alerts/", views.AlertListView.as_view(), name="alert-list"),
+    path("alerts/<int:pk>/acknowledge/", views.AlertAcknowledgeView.as_view(), name="alert-acknowledge"),
     path("machines/<int:pk>/assign/", views.MachineAssignView.as_view(), name="machine-assign"),
     path("machines/<int:pk>/backup/", views.MachineBackupView.as_view(), name="machine-backup"),
     path("runs/", views.RunListView.as_view(), name="run-list"),

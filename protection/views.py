@@ -16,8 +16,10 @@ from inventory.models import Machine
 from protection import services
 from protection.backup import BackupRefused, cancel_run, create_repository, start_backup
 from protection.choices import ACTIVE_RUN_STATES
+from protection.filters import AlertFilter
 from protection.forms import AssignForm, CopyTargetForm, PolicyForm, RepositoryForm, RuleForm
 from protection.models import Alert, BackupRun, CopyTarget, Policy, ProtectionRule, Repository
+from protection.querysets import visible_entries
 
 
 class PolicyListView(RoleRequiredMixin, TemplateView):
@@ -183,12 +185,31 @@ class AlertListView(RoleRequiredMixin, TemplateView):
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
-        alerts = Alert.objects.visible_to(self.request.user).select_related("machine", "source")
-        show = self.request.GET.get("show", "open")
-        if show != "all":
-            alerts = alerts.open()
-        context.update(page=Paginator(alerts, 50).get_page(self.request.GET.get("page")), show=show)
+        user = self.request.user
+        alerts = Alert.objects.visible_to(user).select_related("machine", "source", "acknowledged_by")
+        query = self.request.GET.copy()
+        query.setdefault("state", "open")  # the page opens on what needs attention
+        alert_filter = AlertFilter(query, queryset=alerts, request=self.request)
+        page = Paginator(alert_filter.qs, 50).get_page(self.request.GET.get("page"))
+        for alert in page:
+            entries = visible_entries(alert, user)
+            alert.visible_count = entries.count()  # type: ignore[attr-defined]
+            alert.visible_entries = list(entries[:200])  # type: ignore[attr-defined]
+        context.update(filter=alert_filter, page=page, state=query.get("state"))
         return context
+
+
+class AlertAcknowledgeView(RoleRequiredMixin, View):
+    """POST: acknowledge an alert (audited); it stays open until its condition is over."""
+
+    allowed_roles = ADMIN_ONLY
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        alert = get_object_or_404(Alert.objects.visible_to(request.user), pk=pk)
+        services.acknowledge_alert(actor=request.user, alert=alert)  # type: ignore[arg-type]
+        messages.success(request, "Alert acknowledged.")
+        query = request.POST.get("query", "").lstrip("?")  # back to the same filtered list, on this site only
+        return HttpResponseRedirect(reverse("alert-list") + (f"?{query}" if query else ""))
 
 
 class MachineAssignView(RoleRequiredMixin, View):

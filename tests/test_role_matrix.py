@@ -91,6 +91,9 @@ MATRIX: dict[str, Entry] = {
         API_EVERYONE, kwargs=lambda e: {"pk": e.finance.pk}, write=("patch", ADMIN_WRITES)
     ),
     "alert-list": Entry(EVERYONE),
+    "alert-acknowledge": Entry(
+        POST_ONLY_ADMIN, kwargs=lambda e: {"pk": e.alert}, write=("post", ADMIN_WRITES)
+    ),
     "source-list": Entry(ADMIN_PAGE),
     "source-create": Entry(ADMIN_PAGE, write=("post", ADMIN_WRITES)),
     "source-detail": Entry(ADMIN_PAGE, kwargs=lambda e: {"pk": e.source}),
@@ -196,6 +199,9 @@ MATRIX: dict[str, Entry] = {
     "api:rule-detail": Entry(API_ADMIN, kwargs=lambda e: {"pk": e.rule}, write=("patch", ADMIN_WRITES)),
     "api:rule-dry-run": Entry(API_POST_ONLY_ADMIN, write=("post", ADMIN_WRITES)),
     "api:alert-list": Entry(API_EVERYONE),
+    "api:alert-acknowledge": Entry(
+        API_POST_ONLY_ADMIN, kwargs=lambda e: {"pk": e.alert}, write=("post", ADMIN_WRITES)
+    ),
     "api:alert-detail": Entry(
         # An alert about a finance machine: in scope for help-desk and owner.
         API_EVERYONE,

@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.choices import GLOBAL_ROLES
@@ -20,6 +21,7 @@ from protection.models import (
     ProtectionRule,
     path_lines,
 )
+from protection.querysets import visible_entries
 from protection.rules import Decision
 
 
@@ -136,8 +138,19 @@ class ProtectionRuleSerializer(serializers.ModelSerializer):
         return services.update_rule(actor=self.context["request"].user, rule=instance, **validated)
 
 
+class AlertEntrySerializer(serializers.Serializer):
+    machine = serializers.IntegerField(source="machine_id")
+    machine_name = serializers.CharField(source="machine.name")
+    cause = serializers.CharField()
+    since = serializers.DateTimeField()
+
+
 class AlertSerializer(serializers.ModelSerializer):
-    machine_name = serializers.CharField(source="machine.name", read_only=True, default=None)
+    machine_name = serializers.CharField(source="machine.name", read_only=True, default=None, allow_null=True)
+    machines = serializers.SerializerMethodField(
+        help_text="The machines a grouped alert lists, of those you see."
+    )
+    acknowledged_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = Alert
@@ -149,10 +162,20 @@ class AlertSerializer(serializers.ModelSerializer):
             "machine_name",
             "source",
             "message",
+            "machines",
             "raised_at",
+            "updated_at",
             "resolved_at",
+            "acknowledged_at",
+            "acknowledged_by",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(AlertEntrySerializer(many=True))
+    def get_machines(self, alert: Alert) -> list[dict[str, Any]]:
+        request = self.context.get("request")
+        entries = visible_entries(alert, request.user if request is not None else None)
+        return AlertEntrySerializer(entries[:1000], many=True).data  # type: ignore[return-value]
 
 
 class AssignSerializer(serializers.Serializer):

@@ -21,6 +21,7 @@ from protection.api.serializers import (
     decision_data,
 )
 from protection.backup import cancel_run
+from protection.filters import AlertFilter
 from protection.models import Alert, Assignment, BackupRun, CopyTarget, Policy, ProtectionRule
 from protection.rules import evaluate
 
@@ -104,17 +105,24 @@ class ProtectionRuleViewSet(viewsets.ModelViewSet):
 
 
 class AlertViewSet(viewsets.ReadOnlyModelViewSet):
-    """Alerts about machines you may see (admins and auditors: all). ?open=true for the open ones."""
+    """Alerts about machines you may see (admins and auditors: all). ?open=true for the open ones; ?machine=
+    also finds the grouped alerts that list the machine. Admins acknowledge."""
 
     serializer_class = AlertSerializer
     permission_classes = [ReadScopedWriteAdmin]
-    filterset_fields = ["kind", "severity", "machine"]
+    filterset_class = AlertFilter
 
     def get_queryset(self) -> QuerySet[Alert]:
-        alerts = Alert.objects.visible_to(self.request.user).select_related("machine")
+        alerts = Alert.objects.visible_to(self.request.user).select_related("machine", "acknowledged_by")
         if self.request.query_params.get("open") in ("1", "true", "yes"):
             alerts = alerts.open()
         return alerts
+
+    @extend_schema(request=None, responses=AlertSerializer)
+    @action(detail=True, methods=["post"], permission_classes=[IsBackupAdmin])
+    def acknowledge(self, request: Request, pk: str | None = None) -> Response:
+        alert = services.acknowledge_alert(actor=request.user, alert=self.get_object())  # type: ignore[arg-type]
+        return Response(AlertSerializer(alert, context={"request": request}).data)
 
 
 class MachineProtectionViewSet(viewsets.GenericViewSet):

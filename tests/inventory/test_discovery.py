@@ -138,7 +138,7 @@ def test_a_discovered_machine_is_assigned_by_rule_and_alerted_when_no_rule_match
     settings.BULWARK_UNPROTECTED_GRACE_MINUTES = 0
     result = protection.check_unprotected()
     assert result["raised"] == 2  # the two VMs on the standalone host
-    assert Alert.objects.open().filter(kind=AlertKind.UNPROTECTED, machine=lone).exists()
+    assert Alert.objects.open().get(kind=AlertKind.UNPROTECTED).machines.filter(pk=lone.pk).exists()
     protection.create_rule(
         actor=None, name="standalone", policy=gold, match_host="DC0_H0", mode=RuleMode.ASSIGN_AND_REMOVE
     )

@@ -117,8 +117,8 @@ def test_unprotected_alerts_wait_for_the_grace_period_and_close_when_protected(s
     services.create_rule(actor=None, name="no tmp", action=RuleAction.EXCLUDE, match_name="tmp-*")
     result = services.check_unprotected()
     open_alerts = Alert.objects.open().filter(kind=AlertKind.UNPROTECTED)
-    assert result["raised"] == 1 and [a.machine for a in open_alerts] == [old]
-    assert services.check_unprotected()["raised"] == 0  # one open alert per machine
+    assert result["raised"] == 1 and [list(a.machines.all()) for a in open_alerts] == [[old]]
+    assert services.check_unprotected()["raised"] == 0  # listed once
     gold = services.create_policy(actor=None, name="gold")
     services.create_rule(actor=None, name="old ones", policy=gold, match_name="old")
     assert not Alert.objects.open().filter(kind=AlertKind.UNPROTECTED).exists()
@@ -144,3 +144,54 @@ def test_moving_a_rule_reorders_and_reapplies() -> None:
     first.refresh_from_db()
     second.refresh_from_db()
     assert second.position < first.position
+
+
+@pytest.mark.django_db
+def test_two_thousand_unprotected_machines_are_one_alert_and_one_mail(
+    settings, estate, django_capture_on_commit_callbacks
+) -> None:  # type: ignore[no-untyped-def]
+    """An alert storm: one check that finds 2,000 machines raises one alert that lists them and sends one
+    digest; machines joining later add to it (one more digest), and it follows the latest cause."""
+    from django.core import mail
+
+    from protection.models import AlertMachine
+
+    settings.BULWARK_UNPROTECTED_GRACE_MINUTES = 0
+    estate.admin.email = "alice@example.com"
+    estate.admin.save()
+    Machine.objects.bulk_create(
+        [
+            Machine(
+                identity=f"vsphere:storm-{n}",
+                native_identity=f"vsphere:storm-{n}",
+                name=f"vm-{n:04d}",
+                kind="vm",
+                platform="vsphere",
+            )
+            for n in range(2000)
+        ]
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        result = services.check_unprotected()
+    assert result["raised"] == 2003  # the storm machines and the estate's three
+    assert Alert.objects.filter(kind=AlertKind.UNPROTECTED).count() == 1
+    assert len(mail.outbox) == 1 and "2003 more machine(s)" in mail.outbox[0].body
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.check_unprotected()["raised"] == 0
+    assert len(mail.outbox) == 1  # nothing new, no mail
+    gold = services.create_policy(actor=None, name="gold")
+    services.create_rule(actor=None, name="storm", policy=gold, match_name="vm-*")
+    alert = Alert.objects.open().get(kind=AlertKind.UNPROTECTED)
+    assert alert.machines.count() == 3  # the rule took 2,000 off the list at once
+    services.create_rule(actor=None, name="the rest", policy=gold, match_name="*")
+    assert not Alert.objects.open().filter(kind=AlertKind.UNPROTECTED).exists()
+    assert AlertMachine.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_an_open_alert_follows_the_latest_cause() -> None:
+    first = services.raise_alert(kind=AlertKind.RUN_FAILED, key="run:x", message="disk 1 unreadable")
+    assert first is not None
+    assert services.raise_alert(kind=AlertKind.RUN_FAILED, key="run:x", message="repository full") is None
+    first.refresh_from_db()
+    assert first.message == "repository full"

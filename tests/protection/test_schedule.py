@@ -67,8 +67,9 @@ def test_a_missed_rpo_raises_a_critical_alert_by_mail(
     assert result["raised"] == 1
     assert mail.outbox and mail.outbox[0].to == ["alice@example.com"] and "RPO" in mail.outbox[0].subject
     alert = Alert.objects.open().get(kind=AlertKind.RPO_MISSED)
-    assert "never backed up" in alert.message and alert.machine == estate.finance_vm
-    assert check_rpo()["raised"] == 0  # one open alert per machine
+    entry = alert.entries.get()
+    assert "never backed up" in entry.cause and entry.machine == estate.finance_vm
+    assert check_rpo()["raised"] == 0  # listed once
 
 
 @pytest.mark.django_db
