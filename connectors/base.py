@@ -42,6 +42,12 @@ class Misconfigured(ConnectorError):
     code = "misconfigured"
 
 
+class Conflict(ConnectorError):
+    """What was asked for clashes with what exists (a VM of that name on the target)."""
+
+    code = "conflict"
+
+
 class ChangeIdRejected(ConnectorError):
     """The platform no longer knows the change id (CBT reset, resize, restored snapshot): read the whole disk."""
 

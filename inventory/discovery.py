@@ -110,12 +110,15 @@ class RunProgress:
         self.run = run
         self.interval = interval
         self._last = 0.0
+        self._phase = ""
 
     def step(self, done: int, total: int | None, phase: str) -> None:
+        # Counts are throttled; a new phase always gets through (a failed run shows the step it failed in).
         now = time.monotonic()
-        if now - self._last < self.interval and not (total is not None and done >= total):
+        new_phase = phase != self._phase
+        if not new_phase and now - self._last < self.interval and not (total is not None and done >= total):
             return
-        self._last = now
+        self._last, self._phase = now, phase
         DiscoveryRun.objects.filter(pk=self.run.pk).update(phase=phase[:100])
         publish(
             "discovery.progress",
@@ -201,7 +204,8 @@ def _fail(run: DiscoveryRun, code: str, reason: str) -> DiscoveryRun:
         run.state = DiscoveryState.FAILED
         run.finished_at = timezone.now()
         run.error_code, run.error = code, reason
-        run.save()
+        # The phase it failed in stays (progress wrote it with an UPDATE this object has not seen).
+        run.save(update_fields=["state", "finished_at", "error_code", "error"])
         Source.objects.filter(pk=run.source_id).update(state=SourceState.FAILED, last_error=reason)
         protection.raise_alert(
             kind=AlertKind.DISCOVERY_FAILED,

@@ -9,13 +9,41 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
-from pyVmomi import vim
+from pyVmomi import vim, vmodl
 
 from connectors import tls
-from connectors.base import ConnectorError, Endpoint, ProtocolError, Unreachable
+from connectors.base import Conflict, ConnectorError, Endpoint, ProtocolError, Unreachable
 from connectors.vsphere.backup import BACKING, _props, find_vm, wait_for_task
 
 UPLOAD_PIECE = 4 * 1024 * 1024
+
+
+def vm_named(content: Any, name: str) -> bool:
+    """Whether any VM (or template) of this vCenter has this name, compared as vSphere shows names."""
+    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+    try:
+        spec = vmodl.query.PropertyCollector.FilterSpec(
+            objectSet=[
+                vmodl.query.PropertyCollector.ObjectSpec(
+                    obj=view,
+                    skip=True,
+                    selectSet=[
+                        vmodl.query.PropertyCollector.TraversalSpec(
+                            name="view", path="view", skip=False, type=vim.view.ContainerView
+                        )
+                    ],
+                )
+            ],
+            propSet=[vmodl.query.PropertyCollector.PropertySpec(type=vim.VirtualMachine, pathSet=["name"])],
+        )
+        names = {
+            str(item.propSet[0].val).casefold()
+            for item in content.propertyCollector.RetrieveContents([spec])
+            if item.propSet
+        }
+    finally:
+        view.Destroy()
+    return name.casefold() in names
 
 
 def create_vm_like(
@@ -23,6 +51,8 @@ def create_vm_like(
 ) -> tuple[Any, list[str]]:
     """A powered-off VM named `name` placed like the original, with one thin disk per capacity. Returns the VM
     and its disks' datastore paths ("[ds] name/name.vmdk"), in order."""
+    if vm_named(content, name):
+        raise Conflict(f"a VM named {name!r} already exists on this vCenter; choose another name")
     original = find_vm(content, original_moref)
     props = _props(
         content,

@@ -306,3 +306,25 @@ def test_a_source_added_again_takes_back_its_machines(vcsim: Vcsim) -> None:
     assert MachineChange.objects.filter(
         kind=ChangeKind.MOVED, summary__contains="reported again"
     ).count() == len(before)
+
+
+@pytest.mark.django_db
+def test_a_failed_discovery_keeps_the_phase_it_failed_in(vcsim: Vcsim) -> None:
+    """Each phase is written as it starts, however fast it follows the last one; the failure keeps it."""
+    from connectors.base import Unreachable
+    from connectors.vsphere import VSphereConnector
+
+    source = make_source(vcsim)
+
+    class FailsReadingVms(VSphereConnector):
+        def discover(self, progress=None):  # type: ignore[no-untyped-def]
+            progress.step(0, 3, "reading the topology")
+            progress.step(1, 3, "reading tags")
+            progress.step(2, 3, "reading virtual machines")
+            raise Unreachable("lost the connection during discovery")
+
+    run = DiscoveryRun.objects.create(source=source, trigger=DiscoveryTrigger.MANUAL)
+    run = discovery.run_discovery(run.pk, factory=FailsReadingVms)
+    run.refresh_from_db()
+    assert run.state == DiscoveryState.FAILED and run.error_code == "unreachable"
+    assert run.phase == "reading virtual machines"

@@ -84,6 +84,23 @@ def test_a_machine_restores_as_a_new_vm_on_vcsim(point, estate: Estate) -> None:
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("name", ["DC0_C0_RP0_VM1", "dc0_c0_rp0_vm1"])
+def test_a_new_vm_never_takes_the_name_of_an_existing_one(point, estate: Estate, name: str) -> None:  # type: ignore[no-untyped-def]
+    from tests.connectors.vsphere_helpers import Admin
+
+    recovery_point, _, vcsim = point
+    request = request_restore(actor=estate.admin, point=recovery_point, kind=RestoreKind.NEW_VM, target=name)
+    done = run_restore(request.pk)
+    assert done.state == RestoreState.FAILED
+    assert "already exists" in done.error and "choose another name" in done.error
+    admin = Admin(vcsim)
+    try:
+        assert admin.vm("DC0_C0_RP0_VM1")  # the original is untouched
+    finally:
+        admin.close()
+
+
+@pytest.mark.django_db
 def test_the_restore_api_refuses_a_target_outside_and_scopes_reads(point, estate: Estate, client_for) -> None:  # type: ignore[no-untyped-def]
     import json
 
