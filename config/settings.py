@@ -191,9 +191,12 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-# Failed logins allowed per user name and per client address in LOGIN_FAILURE_WINDOW seconds.
+# Failed logins allowed per user name and client address in LOGIN_FAILURE_WINDOW seconds (three times as many per
+# address, whatever the names).
 LOGIN_FAILURE_LIMIT = env.int("BULWARK_LOGIN_FAILURE_LIMIT", 10, minimum=1)
 LOGIN_FAILURE_WINDOW = env.int("BULWARK_LOGIN_FAILURE_WINDOW", 900, minimum=1)
+# A user name guessed from many addresses waits this long after each further failure (core/throttle.py).
+LOGIN_BACKOFF_SECONDS = env.int("BULWARK_LOGIN_BACKOFF_SECONDS", 60, minimum=1)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", "UTC")

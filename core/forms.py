@@ -49,6 +49,11 @@ class UserForm(forms.Form):
         strip=False,
         help_text="At least 12 characters. Leave empty to keep the current password.",
     )
+    keep_api_tokens = forms.BooleanField(
+        required=False,
+        label="Keep API tokens",
+        help_text="A new password revokes this user's API tokens, unless you keep them here.",
+    )
 
     def __init__(self, *args: Any, instance: User | None = None, **kwargs: Any) -> None:
         self.instance = instance
@@ -68,6 +73,7 @@ class UserForm(forms.Form):
             self.fields["username"].disabled = True
         else:
             self.fields["password"].help_text = "At least 12 characters. Leave empty to set it later."
+            del self.fields["keep_api_tokens"]  # a new user has no tokens yet
 
     def clean_username(self) -> str:
         username: str = self.cleaned_data["username"]

@@ -22,6 +22,10 @@ CREDENTIAL_AUDIT_FIELDS = ("name", "kind", "username", "secret_changed_at")
 TOKEN_PREFIX = "bwk"  # noqa: S105  (a label that makes leaked tokens recognisable, not a secret)
 
 
+class LastAdmin(ValueError):
+    """The change would leave Bulwark without an active backup admin."""
+
+
 @transaction.atomic
 def create_user(
     *,
@@ -67,8 +71,17 @@ def update_user(
     last_name: str | None = None,
     machine_groups: Iterable[object] | None = None,
     password: str | None = None,
+    keep_api_tokens: bool = False,
 ) -> User:
-    """Change an account's role, scope, status or details; a new password is validated and never audited."""
+    """Change an account's role, scope, status or details; a new password is validated and never audited.
+
+    A new password revokes the user's API tokens (a stolen password may have minted them) unless the admin
+    chooses to keep them. The last active backup admin can be neither demoted nor deactivated."""
+    demoted = (role is not None and role != Role.ADMIN) or is_active is False
+    if demoted and user.role == Role.ADMIN and user.is_active:
+        others = User.objects.select_for_update().filter(role=Role.ADMIN, is_active=True).exclude(pk=user.pk)
+        if not others.exists():
+            raise LastAdmin(f"{user.username} is the last active backup admin: make another admin first")
     before = audit.snapshot(user, USER_AUDIT_FIELDS)
     for field, value in (
         ("role", role),
@@ -88,6 +101,13 @@ def update_user(
     after = audit.snapshot(user, USER_AUDIT_FIELDS)
     if password:
         after["password"] = "changed"  # noqa: S105  (records that it changed, never the value)
+        if not keep_api_tokens:
+            revoked = ApiToken.objects.filter(user=user, revoked_at__isnull=True).update(
+                revoked_at=timezone.now()
+            )
+            after["api_tokens"] = f"{revoked} revoked" if revoked else "none to revoke"
+        else:
+            after["api_tokens"] = "kept"
     audit.record("user.update", actor=actor, target=user, before=before, after=after)
     return user
 

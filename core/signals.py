@@ -16,7 +16,7 @@ from core.models import User
 
 @receiver(user_logged_in)
 def audit_login(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
-    throttle.clear_failures(user.get_username())
+    throttle.clear_failures(user.get_username(), client_address(request) if request else None)
     audit.record(
         "auth.login", actor=user, target=user, ip_address=client_address(request) if request else None
     )

@@ -169,6 +169,15 @@ class UserUpdateView(RoleRequiredMixin, ScopedObjectFormMixin, FormView):
         if self.object == self.request.user and (data["role"] != Role.ADMIN or not data["is_active"]):
             form.add_error("role", "You cannot remove your own admin role or deactivate yourself.")
             return self.form_invalid(form)
+        try:
+            self._save(data)
+        except services.LastAdmin as error:
+            form.add_error("role", str(error))
+            return self.form_invalid(form)
+        messages.success(self.request, f"User {self.object.username} saved.")
+        return HttpResponseRedirect(reverse("user-list"))
+
+    def _save(self, data: dict[str, Any]) -> None:
         services.update_user(
             actor=self.request.user,  # type: ignore[arg-type]
             user=self.object,
@@ -179,6 +188,5 @@ class UserUpdateView(RoleRequiredMixin, ScopedObjectFormMixin, FormView):
             last_name=data["last_name"],
             machine_groups=data["machine_groups"],
             password=data["password"] or None,
+            keep_api_tokens=data.get("keep_api_tokens", False),
         )
-        messages.success(self.request, f"User {self.object.username} saved.")
-        return HttpResponseRedirect(reverse("user-list"))

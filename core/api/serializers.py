@@ -20,6 +20,12 @@ class UserSerializer(serializers.ModelSerializer):
         style={"input_type": "password"},
         trim_whitespace=False,
     )
+    keep_api_tokens = serializers.BooleanField(
+        write_only=True,
+        required=False,
+        default=False,
+        help_text="With a new password: keep the user's API tokens (by default a new password revokes them).",
+    )
 
     class Meta:
         model = User
@@ -33,6 +39,7 @@ class UserSerializer(serializers.ModelSerializer):
             "is_active",
             "machine_groups",
             "password",
+            "keep_api_tokens",
             "last_login",
             "date_joined",
         ]
@@ -49,11 +56,15 @@ class UserSerializer(serializers.ModelSerializer):
         return attrs
 
     def create(self, validated: dict[str, Any]) -> User:
+        validated.pop("keep_api_tokens", None)
         return services.create_user(actor=self.context["request"].user, **validated)
 
     def update(self, instance: User, validated: dict[str, Any]) -> User:
         validated.pop("username", None)  # user names are stable: the audit trail refers to them
-        return services.update_user(actor=self.context["request"].user, user=instance, **validated)
+        try:
+            return services.update_user(actor=self.context["request"].user, user=instance, **validated)
+        except services.LastAdmin as error:
+            raise serializers.ValidationError({"role": [str(error)]}) from None
 
 
 class ApiTokenSerializer(serializers.ModelSerializer):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 
+import pytest
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -74,3 +75,41 @@ def test_a_deactivated_users_token_stops_working(estate: Estate) -> None:
     estate.owner.is_active = False
     estate.owner.save()
     assert Client().get(reverse("api:user-me"), **bearer(key)).status_code == 401
+
+
+@pytest.mark.django_db
+def test_a_new_password_revokes_the_users_api_tokens_unless_kept(estate) -> None:  # type: ignore[no-untyped-def]
+    from rest_framework.test import APIClient
+
+    from core import services
+
+    _, key = services.create_api_token(
+        actor=estate.helpdesk, user=estate.helpdesk, name="laptop", expires_at=None
+    )
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert client.get("/api/machines/").status_code == 200
+    services.update_user(
+        actor=estate.admin, user=estate.helpdesk, password="kept-Tokens-Pass-42", keep_api_tokens=True
+    )
+    assert client.get("/api/machines/").status_code == 200
+    admin = APIClient()
+    admin.force_authenticate(estate.admin)
+    answer = admin.patch(
+        f"/api/users/{estate.helpdesk.pk}/", {"password": "a-Stolen-one-was-42"}, format="json"
+    )
+    assert answer.status_code == 200
+    assert client.get("/api/machines/").status_code == 401
+
+
+@pytest.mark.django_db
+def test_the_api_refuses_to_demote_or_deactivate_the_last_admin(estate) -> None:  # type: ignore[no-untyped-def]
+    from rest_framework.test import APIClient
+
+    admin = APIClient()
+    admin.force_authenticate(estate.admin)
+    for change in ({"role": "helpdesk"}, {"is_active": False}):
+        answer = admin.patch(f"/api/users/{estate.admin.pk}/", change, format="json")
+        assert answer.status_code == 400 and "last active backup admin" in answer.json()["role"][0]
+    estate.admin.refresh_from_db()
+    assert estate.admin.role == "admin" and estate.admin.is_active
