@@ -196,6 +196,15 @@ AUTH_PASSWORD_VALIDATORS = [
 # address, whatever the names).
 LOGIN_FAILURE_LIMIT = env.int("BULWARK_LOGIN_FAILURE_LIMIT", 10, minimum=1)
 LOGIN_FAILURE_WINDOW = env.int("BULWARK_LOGIN_FAILURE_WINDOW", 900, minimum=1)
+# Addresses the console never connects to (vCenter, Hyper-V, S3 endpoints an admin enters): CIDRs, e.g.
+# "169.254.0.0/16,10.20.0.0/16". Empty by default in the embedded install.
+BULWARK_OUTBOUND_DENY = env.list("BULWARK_OUTBOUND_DENY", [])
+try:
+    from connectors.outbound import parse_networks
+
+    BULWARK_OUTBOUND_NETWORKS = parse_networks(BULWARK_OUTBOUND_DENY)
+except ValueError as _error:
+    raise ImproperlyConfigured(f"BULWARK_OUTBOUND_DENY: {_error}") from None
 # A user name guessed from many addresses waits this long after each further failure (core/throttle.py).
 LOGIN_BACKOFF_SECONDS = env.int("BULWARK_LOGIN_BACKOFF_SECONDS", 60, minimum=1)
 

@@ -110,6 +110,9 @@ class SourceForm(forms.Form):
             }
         super().__init__(*args, **kwargs)
 
+    def clean_address(self) -> str:
+        return outbound_allowed(self.cleaned_data["address"].strip())
+
     def clean_name(self) -> str:
         name: str = self.cleaned_data["name"].strip()
         clash = Source.objects.filter(name__iexact=name)
@@ -141,6 +144,19 @@ class SourceForm(forms.Form):
         if not data.get("password"):
             data.pop("password", None)
         return data
+
+
+def outbound_allowed(address: str) -> str:
+    """The address, unless this console's outbound policy denies it (a form or API field error then)."""
+    from django.conf import settings
+
+    from connectors.outbound import OutboundDenied, check
+
+    try:
+        check(address, settings.BULWARK_OUTBOUND_NETWORKS)
+    except OutboundDenied as error:
+        raise ValidationError(str(error)) from None
+    return address
 
 
 class EnrolmentTokenForm(forms.Form):

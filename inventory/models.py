@@ -104,9 +104,14 @@ class Source(models.Model):
         return SourceKind(self.kind).platform
 
     def endpoint(self, *, timeout: float = 20.0) -> Endpoint:
-        """What a connector needs, with the secret decrypted (only for the connection; never logged)."""
+        """What a connector needs, with the secret decrypted (only for the connection; never logged).
+
+        Raises OutboundDenied when the address is in BULWARK_OUTBOUND_DENY (checked before every connection,
+        not only when the source was saved: names resolve anew)."""
+        from connectors import outbound
         from connectors.base import Endpoint
 
+        outbound.check(self.address, settings.BULWARK_OUTBOUND_NETWORKS)
         return Endpoint(
             kind=self.platform,
             address=self.address,

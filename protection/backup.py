@@ -380,24 +380,48 @@ def _announce(run: BackupRun) -> None:
     transaction.on_commit(lambda: publish_machine_events("run.state", [(machine, data)]))
 
 
-def create_repository(
-    *, actor: User | None, name: str, kind: str, path: str, passphrase: str = "", **fields: Any
-) -> Repository:
-    """Create a repository: its passphrase (generated when not given) is stored encrypted, then the engine
-    initialises the format and keys at the location."""
-    from core.services import create_credential
+class RepositoryRefused(Exception):
+    """The repository cannot be created there; str() says why (nothing was saved)."""
 
-    credential = create_credential(
-        actor=actor,
-        name=f"repository {name}",
-        kind="repository",
-        username="",
-        secret=passphrase or repositories.new_passphrase(),
-    )
-    with transaction.atomic():
-        repository = Repository.objects.create(
-            name=name, kind=kind, path=path, passphrase=credential, **fields
-        )
-        repositories.initialise(repository)
-        audit.record("repository.create", actor=actor, target=repository, after={"kind": kind, "path": path})
+
+def create_repository(
+    *,
+    actor: User | None,
+    name: str,
+    kind: str,
+    path: str,
+    passphrase: str = "",
+    access_key: str = "",
+    secret_key: str = "",
+    **fields: Any,
+) -> Repository:
+    """Create a repository: its passphrase (generated when not given) and S3 keys are stored encrypted, then the
+    engine initialises the format and keys at the location. All or nothing: a location that refuses leaves no
+    row and no credential behind, so the same form can simply be sent again."""
+    from connectors.base import ConnectorError
+    from core.services import create_credential
+    from engine.errors import EngineError
+
+    try:
+        with transaction.atomic():
+            credential = create_credential(
+                actor=actor,
+                name=f"repository {name}",
+                kind="repository",
+                username="",
+                secret=passphrase or repositories.new_passphrase(),
+            )
+            if access_key or secret_key:
+                fields["s3_credential"] = create_credential(
+                    actor=actor, name=f"s3 {name}", kind="s3", username=access_key, secret=secret_key
+                )
+            repository = Repository.objects.create(
+                name=name, kind=kind, path=path, passphrase=credential, **fields
+            )
+            repositories.initialise(repository)
+            audit.record(
+                "repository.create", actor=actor, target=repository, after={"kind": kind, "path": path}
+            )
+    except (EngineError, OSError, ConnectorError) as error:
+        raise RepositoryRefused(f"The repository could not be created there: {error}") from None
     return repository

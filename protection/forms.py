@@ -149,6 +149,11 @@ class RepositoryForm(forms.Form):
         help_text="S3 Object Lock retention in days (the bucket must have Object Lock).",
     )
 
+    def clean_endpoint(self) -> str:
+        from inventory.forms import outbound_allowed
+
+        return outbound_allowed(self.cleaned_data.get("endpoint") or "")
+
     def clean_name(self) -> str:
         name: str = self.cleaned_data["name"].strip()
         if Repository.objects.filter(name__iexact=name).exists():

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
+from connectors import outbound
 from engine.repository import Repository as EngineRepository
 from engine.repository import Snapshot
 from engine.storage import Storage
@@ -34,6 +35,8 @@ def storage_for(repository: Repository) -> Storage:
         from engine.storage.s3 import S3Storage
 
         bucket, _, prefix = repository.path.partition("/")
+        if repository.endpoint:
+            outbound.check(repository.endpoint, settings.BULWARK_OUTBOUND_NETWORKS)
         access = repository.s3_credential
         return S3Storage(
             bucket=bucket,

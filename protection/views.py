@@ -14,7 +14,7 @@ from django.views.generic import FormView, TemplateView
 from core.access import ADMIN_ONLY, ALL_ROLES, RoleRequiredMixin
 from inventory.models import Machine
 from protection import services
-from protection.backup import BackupRefused, cancel_run, create_repository, start_backup
+from protection.backup import BackupRefused, RepositoryRefused, cancel_run, create_repository, start_backup
 from protection.choices import ACTIVE_RUN_STATES
 from protection.filters import AlertFilter
 from protection.forms import AssignForm, CopyTargetForm, PolicyForm, RepositoryForm, RuleForm
@@ -332,19 +332,7 @@ class RepositoryListView(RoleRequiredMixin, FormView):
         return context
 
     def form_valid(self, form: RepositoryForm) -> HttpResponse:
-        from core.services import create_credential
-        from engine.errors import EngineError
-
         data = form.cleaned_data
-        keys = None
-        if data["kind"] == "s3":
-            keys = create_credential(
-                actor=self.request.user,  # type: ignore[arg-type]
-                name=f"s3 {data['name']}",
-                kind="s3",
-                username=data["access_key"],
-                secret=data["secret_key"],
-            )
         try:
             create_repository(
                 actor=self.request.user,  # type: ignore[arg-type]
@@ -352,14 +340,15 @@ class RepositoryListView(RoleRequiredMixin, FormView):
                 kind=data["kind"],
                 path=data["path"],
                 endpoint=data["endpoint"],
-                s3_credential=keys,
+                access_key=data["access_key"] if data["kind"] == "s3" else "",
+                secret_key=data["secret_key"] if data["kind"] == "s3" else "",
                 tier=data["tier"],
                 site=data["site"],
                 jurisdiction=data["jurisdiction"],
                 immutable_days=data["immutable_days"],
             )
-        except (EngineError, OSError) as error:
-            form.add_error(None, f"The repository could not be created there: {error}")
+        except RepositoryRefused as error:
+            form.add_error(None, str(error))
             return self.form_invalid(form)
         messages.success(self.request, f"Repository {data['name']} created.")
         return HttpResponseRedirect(reverse("repository-list"))

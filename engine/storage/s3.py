@@ -42,18 +42,21 @@ class S3Storage:
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.endpoint_url = endpoint_url
         self.lock_mode = lock_mode
-        self.client: S3Client = client or boto3.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            region_name=region or "us-east-1",
-            aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
-            config=Config(
-                connect_timeout=timeout_seconds,
-                read_timeout=timeout_seconds,
-                retries={"max_attempts": max_attempts, "mode": "standard"},
-            ),
-        )
+        try:
+            self.client: S3Client = client or boto3.client(
+                "s3",
+                endpoint_url=endpoint_url,
+                region_name=region or "us-east-1",
+                aws_access_key_id=access_key,
+                aws_secret_access_key=secret_key,
+                config=Config(
+                    connect_timeout=timeout_seconds,
+                    read_timeout=timeout_seconds,
+                    retries={"max_attempts": max_attempts, "mode": "standard"},
+                ),
+            )
+        except (BotoCoreError, ValueError) as error:  # e.g. an endpoint that is not a URL
+            raise StorageError(f"cannot use S3 endpoint {endpoint_url!r}: {error}") from error
 
     def describe(self) -> str:
         where = f" at {self.endpoint_url}" if self.endpoint_url else ""
@@ -147,6 +150,8 @@ class S3Storage:
             if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise self._fail("stat of", key, error) from error
+        except BotoCoreError as error:  # no answer at all: a refused connection, a bad endpoint, a time-out
+            raise self._fail("stat of", key, error) from error
         return ObjectInfo(key, head["ContentLength"], head["LastModified"])
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
@@ -172,7 +177,10 @@ class S3Storage:
             raise self._fail("deletion of", key, error) from error
 
     def retention_of(self, key: str) -> datetime.datetime | None:
-        head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except (BotoCoreError, ClientError) as error:
+            raise self._fail("retention read of", key, error) from error
         return head.get("ObjectLockRetainUntilDate")
 
     def now(self) -> datetime.datetime:

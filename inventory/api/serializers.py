@@ -176,6 +176,16 @@ class SourceSerializer(serializers.ModelSerializer):
     def validate_options(self, value: Any) -> dict[str, Any]:
         return services.clean_source_options(value)
 
+    def validate_address(self, value: str) -> str:
+        from django.core.exceptions import ValidationError
+
+        from inventory.forms import outbound_allowed
+
+        try:
+            return outbound_allowed(value.strip())
+        except ValidationError as error:
+            raise serializers.ValidationError(error.messages) from None
+
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
         creating = self.instance is None
         has_credential = "credential" in data
