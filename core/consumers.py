@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections import deque
 from importlib import import_module
 from typing import Any
@@ -25,6 +26,10 @@ from core import events
 # WebSocket close code for "not signed in" (4000-4999 are free for applications).
 CLOSE_UNAUTHENTICATED = 4401
 RECHECK_SECONDS = 30.0
+CLOSE_UNSUPPORTED = 1003  # RFC 6455: a kind of data the endpoint does not accept
+CLOSE_INVALID = 1007  # data inconsistent with the message type (not JSON)
+CLOSE_TOO_BIG = 1009
+MAX_FRAME = 64 * 1024
 
 
 @database_sync_to_async
@@ -124,6 +129,23 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if group not in self.joined:
             await self.channel_layer.group_add(group, self.channel_name)
             self.joined.append(group)
+
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
+        """Frames are small JSON objects; anything else closes the socket with the code RFC 6455 has for it."""
+        if text_data is None:
+            await self.close(code=CLOSE_UNSUPPORTED)  # binary frames: not a kind of data this socket takes
+            return
+        if len(text_data) > MAX_FRAME:
+            await self.close(code=CLOSE_TOO_BIG)
+            return
+        try:
+            content = json.loads(text_data)
+        except (ValueError, RecursionError):  # malformed, or nested deeper than the parser goes
+            await self.close(code=CLOSE_INVALID)
+            return
+        await self.receive_json(content)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         action = content.get("action") if isinstance(content, dict) else None

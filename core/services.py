@@ -152,11 +152,22 @@ def update_credential(
     return credential
 
 
-@transaction.atomic
+class CredentialInUse(Exception):
+    """The credential is still used; str() names what uses it."""
+
+
 def delete_credential(*, actor: User | None, credential: Credential) -> None:
+    """Delete a credential nothing uses any more (a source or repository that uses it is named instead)."""
+    from django.db.models import ProtectedError
+
     before = audit.snapshot(credential, CREDENTIAL_AUDIT_FIELDS)
-    audit.record("credential.delete", actor=actor, target=credential, before=before)
-    credential.delete()
+    try:
+        with transaction.atomic():
+            credential.delete()
+            audit.record("credential.delete", actor=actor, target=credential, before=before)
+    except ProtectedError as error:
+        users = sorted({f"{type(item)._meta.verbose_name} {item}" for item in error.protected_objects})
+        raise CredentialInUse(f"{credential.name} is still used by {', '.join(users)}") from None
 
 
 @transaction.atomic

@@ -5,7 +5,7 @@ from typing import Any
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Count
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views import View
@@ -79,6 +79,8 @@ class PolicyCopyTargetView(RoleRequiredMixin, View):
         policy = get_object_or_404(Policy.objects.visible_to(request.user), pk=pk)
         here = reverse("policy-edit", args=[pk]) + "#copies"
         if request.POST.get("remove"):
+            if not request.POST["remove"].isdigit():
+                raise Http404("no such copy target")
             target = get_object_or_404(CopyTarget, pk=request.POST["remove"], policy=policy)
             services.remove_copy_target(actor=request.user, target=target)  # type: ignore[arg-type]
             messages.success(request, f"{policy.name} no longer copies to {target.repository.name}.")

@@ -28,7 +28,9 @@ class MachineRestoreView(RoleRequiredMixin, View):
 
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
         point = get_object_or_404(
-            RecoveryPoint.objects.visible_to(request.user), pk=request.POST.get("point") or 0, machine_id=pk
+            RecoveryPoint.objects.visible_to(request.user),
+            pk=_number(request.POST.get("point")),
+            machine_id=pk,
         )
         kind = request.POST.get("kind", RestoreKind.IMAGE_FILES)
         try:
@@ -55,6 +57,11 @@ class RestoreDetailView(RoleRequiredMixin, TemplateView):
 
 
 TYPE_BITS = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "symlink": stat.S_IFLNK}
+
+
+def _number(value: str | None) -> int:
+    """A form's id field as a number; anything else names no object (a 404, not a 500)."""
+    return int(value) if value and value.isdigit() and len(value) < 19 else 0
 
 
 def _file_point(request: HttpRequest, pk: int) -> RecoveryPoint:

@@ -5,6 +5,7 @@ from typing import Any
 from rest_framework import serializers
 
 from core import services
+from core.choices import CredentialKind, Role
 from core.models import ApiToken, AuditEvent, Credential, User
 from inventory.models import MachineGroup
 
@@ -26,6 +27,8 @@ class UserSerializer(serializers.ModelSerializer):
         default=False,
         help_text="With a new password: keep the user's API tokens (by default a new password revokes them).",
     )
+
+    role = serializers.ChoiceField(choices=Role.choices, help_text="What the person does in Bulwark.")
 
     class Meta:
         model = User
@@ -57,6 +60,7 @@ class UserSerializer(serializers.ModelSerializer):
 
     def create(self, validated: dict[str, Any]) -> User:
         validated.pop("keep_api_tokens", None)
+        validated.setdefault("password", None)  # no password yet: the account cannot sign in until one is set
         return services.create_user(actor=self.context["request"].user, **validated)
 
     def update(self, instance: User, validated: dict[str, Any]) -> User:
@@ -87,6 +91,10 @@ class ApiTokenSerializer(serializers.ModelSerializer):
         return token
 
 
+# Credentials that log in somewhere: a user name belongs with the secret.
+LOGIN_KINDS = (CredentialKind.VSPHERE, CredentialKind.HYPERV, CredentialKind.SMB)
+
+
 class CredentialSerializer(serializers.ModelSerializer):
     secret = serializers.CharField(
         write_only=True,
@@ -104,6 +112,10 @@ class CredentialSerializer(serializers.ModelSerializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if self.instance is None and not attrs.get("secret"):
             raise serializers.ValidationError({"secret": ["This field is required."]})
+        kind = attrs.get("kind") or (self.instance.kind if self.instance else "")
+        if self.instance is None and kind in LOGIN_KINDS and not attrs.get("username"):
+            raise serializers.ValidationError({"username": [f"A {kind} credential needs the user name."]})
+        attrs.setdefault("username", self.instance.username if self.instance else "")
         if self.instance is not None and "kind" in attrs and attrs["kind"] != self.instance.kind:
             raise serializers.ValidationError({"kind": ["The kind of a credential cannot change."]})
         return attrs

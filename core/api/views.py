@@ -4,7 +4,7 @@ from typing import Any
 
 import django_filters
 from django.db.models import QuerySet
-from rest_framework import mixins, status, viewsets
+from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -67,6 +67,12 @@ class ApiTokenViewSet(
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+class Conflict(exceptions.APIException):
+    status_code = 409
+    default_detail = "The request conflicts with what exists."
+    default_code = "conflict"
+
+
 class CredentialViewSet(viewsets.ModelViewSet):
     """Credentials for sources, storage and repositories (backup admins). Secrets are write-only."""
 
@@ -79,7 +85,10 @@ class CredentialViewSet(viewsets.ModelViewSet):
         return Credential.objects.visible_to(self.request.user)
 
     def perform_destroy(self, instance: Credential) -> None:
-        services.delete_credential(actor=self.request.user, credential=instance)  # type: ignore[arg-type]
+        try:
+            services.delete_credential(actor=self.request.user, credential=instance)  # type: ignore[arg-type]
+        except services.CredentialInUse as error:
+            raise Conflict(str(error)) from None
 
 
 class AuditEventFilter(django_filters.FilterSet):

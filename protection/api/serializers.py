@@ -102,7 +102,7 @@ class PolicySerializer(serializers.ModelSerializer):
 
 
 class ProtectionRuleSerializer(serializers.ModelSerializer):
-    position = serializers.IntegerField(required=False, min_value=0)
+    position = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
     match_source = serializers.PrimaryKeyRelatedField(
         queryset=Source.objects.all(), required=False, allow_null=True
     )

@@ -273,3 +273,21 @@ async def test_a_change_no_notice_announced_is_caught_by_the_periodic_recheck(
     # A bulk update sends no signal, as a change made straight in the database would not.
     await sync_to_async(User.objects.filter(pk=estate.helpdesk.pk).update)(is_active=False)
     await assert_closed(socket)
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ({"bytes_data": b"\x00\xff binary"}, 1003),
+        ({"text_data": "{not json"}, 1007),
+        ({"text_data": "[" * 100_000 + "]" * 100_000}, 1009),
+        ({"text_data": "[" * 20_000 + "]" * 20_000}, 1007),
+    ],
+)
+async def test_bad_frames_close_the_socket_with_the_right_code(
+    estate: Estate, layer: str, frame: dict[str, Any], code: int
+) -> None:
+    socket = await connect(estate.helpdesk)
+    await socket.send_to(**frame)
+    closed = await socket.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": code}
