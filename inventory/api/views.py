@@ -66,8 +66,8 @@ class MachineViewSet(
     def history(self, request: Request, pk: str | None = None) -> Response:
         """What happened to this machine: discovered, renamed, moved, gone, protection changes."""
         machine = self.get_object()
-        changes = MachineChange.objects.filter(machine=machine)[:200]
-        return Response(MachineChangeSerializer(changes, many=True).data)
+        changes = self.paginate_queryset(MachineChange.objects.filter(machine=machine))
+        return self.get_paginated_response(MachineChangeSerializer(changes, many=True).data)
 
 
 class SourceViewSet(viewsets.ModelViewSet):

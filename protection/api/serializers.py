@@ -48,7 +48,26 @@ def _sees_everything(context: dict[str, Any]) -> bool:
     return request is not None and getattr(request.user, "role", None) in GLOBAL_ROLES
 
 
+@extend_schema_field(
+    {
+        "type": "string",
+        "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$",
+        "example": "22:00",
+        "nullable": True,
+        "description": "A wall-clock time of the console's time zone (HH:MM); the end may be earlier than the "
+        "start (overnight). Empty: no window.",
+    }
+)
+class WindowTimeField(serializers.TimeField):
+    """HH:MM in and out: a backup window is a wall-clock time, with no time zone and no fractions."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(format="%H:%M", input_formats=["%H:%M", "%H:%M:%S"], **kwargs)
+
+
 class PolicySerializer(serializers.ModelSerializer):
+    window_start = WindowTimeField(required=False, allow_null=True)
+    window_end = WindowTimeField(required=False, allow_null=True)
     machines = serializers.IntegerField(
         source="machine_count", read_only=True, help_text="Machines it protects, of those you may see."
     )
@@ -95,10 +114,14 @@ class PolicySerializer(serializers.ModelSerializer):
     def create(self, validated: dict[str, Any]) -> Policy:
         actor = self.context["request"].user
         policy = services.create_policy(actor=actor, name=validated.pop("name"))
-        return services.update_policy(actor=actor, policy=policy, **validated) if validated else policy
+        policy = services.update_policy(actor=actor, policy=policy, **validated) if validated else policy
+        policy.machine_count = 0  # type: ignore[attr-defined]  # the answer has every field of the schema
+        return policy
 
     def update(self, instance: Policy, validated: dict[str, Any]) -> Policy:
-        return services.update_policy(actor=self.context["request"].user, policy=instance, **validated)
+        policy = services.update_policy(actor=self.context["request"].user, policy=instance, **validated)
+        policy.machine_count = policy.assignments.count()  # type: ignore[attr-defined]  # admins: every machine
+        return policy
 
 
 class ProtectionRuleSerializer(serializers.ModelSerializer):
@@ -237,7 +260,11 @@ def decision_data(decision: Decision, assignment: Any, *, with_rules: bool) -> d
 
 class BackupRunSerializer(serializers.ModelSerializer):
     machine_name = serializers.CharField(source="machine.name", read_only=True)
-    eta_seconds = serializers.FloatField(read_only=True)
+    eta_seconds = serializers.FloatField(
+        read_only=True,
+        allow_null=True,
+        help_text="Seconds to go at the current rate; null until there is a rate.",
+    )
 
     class Meta:
         model = BackupRun
