@@ -58,7 +58,10 @@ def _schema(api_url: str, key: str) -> Any:
 
 @pytest.mark.parametrize("role", ["admin", "helpdesk"])
 def test_the_api_keeps_its_schema_and_never_fails(
-    api_url: str, matrix_estate: Any, settings: Any, role: str
+    api_url: str,
+    matrix_estate: Any,
+    settings: Any,
+    role: str,  # noqa: F811
 ) -> None:
     """Every operation of the schema, EXAMPLES generated inputs each; all failures are collected and named.
 
