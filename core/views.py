@@ -22,7 +22,6 @@ from core.models import AuditEvent, Credential, User
 from inventory.models import Machine, MachineGroup, Source
 from protection.choices import ACTIVE_RUN_STATES, RunState
 from protection.models import Alert, BackupRun
-from protection.services import unprotected_machines
 
 PAGE_SIZE = 50
 
@@ -62,15 +61,9 @@ class DashboardView(RoleRequiredMixin, TemplateView):
             "physical": present.filter(kind="physical").count(),
             "gone": machines.gone().count(),
         }
-        protectable = present.filter(template=False)
-        unprotected = unprotected_machines(machines)
-        context["protection"] = {
-            "protected": protectable.filter(assignment__isnull=False).count(),
-            "unprotected": unprotected.count(),
-            "unprotected_alerted": Alert.objects.open()
-            .filter(kind="unprotected", machine__in=present)
-            .count(),
-        }
+        from protection.states import count_states, states_for
+
+        context["protection"] = count_states(states_for(present))
         context["alerts"] = Alert.objects.visible_to(user).open().select_related("machine")[:6]
         runs = BackupRun.objects.visible_to(user)
         day_ago = timezone.now() - datetime.timedelta(hours=24)

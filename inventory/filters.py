@@ -8,6 +8,7 @@ from django.http import HttpRequest
 
 from inventory.choices import MachineKind, Platform
 from inventory.models import Machine, MachineGroup, Source
+from protection.states import ProtectionState
 
 
 def visible_groups(request: HttpRequest | None) -> QuerySet[MachineGroup]:
@@ -40,10 +41,8 @@ class MachineFilter(django_filters.FilterSet):
     gone = django_filters.BooleanFilter(field_name="gone_since", lookup_expr="isnull", exclude=True)
     owner = django_filters.CharFilter(lookup_expr="icontains")
     jurisdiction = django_filters.CharFilter(lookup_expr="iexact")
-    protection = django_filters.ChoiceFilter(
-        choices=[("protected", "protected"), ("unprotected", "unprotected")],
-        method="filter_protection",
-        empty_label="any",
+    state = django_filters.ChoiceFilter(
+        choices=ProtectionState.choices, method="filter_state", empty_label="any", label="Protection"
     )
     policy = django_filters.ModelChoiceFilter(
         field_name="assignment__policy", queryset=visible_policies, empty_label="any"
@@ -61,16 +60,19 @@ class MachineFilter(django_filters.FilterSet):
             "gone",
             "owner",
             "jurisdiction",
-            "protection",
+            "state",
             "policy",
             "source",
             "tag",
         ]
 
-    def filter_protection(self, queryset: QuerySet[Machine], name: str, value: str) -> QuerySet[Machine]:
-        if value == "protected":
-            return queryset.filter(assignment__isnull=False)
-        return queryset.filter(assignment__isnull=True, gone_since__isnull=True, template=False)
+    def filter_state(self, queryset: QuerySet[Machine], name: str, value: str) -> QuerySet[Machine]:
+        """The protection state, as protection.states defines it (present machines only)."""
+        from protection.states import states_for
+
+        present = queryset.present()
+        states = states_for(present.select_related("source"))
+        return present.filter(pk__in=[pk for pk, info in states.items() if info.state == value])
 
     def filter_tag(self, queryset: QuerySet[Machine], name: str, value: str) -> QuerySet[Machine]:
         # JSON list membership, portable across SQLite and PostgreSQL: match the quoted element.

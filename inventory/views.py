@@ -45,12 +45,13 @@ class MachineListView(RoleRequiredMixin, TemplateView):
             .select_related("assignment__policy")
             .prefetch_related("groups", "disks")
         )
-        context.update(
-            filter=machine_filter,
-            page=Paginator(machines, PAGE_SIZE).get_page(self.request.GET.get("page")),
-            sort=ordering,
-            any_visible=visible.exists(),
-        )
+        page = Paginator(machines.select_related("source"), PAGE_SIZE).get_page(self.request.GET.get("page"))
+        from protection.states import states_for
+
+        states = states_for(page.object_list)
+        for machine in page.object_list:
+            machine.protection = states[machine.pk]
+        context.update(filter=machine_filter, page=page, sort=ordering, any_visible=visible.exists())
         return context
 
 
@@ -70,6 +71,7 @@ class MachineDetailView(RoleRequiredMixin, DetailView):
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         from protection.models import Alert, AlertMachine, Assignment, Policy, ProtectionRule
         from protection.rules import evaluate
+        from protection.states import state_of
 
         context = super().get_context_data(**kwargs)
         machine = self.object
@@ -93,6 +95,7 @@ class MachineDetailView(RoleRequiredMixin, DetailView):
             runs=list(machine.runs.all()[:10]),
             points=points,
             image_points=[point for point in points if point.kind == "image"],
+            protection=state_of(machine),
             # Rule names and criteria are admins' and auditors' to read.
             sees_rules=self.request.user.role in GLOBAL_ROLES,  # type: ignore[union-attr]
         )

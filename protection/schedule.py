@@ -66,14 +66,15 @@ def _cron_due(policy: Policy, last_queued: datetime.datetime, now: datetime.date
 
 def schedule_due(*, now: datetime.datetime | None = None) -> list[BackupRun]:
     """Queue a backup for every protected machine whose policy interval (or a cron fire time) has passed since its
-    last run, and a
-    retry (with back-off) for one whose last run failed. Higher-priority policies are queued first."""
+    last run, and a retry (with back-off) for one whose last run failed. A machine's first backup waits for the
+    policy's schedule (a cron fire time after the assignment) and window. Higher-priority policies go first."""
     now = now or timezone.now()
     started = []
     for policy in Policy.objects.filter(enabled=True, repository__isnull=False).order_by("priority", "name"):
         machines = (
             Machine.objects.present()
             .filter(assignment__policy=policy, template=False)
+            .select_related("assignment")
             .annotate(last_queued=Max("runs__queued_at"))
             .order_by("last_queued")
         )
@@ -94,6 +95,9 @@ def schedule_due(*, now: datetime.datetime | None = None) -> list[BackupRun]:
                 latest.get(machine.pk) if latest is not None else machine.runs.order_by("-queued_at").first()
             )
             trigger, due = RunTrigger.SCHEDULE, last is None
+            if last is None and policy.schedule_cron:
+                # A newly assigned machine waits for its policy's next fire time ("back up now" does not wait).
+                due = _cron_due(policy, machine.assignment.assigned_at, now)
             if last is not None:
                 if policy.schedule_cron:
                     interval_passed = _cron_due(policy, last.queued_at, now)

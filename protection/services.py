@@ -350,6 +350,17 @@ def _reconcile(
         plan.resolved.append(machine.pk)
         plan.note(machine, decision.summary, wanted.name, rule=decision.rule.name)
         return
+    if decision.excluded_by is not None:
+        # Exclusions win, whatever the mode of the rule that assigned it: the trace, the preview and the
+        # assignment always agree.
+        plan.deletes.append(existing.pk)
+        plan.note(
+            machine,
+            f"policy {existing.policy} removed: {decision.summary}",
+            None,
+            rule=decision.excluded_by.name,
+        )
+        return
     follows_rule = existing.rule is not None and existing.rule.mode == RuleMode.ASSIGN_AND_REMOVE
     if not follows_rule:
         return  # assign-only: keeps its policy
@@ -546,16 +557,20 @@ def unprotected_machines(queryset: Any = None) -> Any:
 def check_unprotected(*, now: datetime.datetime | None = None) -> dict[str, int]:
     """One alert listing every machine still without a policy after the grace period (each with why); machines
     that got one, are gone or were excluded on purpose leave it."""
+    from protection.states import ProtectionState, states_for
+
     now = now or timezone.now()
     rules = _rules()
-    waiting = unprotected_machines().filter(first_seen__lte=now - unprotected_grace())
+    waiting = list(
+        unprotected_machines().filter(first_seen__lte=now - unprotected_grace()).select_related("source")
+    )
+    states = states_for(waiting, now=now)  # the one definition: excluded machines are not alerted
     causes: dict[Machine, str] = {}
-    for machine in waiting.select_related("source"):
-        decision = evaluate(machine, rules)
-        if decision.excluded_by is not None:
-            continue  # excluded on purpose: shown as excluded, not alerted
+    for machine in waiting:
+        if states[machine.pk].state != ProtectionState.UNPROTECTED:
+            continue
         age = now - machine.first_seen
-        causes[machine] = f"no policy {_minutes(age)} after discovery ({decision.summary})"
+        causes[machine] = f"no policy {_minutes(age)} after discovery ({evaluate(machine, rules).summary})"
     sync = sync_alert_group(
         kind=AlertKind.UNPROTECTED,
         key=UNPROTECTED_KEY,

@@ -59,9 +59,9 @@ def _schema(api_url: str, key: str) -> Any:
 @pytest.mark.parametrize("role", ["admin", "helpdesk"])
 def test_the_api_keeps_its_schema_and_never_fails(
     api_url: str,
-    matrix_estate: Any,
+    matrix_estate: Any,  # noqa: F811  (the fixture imported above)
     settings: Any,
-    role: str,  # noqa: F811
+    role: str,
 ) -> None:
     """Every operation of the schema, EXAMPLES generated inputs each; all failures are collected and named.
 

@@ -3,8 +3,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from core.choices import GLOBAL_ROLES
 from core.models import Credential, User
 from inventory import agents, services
 from inventory.choices import Platform
@@ -41,9 +43,19 @@ class DiskSerializer(serializers.ModelSerializer):
         fields = ["id", "key", "label", "capacity_bytes", "path", "change_tracking"]
 
 
+class ProtectionStateSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=["protected", "at_risk", "waiting", "unprotected", "excluded"])
+    reason = serializers.CharField()
+    last_point_at = serializers.DateTimeField(allow_null=True)
+    next_run_at = serializers.DateTimeField(allow_null=True)
+
+
 class MachineSerializer(serializers.ModelSerializer):
     disks = DiskSerializer(many=True, read_only=True)
     policy = serializers.SerializerMethodField()
+    protection = serializers.SerializerMethodField(
+        help_text="Protected means recoverable: a committed point within the RPO (protection/states.py)."
+    )
     groups = serializers.PrimaryKeyRelatedField(
         many=True, required=False, queryset=MachineGroup.objects.all()
     )
@@ -79,6 +91,7 @@ class MachineSerializer(serializers.ModelSerializer):
             "template",
             "facts",
             "policy",
+            "protection",
             "disks",
         ]
         # Discovery owns the facts it finds; people own owner, jurisdiction and groups.
@@ -108,11 +121,42 @@ class MachineSerializer(serializers.ModelSerializer):
             "facts",
         ]
 
+    @extend_schema_field(
+        {
+            "type": "object",
+            "nullable": True,
+            "properties": {
+                "id": {"type": "integer"},
+                "name": {"type": "string"},
+                "reason": {"type": "string"},
+            },
+        }
+    )
     def get_policy(self, obj: Machine) -> dict[str, Any] | None:
         assignment = getattr(obj, "assignment", None)
         if assignment is None:
             return None
-        return {"id": assignment.policy_id, "name": assignment.policy.name, "reason": assignment.reason}
+        request = self.context.get("request")
+        # The reason names rules and their criteria: admins' and auditors' to read.
+        sees_rules = request is not None and getattr(request.user, "role", None) in GLOBAL_ROLES
+        reason = assignment.reason if sees_rules else ("by a rule" if assignment.rule_id else "by hand")
+        return {"id": assignment.policy_id, "name": assignment.policy.name, "reason": reason}
+
+    @extend_schema_field(ProtectionStateSerializer)
+    def get_protection(self, obj: Machine) -> dict[str, Any]:
+        from protection.states import state_of
+
+        states = self.context.get("protection_states") or {}
+        info = states.get(obj.pk) or state_of(obj)
+        request = self.context.get("request")
+        sees_rules = request is not None and getattr(request.user, "role", None) in GLOBAL_ROLES
+        reason = info.reason if sees_rules or info.state != "excluded" else "excluded by a protection rule"
+        return {
+            "state": info.state.value,
+            "reason": reason,
+            "last_point_at": info.last_point_at,
+            "next_run_at": info.next_run_at,
+        }
 
     def update(self, instance: Machine, validated: dict[str, Any]) -> Machine:
         return services.update_machine(actor=self.context["request"].user, machine=instance, **validated)

@@ -57,9 +57,18 @@ class MachineViewSet(
     def get_queryset(self) -> QuerySet[Machine]:
         return (
             Machine.objects.visible_to(self.request.user)
-            .select_related("assignment__policy")
+            .select_related("assignment__policy", "source")
             .prefetch_related("disks", "groups")
         )
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """One page of machines, each with its protection state (computed for the page in a few queries)."""
+        from protection.states import states_for
+
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        assert page is not None  # the API always paginates
+        context = {**self.get_serializer_context(), "protection_states": states_for(page)}
+        return self.get_paginated_response(MachineSerializer(page, many=True, context=context).data)
 
     @extend_schema(responses=MachineChangeSerializer(many=True))
     @action(detail=True, methods=["get"])

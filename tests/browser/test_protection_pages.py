@@ -51,7 +51,7 @@ def test_from_a_new_source_to_a_protected_machine(
 
     machine = Machine.objects.get(name="DC0_C0_RP0_VM0")
     page.goto(f"{live_server_url}/machines/{machine.pk}/")
-    assert "Not protected" in page.inner_text("#protection")
+    assert "Unprotected" in page.inner_text("#protection")
 
     page.goto(live_server_url + "/policies/new/")
     page.fill("#id_name", "gold")
@@ -71,7 +71,9 @@ def test_from_a_new_source_to_a_protected_machine(
 
     page.goto(f"{live_server_url}/machines/{machine.pk}/")
     protection_text = page.inner_text("#protection")
-    assert "Protected by gold" in protection_text and "cluster C0" in protection_text
+    # A policy is not protection: gold has no repository yet, so the machine is at risk, in words.
+    assert "Policy gold" in protection_text and "cluster C0" in protection_text
+    assert "At risk" in protection_text and "has no repository" in protection_text
     page.screenshot(path=str(artifacts / "admin-machine-protection.png"), full_page=True)
     page.goto(live_server_url + "/")
     page.screenshot(path=str(artifacts / "admin-dashboard-protection.png"), full_page=True)

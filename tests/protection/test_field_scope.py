@@ -78,7 +78,7 @@ def test_the_machine_page_shows_no_rule_names_to_scoped_roles(
     estate: Estate, gold: Policy, role: str, client_for
 ) -> None:  # type: ignore[no-untyped-def]
     page = client_for(role).get(f"/machines/{estate.finance_vm.pk}/").content.decode()
-    assert "Protected by <strong>gold</strong>" in page
+    assert "Policy <strong>gold</strong>" in page
     assert "research by name" not in page and "lab-*" not in page
     admin_page = client_for("admin").get(f"/machines/{estate.finance_vm.pk}/").content.decode()
     assert "research by name" in admin_page

@@ -157,8 +157,14 @@ def test_an_admin_configures_a_repository_and_a_policy_from_the_pages(
 def test_a_cron_schedule_replaces_the_interval(policy, estate: Estate, settings) -> None:  # type: ignore[no-untyped-def]
     settings.TIME_ZONE = "UTC"
     type(policy).objects.filter(pk=policy.pk).update(schedule_cron="30 22 * * 1-5")  # weekdays 22:30
-    first = schedule_due()[0]  # a machine never backed up is protected at once
     wednesday = datetime.datetime(2026, 11, 25, 22, 0, tzinfo=datetime.UTC)
+    Assignment.objects.filter(machine=estate.finance_vm).update(
+        assigned_at=wednesday - datetime.timedelta(hours=10)
+    )
+    # A newly assigned machine waits for its policy's schedule: nothing at 12:00 or 22:00 ...
+    assert schedule_due(now=wednesday - datetime.timedelta(hours=10)) == []
+    assert schedule_due(now=wednesday) == []
+    first = schedule_due(now=wednesday + datetime.timedelta(minutes=31))[0]  # ... its first run at 22:30
     BackupRun.objects.filter(pk=first.pk).update(
         state=RunState.COMMITTED, queued_at=wednesday - datetime.timedelta(hours=20), finished_at=wednesday
     )
