@@ -8,7 +8,7 @@ from django.http import HttpRequest
 
 from inventory.choices import MachineKind, Platform
 from inventory.models import Machine, MachineGroup, Source
-from protection.states import ProtectionState
+from protection.choices import ProtectionState
 
 
 def visible_groups(request: HttpRequest | None) -> QuerySet[MachineGroup]:

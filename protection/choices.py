@@ -68,3 +68,13 @@ class RunTrigger(models.TextChoices):
     SCHEDULE = "schedule", "Schedule"
     MANUAL = "manual", "On demand"
     RETRY = "retry", "Retry"
+
+
+class ProtectionState(models.TextChoices):
+    """What protection/states.py decides for a machine (protected means recoverable)."""
+
+    PROTECTED = "protected", "Protected"
+    AT_RISK = "at_risk", "At risk"
+    WAITING = "waiting", "Waiting for first backup"
+    UNPROTECTED = "unprotected", "Unprotected"
+    EXCLUDED = "excluded", "Excluded"

@@ -17,21 +17,12 @@ import datetime
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db import models
 from django.db.models import Max, OuterRef, Subquery
 from django.utils import timezone
 
 from inventory.models import Machine
-from protection.choices import RunState
+from protection.choices import ProtectionState, RunState
 from protection.models import Assignment, BackupRun, Policy, ProtectionRule
-
-
-class ProtectionState(models.TextChoices):
-    PROTECTED = "protected", "Protected"
-    AT_RISK = "at_risk", "At risk"
-    WAITING = "waiting", "Waiting for first backup"
-    UNPROTECTED = "unprotected", "Unprotected"
-    EXCLUDED = "excluded", "Excluded"
 
 
 @dataclass(frozen=True)
