@@ -28,8 +28,10 @@ class PolicyListView(RoleRequiredMixin, TemplateView):
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
-        context["policies"] = Policy.objects.visible_to(self.request.user).annotate(
-            machines=Count("assignments")
+        context["policies"] = (
+            Policy.objects.visible_to(self.request.user)
+            .select_related("repository")
+            .annotate(machines=Count("assignments"))
         )
         return context
 
@@ -66,7 +68,14 @@ class PolicyFormView(RoleRequiredMixin, FormView):
             username=form.cleaned_data["guest_username"].strip(),
             password=form.cleaned_data["guest_password"] or None,
         )
-        messages.success(self.request, f"Policy {policy.name} saved.")
+        if policy.repository_id is None:
+            messages.warning(
+                self.request,
+                f"Policy {policy.name} saved as a draft: it has no repository, so it cannot run and its machines "
+                "show as at risk. Create a repository under Storage, then pick it here.",
+            )
+        else:
+            messages.success(self.request, f"Policy {policy.name} saved.")
         return HttpResponseRedirect(reverse("policy-list"))
 
 

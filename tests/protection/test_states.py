@@ -119,3 +119,30 @@ def test_a_first_backup_waits_for_the_policys_window(estate: Estate, gold) -> No
     estate.finance_vm.refresh_from_db()
     next_run = state_of(estate.finance_vm, now=noon).next_run_at
     assert next_run is not None and timezone.localtime(next_run).strftime("%H:%M") == "22:30"
+
+
+def test_a_policy_without_a_repository_is_a_draft_said_in_words(estate: Estate, client_for) -> None:  # type: ignore[no-untyped-def]
+    client = client_for("admin")
+    answer = client.post(
+        "/policies/new/",
+        {
+            "name": "bronze",
+            "rpo_minutes": 1440,
+            "interval_minutes": 1440,
+            "priority": 5,
+            "keep_last": 7,
+            "keep_daily": 7,
+            "keep_weekly": 4,
+            "keep_monthly": 12,
+            "keep_yearly": 0,
+            "full_every_days": 0,
+            "mode": "agentless",
+            "dedup_location": "proxy",
+            "enabled": "on",
+        },
+        follow=True,
+    )
+    page = answer.content.decode()
+    assert "saved as a draft" in page and "cannot run" in page
+    listing = client.get("/policies/").content.decode()
+    assert "draft" in listing and "Create a repository" in listing
