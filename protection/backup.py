@@ -344,9 +344,16 @@ def _finish(run: BackupRun, state: str, error: str, *, warning: str = "") -> Bac
     from protection import services
 
     phase = "failed" if error else f"{state} with warnings: {warning}" if warning else state
+    now = timezone.now()
     with transaction.atomic():
+        current = BackupRun.objects.filter(pk=run.pk).values("started_at", "bytes_done").first() or {}
+        started, done = current.get("started_at"), current.get("bytes_done") or 0
+        # The final rate is what the run moved over its wall time, not the last instant's (a throttled run
+        # must not end showing the speed of its last burst).
+        wall = (now - started).total_seconds() if started else 0.0
+        final_rate = done / wall if wall > 0 else 0.0
         BackupRun.objects.filter(pk=run.pk).update(
-            state=state, finished_at=timezone.now(), error=error[:5000], phase=phase[:200]
+            state=state, finished_at=now, error=error[:5000], phase=phase[:200], rate=final_rate
         )
         run.refresh_from_db()
         key = f"run-failed:{run.machine_id}"

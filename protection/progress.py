@@ -52,7 +52,21 @@ class RunProgress:
             instant = (absolute - self._last_done) / elapsed
             self._rate = instant if self._rate == 0 else 0.7 * self._rate + 0.3 * instant
         self._last_done, self._last_time, self._last_sent = absolute, now, now
-        self.send(phase, absolute)
+        self.send(self._in_words(phase), absolute)
+
+    def _in_words(self, phase: str) -> str:
+        """The engine names a disk by its key ("reading 2000"); people know it by label and machine."""
+        if not self.disk:
+            return phase
+        where = f"disk '{self.disk}' of {self.run.machine.name}"
+        for engine_words, words in (
+            ("writing changed areas of ", "writing the changed areas of "),
+            ("reading changed areas of ", "reading the changed areas of "),
+            ("reading ", "reading "),
+        ):
+            if phase.startswith(engine_words):
+                return words + where
+        return phase
 
     def send(self, phase: str, done: int | None = None, **extra: Any) -> None:
         done = self._last_done if done is None else done

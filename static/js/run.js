@@ -14,6 +14,19 @@
     while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit += 1; }
     return (unit ? value.toFixed(1) : value) + " " + units[unit];
   }
+  // The same words as the pages' "duration" filter: 45 s, 3 min, 1 h 12 min, 2 days 4 h.
+  function duration(seconds) {
+    const total = Math.max(0, Math.round(seconds));
+    if (total < 60) return total + " s";
+    let minutes = Math.floor(total / 60);
+    if (minutes < 60) return minutes + " min";
+    let hours = Math.floor(minutes / 60);
+    minutes %= 60;
+    if (hours < 48) return minutes ? hours + " h " + minutes + " min" : hours + " h";
+    const days = Math.floor(hours / 24);
+    hours %= 24;
+    return hours ? days + " days " + hours + " h" : days + " days";
+  }
   function field(name, text) {
     const element = panel.querySelector('[data-field="' + name + '"]');
     if (element) element.textContent = text;
@@ -27,7 +40,7 @@
     }
     if (data.phase) field("phase", data.phase);
     if (data.rate != null) field("rate", data.rate ? size(data.rate) + "/s" : "—");
-    if ("eta" in data) field("eta", data.eta != null ? data.eta + " s" : "—");
+    if ("eta" in data) field("eta", data.eta != null ? duration(data.eta) : "—");
     if (data.disk) field("disk", data.disk);
     if (data.new != null) field("new", size(data.new));
     if (data.stored != null) field("stored", size(data.stored));

@@ -1,0 +1,25 @@
+"""Template filters for people: durations as "1 h 12 min", not seconds."""
+
+from __future__ import annotations
+
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def duration(seconds: float | int | None) -> str:
+    """A human duration: "45 s", "3 min", "1 h 12 min", "2 days 4 h"; empty for None."""
+    if seconds is None or seconds == "":
+        return ""
+    total = max(0, round(float(seconds)))
+    if total < 60:
+        return f"{total} s"
+    minutes, _ = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} days {hours} h" if hours else f"{days} days"
