@@ -23,7 +23,7 @@ from core import audit
 from core.events import ADMINS, publish, publish_machine_events
 from core.models import User
 from inventory.choices import ChangeKind, DiscoveryState, DiscoveryTrigger, SourceState
-from inventory.models import DiscoveryRun, Disk, Machine, MachineChange, Source
+from inventory.models import DiscoveryRun, Disk, Machine, MachineChange, Source, natural_key
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 # it is empty).
 DISCOVERED_FIELDS = (
     "name",
+    "sort_name",
     "kind",
     "platform",
     "hostname",
@@ -235,6 +236,7 @@ def _publish_run(run: DiscoveryRun) -> None:
 def _values(source: Source, discovered: DiscoveredMachine) -> dict[str, Any]:
     return {
         "name": discovered.name[:255],
+        "sort_name": natural_key(discovered.name[:255]),
         "kind": discovered.kind,
         "platform": discovered.platform,
         "hostname": discovered.hostname[:255],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -163,6 +164,11 @@ class DiscoveryRun(models.Model):
         return None
 
 
+def natural_key(name: str) -> str:
+    """A sort key that orders names as people read them: digit runs padded to 12 places, case folded."""
+    return re.sub(r"\d+", lambda match: match.group().zfill(12), name.casefold())[:400]
+
+
 class Machine(models.Model):
     """A physical server or a virtual machine, known by a stable identity rather than by its name.
 
@@ -177,6 +183,8 @@ class Machine(models.Model):
     identity = models.CharField(max_length=200, unique=True)
     native_identity = models.CharField(max_length=200, db_index=True, default="")
     name = models.CharField(max_length=255, db_index=True)
+    # The name with each run of digits zero-padded, so an ordinary ORDER BY sorts VM2 before VM10.
+    sort_name = models.CharField(max_length=400, db_index=True, default="", editable=False)
     kind = models.CharField(max_length=16, choices=MachineKind.choices)
     platform = models.CharField(max_length=16, choices=Platform.choices)
     hostname = models.CharField(max_length=255, blank=True)
@@ -220,6 +228,10 @@ class Machine(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         if not self.native_identity:
             self.native_identity = self.identity
+        self.sort_name = natural_key(self.name)
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "name" in update_fields:
+            kwargs["update_fields"] = {*update_fields, "sort_name"}
         super().save(*args, **kwargs)
 
     @property

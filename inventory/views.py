@@ -13,7 +13,7 @@ from django.views.generic import DetailView, FormView, TemplateView
 
 from connectors.base import ConnectorError
 from core.access import ADMIN_ONLY, ALL_ROLES, RoleRequiredMixin, ScopedObjectFormMixin
-from core.choices import GLOBAL_ROLES
+from core.choices import GLOBAL_ROLES, Role
 from inventory import agents, discovery, services
 from inventory.filters import MachineFilter
 from inventory.forms import EnrolmentTokenForm, MachineGroupForm, SourceForm
@@ -21,14 +21,24 @@ from inventory.models import Agent, DiscoveryRun, EnrolmentToken, Machine, Machi
 
 PAGE_SIZE = 50
 # Sort keys offered on the machines page (anything else falls back to name).
+# Sortable columns: ?sort=<key> or ?sort=-<key> (names sort as people read them: VM2 before VM10).
 MACHINE_ORDERING = {
-    "name": "name",
-    "-name": "-name",
+    "name": "sort_name",
     "kind": "kind",
     "platform": "platform",
+    "source": "source__name",
+    "host": "host",
     "last_seen": "last_seen",
-    "-last_seen": "-last_seen",
 }
+PAGE_SIZES = (25, 50, 100, 200)
+
+
+def _ordering(sort: str) -> tuple[str, str]:
+    """(ORDER BY field, the sort key as asked) for ?sort=; unknown keys sort by name."""
+    key = sort.lstrip("-")
+    if key not in MACHINE_ORDERING:
+        return "sort_name", "name"
+    return ("-" if sort.startswith("-") else "") + MACHINE_ORDERING[key], sort
 
 
 class MachineListView(RoleRequiredMixin, TemplateView):
@@ -39,20 +49,105 @@ class MachineListView(RoleRequiredMixin, TemplateView):
         context = super().get_context_data(**kwargs)
         visible = Machine.objects.visible_to(self.request.user)
         machine_filter = MachineFilter(self.request.GET, queryset=visible, request=self.request)
-        ordering = MACHINE_ORDERING.get(self.request.GET.get("sort", ""), "name")
+        ordering, sort = _ordering(self.request.GET.get("sort", ""))
+        size = self.request.GET.get("size", "")
+        page_size = int(size) if size.isdigit() and int(size) in PAGE_SIZES else PAGE_SIZE
         machines = (
             machine_filter.qs.order_by(ordering, "pk")
             .select_related("assignment__policy")
             .prefetch_related("groups", "disks")
         )
-        page = Paginator(machines.select_related("source"), PAGE_SIZE).get_page(self.request.GET.get("page"))
+        page = Paginator(machines.select_related("source"), page_size).get_page(self.request.GET.get("page"))
         from protection.states import states_for
 
         states = states_for(page.object_list)
         for machine in page.object_list:
             machine.protection = states[machine.pk]
-        context.update(filter=machine_filter, page=page, sort=ordering, any_visible=visible.exists())
+        query = self.request.GET.copy()
+        query.pop("page", None)
+        query.pop("sort", None)
+        context.update(
+            filter=machine_filter,
+            page=page,
+            sort=sort,
+            page_size=page_size,
+            page_sizes=PAGE_SIZES,
+            query=query.urlencode(),
+            any_visible=visible.exists(),
+            columns=[
+                ("name", "Name"),
+                ("kind", "Kind"),
+                ("source", "Source"),
+                ("", "Protection"),
+                ("", "Last good point"),
+                ("host", "Host"),
+                ("", "OS"),
+                ("", "Size"),
+                ("", "Groups"),
+                ("last_seen", "Last seen"),
+            ],
+        )
+        if self.request.user.role == Role.ADMIN:  # type: ignore[union-attr]
+            from protection.models import Policy
+
+            context["bulk_policies"] = Policy.objects.order_by("name")
+            context["bulk_groups"] = MachineGroup.objects.order_by("name")
         return context
+
+
+class MachineBulkView(RoleRequiredMixin, View):
+    """POST from the machine list: assign a policy, back up now, or add to a group, for the ticked machines."""
+
+    allowed_roles = ADMIN_ONLY
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        from protection import services as protection
+        from protection.backup import BackupRefused, start_backup
+        from protection.models import Policy
+
+        ids = [int(pk) for pk in request.POST.getlist("machines") if pk.isdigit() and len(pk) < 19]
+        machines = list(Machine.objects.visible_to(request.user).present().filter(pk__in=ids))
+        back = reverse("machine-list") + ("?" + request.POST["query"] if request.POST.get("query") else "")
+        if not machines:
+            messages.error(request, "Tick the machines first.")
+            return HttpResponseRedirect(back)
+        action = request.POST.get("action", "")
+        if action == "assign":
+            policy = Policy.objects.filter(pk=_id(request.POST.get("policy"))).first()
+            for machine in machines:
+                protection.assign_policy(
+                    actor=request.user, machine=machine, policy=policy, reason="bulk assignment"
+                )  # type: ignore[arg-type]
+            what = f"now under {policy.name}" if policy else "left to the rules"
+            messages.success(request, f"{len(machines)} machine(s) {what}.")
+        elif action == "backup":
+            refused = []
+            for machine in machines:
+                try:
+                    start_backup(machine=machine, requested_by=request.user)  # type: ignore[arg-type]
+                except BackupRefused as error:
+                    refused.append(f"{machine.name}: {error}")
+            messages.success(request, f"{len(machines) - len(refused)} backup(s) queued.")
+            if refused:
+                messages.error(request, "Not queued — " + "; ".join(refused[:10]))
+        elif action == "group":
+            group = MachineGroup.objects.filter(pk=_id(request.POST.get("group"))).first()
+            if group is None:
+                messages.error(request, "Choose the group to add them to.")
+                return HttpResponseRedirect(back)
+            services.update_machine_group(
+                actor=request.user,  # type: ignore[arg-type]
+                group=group,
+                machines=[*group.machines.all(), *machines],
+            )
+            messages.success(request, f"{len(machines)} machine(s) added to {group.name}.")
+        else:
+            messages.error(request, "Choose what to do with the ticked machines.")
+        return HttpResponseRedirect(back)
+
+
+def _id(value: str | None) -> int:
+    return int(value) if value and value.isdigit() and len(value) < 19 else 0
 
 
 class MachineDetailView(RoleRequiredMixin, DetailView):

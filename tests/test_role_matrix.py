@@ -91,6 +91,7 @@ MATRIX: dict[str, Entry] = {
         API_EVERYONE, kwargs=lambda e: {"pk": e.finance.pk}, write=("patch", ADMIN_WRITES)
     ),
     "alert-list": Entry(EVERYONE),
+    "machine-bulk": Entry(POST_ONLY_ADMIN, write=("post", ADMIN_WRITES)),
     "alert-acknowledge": Entry(
         POST_ONLY_ADMIN, kwargs=lambda e: {"pk": e.alert}, write=("post", ADMIN_WRITES)
     ),

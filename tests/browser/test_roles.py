@@ -53,7 +53,7 @@ def test_each_role_signs_in_and_sees_its_navigation(
     page.screenshot(path=str(artifacts / f"{role}-dashboard.png"), full_page=True)
 
     page.click("nav.nav >> text=Machines")
-    rows = page.locator("table.grid tbody tr td:first-child a").all_inner_texts()
+    rows = page.locator("#machine-table tbody a[href^='/machines/']").all_inner_texts()
     expected = (
         {"fin-db-01", "fin-file-01", "lab-gpu-07"}
         if role in ("admin", "auditor")
