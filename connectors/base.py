@@ -33,6 +33,10 @@ class TimedOut(ConnectorError):
 class UntrustedCertificate(ConnectorError):
     code = "untrusted-certificate"
 
+    def __init__(self, message: str, *, fingerprint: str = "") -> None:
+        super().__init__(message)
+        self.fingerprint = fingerprint  # SHA-256 of what the server presents (hex), when it could be read
+
 
 class BadCredentials(ConnectorError):
     code = "bad-credentials"

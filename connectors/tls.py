@@ -91,7 +91,8 @@ def untrusted(endpoint: Endpoint, port: int, error: BaseException) -> UntrustedC
     hint = f"; it presents SHA-256 {pretty(seen)}: add its CA or pin that fingerprint" if seen else ""
     reason = getattr(error, "verify_message", "") or str(error)
     return UntrustedCertificate(
-        f"the certificate of {endpoint.address}:{port} is not trusted ({reason}){hint}"
+        f"the certificate of {endpoint.address}:{port} is not trusted ({reason}){hint}",
+        fingerprint=seen or "",
     )
 
 

@@ -209,3 +209,29 @@ def insecure_agents_allowed() -> bool:
     from django.conf import settings
 
     return not settings.TLS
+
+
+def endpoint_for_form(fields: dict[str, Any], *, instance: Source | None) -> Endpoint:
+    """The endpoint a source form describes, before it is saved (an edit without a new password keeps the stored
+    one). Raises OutboundDenied for a denied address, like a saved source."""
+    from django.conf import settings
+
+    from connectors import outbound
+    from connectors.base import Endpoint
+    from inventory.choices import SourceKind
+
+    outbound.check(fields["address"], settings.BULWARK_OUTBOUND_NETWORKS)
+    secret = fields.get("password") or (instance.credential.reveal() if instance is not None else "")
+    kind = SourceKind(fields.get("kind") or (instance.kind if instance else SourceKind.VCENTER))
+    return Endpoint(
+        kind=kind.platform,
+        address=fields["address"],
+        port=fields.get("port"),
+        username=fields.get("username") or (instance.credential.username if instance else ""),
+        secret=secret,
+        verify_tls=bool(fields.get("verify_tls")),
+        ca_pem=fields.get("ca_certificate") or "",
+        thumbprint=fields.get("thumbprint") or "",
+        timeout=15.0,
+        options=dict(fields.get("options") or {}),
+    )

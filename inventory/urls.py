@@ -10,6 +10,7 @@ urlpatterns = [
     path("groups/new/", views.MachineGroupCreateView.as_view(), name="group-create"),
     path("groups/<int:pk>/", views.MachineGroupUpdateView.as_view(), name="group-edit"),
     path("sources/", views.SourceListView.as_view(), name="source-list"),
+    path("sources/try/", views.SourceTryView.as_view(), name="source-try"),
     path("sources/new/", views.SourceCreateView.as_view(), name="source-create"),
     path("sources/<int:pk>/", views.SourceDetailView.as_view(), name="source-detail"),
     path("sources/<int:pk>/edit/", views.SourceUpdateView.as_view(), name="source-edit"),

@@ -319,6 +319,40 @@ class SourceTestView(RoleRequiredMixin, View):
         return HttpResponseRedirect(reverse("source-detail", args=[pk]))
 
 
+class SourceTryView(RoleRequiredMixin, View):
+    """POST the source form as it stands (not saved): connect and log in, and answer a fragment: connected, the
+    reason it failed, or, for an untrusted certificate, its SHA-256 fingerprint with "Trust and continue"."""
+
+    allowed_roles = ADMIN_ONLY
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        from connectors.base import UntrustedCertificate
+        from connectors.registry import connector_for
+        from connectors.tls import pretty
+
+        instance = None
+        if request.POST.get("source_id", "").isdigit():
+            instance = (
+                Source.objects.visible_to(request.user).filter(pk=int(request.POST["source_id"])).first()
+            )
+        form = SourceForm(request.POST, instance=instance)
+        context: dict[str, Any] = {"ok": False, "result": "", "fingerprint": ""}
+        if not form.is_valid():
+            problems = "; ".join(f"{name}: {' '.join(errors)}" for name, errors in form.errors.items())
+            context["result"] = f"fix the form first — {problems}"
+            return render(request, "inventory/_test_result.html", context)
+        try:
+            endpoint = services.endpoint_for_form(form.source_fields(), instance=instance)
+            context["result"], context["ok"] = connector_for(endpoint).test(), True
+        except UntrustedCertificate as error:
+            context["result"] = str(error)
+            context["fingerprint"] = error.fingerprint
+            context["pretty_fingerprint"] = pretty(error.fingerprint)
+        except ConnectorError as error:
+            context["result"] = str(error)
+        return render(request, "inventory/_test_result.html", context)
+
+
 class SourceDiscoverView(RoleRequiredMixin, View):
     allowed_roles = ADMIN_ONLY
 

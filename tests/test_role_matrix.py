@@ -96,6 +96,7 @@ MATRIX: dict[str, Entry] = {
         POST_ONLY_ADMIN, kwargs=lambda e: {"pk": e.alert}, write=("post", ADMIN_WRITES)
     ),
     "source-list": Entry(ADMIN_PAGE),
+    "source-try": Entry(POST_ONLY_ADMIN, write=("post", ADMIN_WRITES)),
     "source-create": Entry(ADMIN_PAGE, write=("post", ADMIN_WRITES)),
     "source-detail": Entry(ADMIN_PAGE, kwargs=lambda e: {"pk": e.source}),
     "source-edit": Entry(ADMIN_PAGE, kwargs=lambda e: {"pk": e.source}, write=("post", ADMIN_WRITES)),
