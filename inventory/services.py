@@ -8,6 +8,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from connectors.base import Endpoint
 from core import audit
 from core.choices import CredentialKind
 from core.events import publish_machine_event
@@ -217,8 +218,6 @@ def endpoint_for_form(fields: dict[str, Any], *, instance: Source | None) -> End
     from django.conf import settings
 
     from connectors import outbound
-    from connectors.base import Endpoint
-    from inventory.choices import SourceKind
 
     outbound.check(fields["address"], settings.BULWARK_OUTBOUND_NETWORKS)
     secret = fields.get("password") or (instance.credential.reveal() if instance is not None else "")
