@@ -85,3 +85,18 @@ def test_each_role_sees_its_machines_and_alerts(
     assert page.locator("button:has-text('Acknowledge')").count() == 0
     page.screenshot(path=str(artifacts / f"{role}-alerts.png"), full_page=True)
     context.close()
+
+
+def test_a_narrow_window_folds_the_navigation_behind_a_menu_button(
+    browser: Any, live_server_url: str, estate: Estate, artifacts: Path
+) -> None:
+    context = browser.new_context(viewport={"width": 420, "height": 800})
+    page = context.new_page()
+    sign_in(page, live_server_url, estate.admin.username)
+    assert page.is_hidden("#main-nav") and page.is_visible("[data-menu]")
+    page.click("[data-menu]")
+    assert page.is_visible("#main-nav >> text=Machines")
+    page.screenshot(path=str(artifacts / "admin-narrow-menu.png"), full_page=True)
+    page.click("#main-nav >> text=Machines")
+    page.wait_for_url("**/machines/")
+    context.close()
