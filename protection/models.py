@@ -400,6 +400,10 @@ class BackupRun(models.Model):
         return min(1.0, self.bytes_done / self.bytes_total) if self.bytes_total else 0.0
 
     @property
+    def is_active(self) -> bool:
+        return self.state in (RunState.QUEUED, RunState.WAITING, RunState.RUNNING, RunState.COMMITTING)
+
+    @property
     def eta_seconds(self) -> float | None:
         if self.rate <= 0 or not self.bytes_total:
             return None

@@ -15,7 +15,7 @@ from core.access import ADMIN_ONLY, ALL_ROLES, RoleRequiredMixin
 from inventory.models import Machine
 from protection import services
 from protection.backup import BackupRefused, RepositoryRefused, cancel_run, create_repository, start_backup
-from protection.choices import ACTIVE_RUN_STATES
+from protection.choices import ACTIVE_RUN_STATES, RunState
 from protection.filters import AlertFilter
 from protection.forms import AssignForm, CopyTargetForm, PolicyForm, RepositoryForm, RuleForm
 from protection.models import Alert, BackupRun, CopyTarget, Policy, ProtectionRule, Repository
@@ -255,10 +255,32 @@ class RunListView(RoleRequiredMixin, TemplateView):
             "machine", "policy", "repository"
         )
         state = self.request.GET.get("state", "")
-        if state:
+        if state == "queued":
+            runs = runs.filter(state__in=[RunState.QUEUED, RunState.WAITING])
+        elif state:
             runs = runs.filter(state=state)
         context.update(page=Paginator(runs, 50).get_page(self.request.GET.get("page")), state=state)
         return context
+
+
+class RunBulkCancelView(RoleRequiredMixin, View):
+    """POST: cancel the ticked runs (or every queued run of the list) at once."""
+
+    allowed_roles = ADMIN_ONLY
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        runs = BackupRun.objects.visible_to(request.user).filter(state__in=ACTIVE_RUN_STATES)
+        if request.POST.get("all_queued"):
+            runs = runs.filter(state__in=[RunState.QUEUED, RunState.WAITING])
+        else:
+            ids = [int(pk) for pk in request.POST.getlist("runs") if pk.isdigit() and len(pk) < 19]
+            runs = runs.filter(pk__in=ids)
+        cancelled = 0
+        for run in runs.select_related("machine"):
+            cancel_run(run=run, actor=request.user)  # type: ignore[arg-type]
+            cancelled += 1
+        messages.success(request, f"{cancelled} run(s) cancelled." if cancelled else "No run to cancel.")
+        return HttpResponseRedirect(reverse("run-list") + "?state=" + request.POST.get("state", ""))
 
 
 class RunDetailView(RoleRequiredMixin, TemplateView):

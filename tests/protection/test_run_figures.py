@@ -44,3 +44,20 @@ def test_phases_name_the_disk_and_the_machine(run: BackupRun, client_for) -> Non
     BackupRun.objects.filter(pk=run.pk).update(bytes_total=3_000_000_000, bytes_done=0, rate=694_444)
     page = client_for("admin").get(f"/runs/{run.pk}/").content.decode()
     assert "1 h 12 min" in page  # 3 GB at 0.69 MB/s, said as people say it
+
+
+def test_an_admin_cancels_every_queued_run_at_once(run: BackupRun, estate: Estate, client_for) -> None:  # type: ignore[no-untyped-def]
+    queued = [
+        BackupRun.objects.create(machine=machine, repository=run.repository)
+        for machine in (estate.finance_vm, estate.research_vm, estate.finance_host)
+    ]
+    assert client_for("helpdesk").post("/runs/cancel/", {"all_queued": "1"}).status_code == 403
+    client_for("admin").post("/runs/cancel/", {"runs": [queued[0].pk]})
+    assert BackupRun.objects.get(pk=queued[0].pk).state == RunState.CANCELLED
+    client_for("admin").post("/runs/cancel/", {"all_queued": "1"})
+    assert set(BackupRun.objects.filter(pk__in=[q.pk for q in queued]).values_list("state", flat=True)) == {
+        RunState.CANCELLED
+    }
+    assert BackupRun.objects.get(pk=run.pk).state == RunState.RUNNING  # a running one is not "queued"
+    page = client_for("admin").get("/runs/?state=queued").content.decode()
+    assert "No runs in this state" in page
