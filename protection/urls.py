@@ -19,6 +19,7 @@ urlpatterns = [
     path("machines/<int:pk>/assign/", views.MachineAssignView.as_view(), name="machine-assign"),
     path("machines/<int:pk>/backup/", views.MachineBackupView.as_view(), name="machine-backup"),
     path("runs/", views.RunListView.as_view(), name="run-list"),
+    path("policies/<int:pk>/backup/", views.PolicyBackupView.as_view(), name="policy-backup"),
     path("runs/cancel/", views.RunBulkCancelView.as_view(), name="run-bulk-cancel"),
     path("runs/<int:pk>/", views.RunDetailView.as_view(), name="run-detail"),
     path("runs/<int:pk>/status/", views.RunStatusView.as_view(), name="run-status"),

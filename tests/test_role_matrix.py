@@ -117,6 +117,7 @@ MATRIX: dict[str, Entry] = {
     "rule-delete": Entry(POST_ONLY_ADMIN, kwargs=lambda e: {"pk": e.rule}, write=("post", ADMIN_WRITES)),
     "run-list": Entry(EVERYONE),
     "run-bulk-cancel": Entry(POST_ONLY_ADMIN, write=("post", ADMIN_WRITES)),
+    "policy-backup": Entry(POST_ONLY_ADMIN, kwargs=lambda e: {"pk": e.policy}, write=("post", ADMIN_WRITES)),
     "run-detail": Entry(EVERYONE, kwargs=lambda e: {"pk": e.run}),
     "run-status": Entry(EVERYONE, kwargs=lambda e: {"pk": e.run}),
     "run-cancel": Entry(POST_ONLY_ADMIN, kwargs=lambda e: {"pk": e.run}, write=("post", ADMIN_WRITES)),

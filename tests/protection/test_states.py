@@ -146,3 +146,13 @@ def test_a_policy_without_a_repository_is_a_draft_said_in_words(estate: Estate, 
     assert "saved as a draft" in page and "cannot run" in page
     listing = client.get("/policies/").content.decode()
     assert "draft" in listing and "Create a repository" in listing
+
+
+def test_back_up_now_for_a_whole_policy(estate: Estate, gold, client_for) -> None:  # type: ignore[no-untyped-def]
+    for machine in (estate.finance_vm, estate.research_vm):
+        services.assign_policy(actor=estate.admin, machine=machine, policy=gold)
+    page = client_for("admin").get("/policies/").content.decode()
+    assert "Back up now" in page
+    answer = client_for("admin").post(f"/policies/{gold.pk}/backup/", follow=True)
+    assert "2 backup(s) of gold queued" in answer.content.decode()
+    assert BackupRun.objects.filter(policy=gold).count() == 2
