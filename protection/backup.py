@@ -240,7 +240,18 @@ def _back_up(run: BackupRun) -> tuple[RecoveryPoint, list[str]]:
     with connector.snapshot(
         machine.external_id, machine.datacenter, name=f"bulwark-run-{run.pk}", quiesce=quiesce, **hooks
     ) as snap:
+        note_step(run, f"snapshot taken{' (quiesced)' if snap.handle.quiesced else ''}")
+        for warning in snap.warnings:
+            note_step(run, f"guest script: {warning}")
         plans = _plan(run, snap, previous, parent)
+        for plan in plans:
+            if plan.areas is None:
+                note_step(run, f"disk '{plan.disk.label}': every block is read ({plan.reason})")
+            else:
+                note_step(
+                    run,
+                    f"disk '{plan.disk.label}': {len(plan.areas)} changed area(s), {_size(plan.bytes)} to read (CBT)",
+                )
         total = sum(plan.bytes for plan in plans)
         full = any(plan.areas is None for plan in plans)
         BackupRun.objects.filter(pk=run.pk).update(full_read=full, bytes_total=total)
@@ -293,6 +304,7 @@ def _back_up(run: BackupRun) -> tuple[RecoveryPoint, list[str]]:
             raise
         consistent = snap.handle.quiesced
         warnings = list(snap.warnings) + list(snapshot.warnings)
+    note_step(run, f"snapshot removed; recovery point {snapshot.id} committed")
     stats = snapshot.stats
     with transaction.atomic():
         point = RecoveryPoint.objects.create(
@@ -317,6 +329,12 @@ def _back_up(run: BackupRun) -> tuple[RecoveryPoint, list[str]]:
     return point, warnings
 
 
+def _size(count: int) -> str:
+    from django.template.defaultfilters import filesizeformat
+
+    return str(filesizeformat(count))
+
+
 def reap_stale_runs(*, now: datetime.datetime | None = None) -> list[BackupRun]:
     """Runs whose worker stopped giving signs of life (killed, crashed, host lost) fail with that reason, so
     their stream is freed and the scheduler retries them. What they stored stays; the next run reuses it."""
@@ -337,6 +355,13 @@ def reap_stale_runs(*, now: datetime.datetime | None = None) -> list[BackupRun]:
                 )
             )
     return reaped
+
+
+def note_step(run: BackupRun, text: str) -> None:
+    """Add a line to the run's step log (one writer per run: the worker running it)."""
+    steps = BackupRun.objects.filter(pk=run.pk).values_list("steps", flat=True).first() or []
+    steps = [*steps, {"at": timezone.now().isoformat(), "text": text[:500]}][-200:]
+    BackupRun.objects.filter(pk=run.pk).update(steps=steps)
 
 
 def _finish(run: BackupRun, state: str, error: str, *, warning: str = "") -> BackupRun:

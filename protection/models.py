@@ -375,6 +375,11 @@ class BackupRun(models.Model):
     bytes_new = models.BigIntegerField(default=0)
     bytes_stored = models.BigIntegerField(default=0)
     rate = models.FloatField(default=0.0, help_text="Bytes per second.")
+    steps = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="What the run did, in order: [{at, text}] (snapshot, CBT, scripts...).",
+    )
     full_read = models.BooleanField(default=True)
     snapshot_id = models.CharField(max_length=100, blank=True)
     cancel_requested = models.BooleanField(default=False)

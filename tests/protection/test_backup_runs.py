@@ -126,6 +126,10 @@ def test_changed_block_tracking_reads_only_what_changed(protected_vm, estate: Es
     second = run_backup(start_backup(machine=machine, requested_by=None).pk)
     assert second.state == RunState.COMMITTED, second.error
     assert not second.full_read and second.bytes_total == 9 * 65536
+    steps = [step["text"] for step in second.steps]  # the run's step log, in order
+    assert steps[0].startswith("snapshot taken") and "changed area(s)" in steps[1] and "(CBT)" in steps[1]
+    assert steps[-1].startswith("snapshot removed; recovery point")
+    assert "every block is read (no earlier recovery point of this disk)" in first.steps[1]["text"]
     engine = repositories.open_repository(second.repository)
     point2 = RecoveryPoint.objects.get(run=second)
     restore_image(
