@@ -498,6 +498,10 @@ def _after_sync(result: SyncResult) -> None:
     """Rules for new and changed machines (a clone is protected now, not at the next schedule); live events."""
     from protection import services as protection
 
+    if result.touched or result.gone:
+        from inventory.services import sync_group_rules
+
+        sync_group_rules(machines=[*result.touched, *result.gone])  # scopes first: rules may match groups
     if result.touched:
         protection.apply_rules(result.touched)
     added = [(m, {"name": m.name}) for m in result.added]

@@ -20,7 +20,22 @@ class MachineGroupForm(forms.Form):
         help_text="People who see this group's machines.",
     )
     machines = forms.ModelMultipleChoiceField(
-        queryset=Machine.objects.present(), required=False, widget=forms.SelectMultiple(attrs={"size": 12})
+        queryset=Machine.objects.present(),
+        required=False,
+        widget=forms.SelectMultiple(attrs={"size": 12, "data-searchable": "true"}),
+        help_text="Type in the search box above the list to find machines; or fill in a rule below instead.",
+    )
+    match_name = forms.CharField(
+        max_length=500, required=False, label="Rule: name", help_text="Shell patterns, e.g. fin-*, erp-??"
+    )
+    match_folder = forms.CharField(
+        max_length=500,
+        required=False,
+        label="Rule: folder",
+        help_text="e.g. /Finance (and every folder below)",
+    )
+    match_tags = forms.CharField(
+        max_length=500, required=False, label="Rule: tag", help_text="e.g. dept:finance"
     )
 
     def __init__(self, *args: Any, instance: MachineGroup | None = None, **kwargs: Any) -> None:
@@ -31,6 +46,9 @@ class MachineGroupForm(forms.Form):
                 "description": instance.description,
                 "members": list(instance.members.all()),
                 "machines": list(instance.machines.all()),
+                "match_name": instance.match_name,
+                "match_folder": instance.match_folder,
+                "match_tags": instance.match_tags,
                 **(kwargs.get("initial") or {}),
             }
         super().__init__(*args, **kwargs)

@@ -39,6 +39,11 @@ class MachineGroup(models.Model):
     name = models.CharField(max_length=100, unique=True)
     description = models.TextField(blank=True)
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="machine_groups")
+    # Membership by rule: with any of these set, the group holds exactly the present machines that match all of
+    # them (shell patterns, a comma between alternatives), kept up to date by every discovery.
+    match_name = models.CharField(max_length=500, blank=True, help_text="e.g. fin-*, erp-??")
+    match_folder = models.CharField(max_length=500, blank=True, help_text="e.g. /Finance (and below)")
+    match_tags = models.CharField(max_length=500, blank=True, help_text="e.g. dept:finance")
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = MachineGroupQuerySet.as_manager()
@@ -48,6 +53,10 @@ class MachineGroup(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def by_rule(self) -> bool:
+        return bool(self.match_name or self.match_folder or self.match_tags)
 
 
 class Source(models.Model):

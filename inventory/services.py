@@ -16,7 +16,15 @@ from core.models import Credential, User
 from inventory.choices import HyperVTransport, SourceKind
 from inventory.models import Machine, MachineGroup, Source
 
-GROUP_AUDIT_FIELDS = ("name", "description", "members", "machines")
+GROUP_AUDIT_FIELDS = (
+    "name",
+    "description",
+    "members",
+    "machines",
+    "match_name",
+    "match_folder",
+    "match_tags",
+)
 MACHINE_AUDIT_FIELDS = ("owner", "jurisdiction", "groups")
 
 
@@ -28,11 +36,20 @@ def create_machine_group(
     description: str = "",
     members: Iterable[User] = (),
     machines: Iterable[Machine] = (),
+    **rule: str,
 ) -> MachineGroup:
-    """Create a scope: its members see its machines."""
-    group = MachineGroup.objects.create(name=name, description=description)
+    """Create a scope: its members see its machines (chosen, or those its rule matches)."""
+    unknown = set(rule) - set(GROUP_RULE_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown group fields {sorted(unknown)}")
+    group = MachineGroup.objects.create(
+        name=name, description=description, **{k: v.strip() for k, v in rule.items()}
+    )
     group.members.set(list(members))
-    group.machines.set(list(machines))
+    if group.by_rule:
+        sync_group_rules(groups=[group])
+    else:
+        group.machines.set(list(machines))
     audit.record(
         "machine_group.create", actor=actor, target=group, after=audit.snapshot(group, GROUP_AUDIT_FIELDS)
     )
@@ -48,17 +65,24 @@ def update_machine_group(
     description: str | None = None,
     members: Iterable[User] | None = None,
     machines: Iterable[Machine] | None = None,
+    **rule: str,
 ) -> MachineGroup:
-    """Rename a group or change who and what it holds."""
+    """Rename a group or change who and what it holds (a rule group's machines follow its rule)."""
     before = audit.snapshot(group, GROUP_AUDIT_FIELDS)
     if name is not None:
         group.name = name
     if description is not None:
         group.description = description
+    for field, value in rule.items():
+        if field not in GROUP_RULE_FIELDS:
+            raise TypeError(f"unknown group field {field}")
+        setattr(group, field, value.strip())
     group.save()
     if members is not None:
         group.members.set(list(members))
-    if machines is not None:
+    if group.by_rule:
+        sync_group_rules(groups=[group])
+    elif machines is not None:
         group.machines.set(list(machines))
     after = audit.snapshot(group, GROUP_AUDIT_FIELDS)
     audit.record("machine_group.update", actor=actor, target=group, before=before, after=after)
@@ -234,3 +258,43 @@ def endpoint_for_form(fields: dict[str, Any], *, instance: Source | None) -> End
         timeout=15.0,
         options=dict(fields.get("options") or {}),
     )
+
+
+GROUP_RULE_FIELDS = ("match_name", "match_folder", "match_tags")
+
+
+def group_matches(group: MachineGroup, machine: Machine) -> bool:
+    """Whether a machine meets every criterion of a rule group (the protection rules' matching)."""
+    from protection.models import ProtectionRule
+    from protection.rules import criteria_of
+
+    probe = ProtectionRule(**{field: getattr(group, field) for field in GROUP_RULE_FIELDS})
+    checks = criteria_of(probe, machine)
+    return bool(checks) and all(check.matched for check in checks)
+
+
+def sync_group_rules(
+    *, machines: Iterable[Machine] | None = None, groups: Iterable[MachineGroup] | None = None
+) -> int:
+    """Bring rule groups in line with their rules: for the given machines (a discovery's), or for every present
+    machine of the given groups. Returns how many memberships changed."""
+    rule_groups = [g for g in (groups if groups is not None else MachineGroup.objects.all()) if g.by_rule]
+    if not rule_groups:
+        return 0
+    candidates = list(machines) if machines is not None else list(Machine.objects.present())
+    through = MachineGroup.machines.through
+    changed = 0
+    for group in rule_groups:
+        wanted = {m.pk for m in candidates if m.gone_since is None and group_matches(group, m)}
+        scope = {m.pk for m in candidates}
+        have = set(
+            through.objects.filter(machinegroup=group, machine_id__in=scope).values_list(
+                "machine_id", flat=True
+            )
+        )
+        if wanted - have:
+            group.machines.add(*(wanted - have))
+        if have - wanted:
+            group.machines.remove(*(have - wanted))
+        changed += len(wanted ^ have)
+    return changed
