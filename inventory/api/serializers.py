@@ -27,17 +27,7 @@ class MachineGroupSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = MachineGroup
-        fields = [
-            "id",
-            "name",
-            "description",
-            "members",
-            "machines",
-            "match_name",
-            "match_folder",
-            "match_tags",
-            "created_at",
-        ]
+        fields = ["id", *services.GROUP_AUDIT_FIELDS, "created_at"]
         read_only_fields = ["created_at"]
 
     def create(self, validated: dict[str, Any]) -> MachineGroup:
