@@ -43,6 +43,9 @@ class Repository(models.Model):
     immutable_days = models.PositiveIntegerField(default=0, help_text="S3 Object Lock retention; 0: none.")
     block_size = models.PositiveIntegerField(default=64 * 1024)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Health, from the periodic check (protection.schedule.check_repositories): empty problem = reachable.
+    checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    problem = models.TextField(blank=True, editable=False)
 
     objects = AdminOnlyQuerySet.as_manager()
 

@@ -85,6 +85,19 @@ def open_point(point: RecoveryPoint) -> tuple[EngineRepository, Snapshot]:
     return engine, engine.load_snapshot(point.snapshot_id)
 
 
+def check_reachable(repository: Repository) -> str:
+    """Why the repository cannot be used now ("" when its storage answers and holds its config)."""
+    from connectors.base import ConnectorError
+    from engine.errors import EngineError
+
+    try:
+        if storage_for(repository).stat("config") is None:
+            return "its storage answers but holds no repository there (moved, deleted, or not mounted?)"
+    except (EngineError, OSError, ConnectorError) as error:
+        return str(error)[:1000]
+    return ""
+
+
 def forget_open_repositories() -> None:
     with _lock:
         _open.clear()

@@ -151,6 +151,17 @@ def check_rpo(*, now: datetime.datetime | None = None) -> dict[str, int]:
     return {"raised": len(sync.added), "resolved": sync.removed, "missed": len(causes)}
 
 
+def check_repositories(*, now: datetime.datetime | None = None) -> dict[str, int]:
+    """Record whether each repository answers (machines whose policy writes to one that does not are at risk)."""
+    now = now or timezone.now()
+    unreachable = 0
+    for repository in Repository.objects.all():
+        problem = repositories.check_reachable(repository)
+        unreachable += bool(problem)
+        Repository.objects.filter(pk=repository.pk).update(checked_at=now, problem=problem)
+    return {"unreachable": unreachable}
+
+
 def retention_spec(policy: Policy | CopyTarget) -> RetentionSpec:
     return RetentionSpec(
         last=policy.keep_last,

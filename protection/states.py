@@ -3,7 +3,7 @@ reports and alerts alike.
 
 - protected: a committed recovery point within the policy's RPO, and nothing stops the next run;
 - at risk: assigned, but the RPO is missed, the last run failed, or the policy cannot run (no repository,
-  disabled);
+  disabled, a repository that does not answer);
 - waiting for first backup: assigned, no point yet and nothing failed; the first run is scheduled (its time);
 - unprotected: no policy;
 - excluded: a rule excludes it on purpose (or it is a template).
@@ -85,7 +85,8 @@ def states_for(machines: Iterable[Machine], *, now: datetime.datetime | None = N
     machines = list(machines)
     ids = [machine.pk for machine in machines]
     assignments = {
-        a.machine_id: a for a in Assignment.objects.filter(machine_id__in=ids).select_related("policy")
+        a.machine_id: a
+        for a in Assignment.objects.filter(machine_id__in=ids).select_related("policy__repository")
     }
     newest = dict(
         Machine.objects.filter(pk__in=ids)
@@ -143,6 +144,12 @@ def _state(
         )
     if not policy.enabled:
         return StateInfo(ProtectionState.AT_RISK, f"policy {policy.name} is disabled", **info)
+    if policy.repository is not None and policy.repository.problem:
+        return StateInfo(
+            ProtectionState.AT_RISK,
+            f"repository {policy.repository.name} cannot be reached: {policy.repository.problem}",
+            **info,
+        )
     failed = last_run is not None and last_run.state == RunState.FAILED
     rpo = datetime.timedelta(minutes=policy.rpo_minutes)
     if newest is None:

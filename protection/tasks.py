@@ -36,9 +36,10 @@ def schedule_due() -> None:
 @shared_task(name="protection.check_rpo")
 def check_rpo() -> None:
     """Alert on protected machines whose newest recovery point is older than their RPO."""
-    from protection.schedule import check_proxies
+    from protection.schedule import check_proxies, check_repositories
     from protection.schedule import check_rpo as check
 
+    check_repositories()
     check()
     check_proxies()
 

@@ -156,3 +156,27 @@ def test_back_up_now_for_a_whole_policy(estate: Estate, gold, client_for) -> Non
     answer = client_for("admin").post(f"/policies/{gold.pk}/backup/", follow=True)
     assert "2 backup(s) of gold queued" in answer.content.decode()
     assert BackupRun.objects.filter(policy=gold).count() == 2
+
+
+def test_a_repository_that_does_not_answer_puts_its_machines_at_risk(
+    estate: Estate, gold, client_for, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    from protection.schedule import check_repositories
+
+    vm = estate.finance_vm
+    services.assign_policy(actor=estate.admin, machine=vm, policy=gold)
+    vm.refresh_from_db()
+    point(vm, hours_ago=1)
+    assert check_repositories() == {"unreachable": 0}
+    assert state_of(vm).state == ProtectionState.PROTECTED
+    folder = tmp_path / "repo"
+    folder.rename(tmp_path / "repo-unmounted")  # the NFS mount went away
+    assert check_repositories() == {"unreachable": 1}
+    at_risk = state_of(vm)
+    assert (
+        at_risk.state == ProtectionState.AT_RISK and "repository primary cannot be reached" in at_risk.reason
+    )
+    assert "unreachable" in client_for("admin").get("/repositories/").content.decode()
+    (tmp_path / "repo-unmounted").rename(folder)
+    check_repositories()
+    assert state_of(vm).state == ProtectionState.PROTECTED
