@@ -115,7 +115,7 @@ class Topology:
         return {key: sorted(value) for key, value in out.items()}
 
 
-def _collect(content: Any, types: dict[Any, list[str]]) -> Iterable[tuple[Any, dict[str, Any]]]:
+def collect(content: Any, types: dict[Any, list[str]]) -> Iterable[tuple[Any, dict[str, Any]]]:
     """(object, {property: value}) for every object of the given types, through one container view."""
     view = content.viewManager.CreateContainerView(content.rootFolder, list(types), True)
     try:
@@ -145,7 +145,7 @@ def _collect(content: Any, types: dict[Any, list[str]]) -> Iterable[tuple[Any, d
 
 def read_topology(content: Any) -> Topology:
     topology = Topology()
-    for obj, props in _collect(content, TOPOLOGY_PROPERTIES):
+    for obj, props in collect(content, TOPOLOGY_PROPERTIES):
         topology.add(type(obj).__name__.rsplit(".", 1)[-1], moref(obj), props)
     for definition in content.customFieldsManager.field if content.customFieldsManager else []:
         topology.custom_fields[int(definition.key)] = str(definition.name)
@@ -155,7 +155,7 @@ def read_topology(content: Any) -> Topology:
 def read_machines(content: Any, topology: Topology, tags: dict[str, list[str]]) -> list[DiscoveredMachine]:
     return [
         machine_from(moref(obj), props, topology, tags.get(moref(obj), []))
-        for obj, props in _collect(content, {vim.VirtualMachine: VM_PROPERTIES})
+        for obj, props in collect(content, {vim.VirtualMachine: VM_PROPERTIES})
     ]
 
 

@@ -9,41 +9,23 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
-from pyVmomi import vim, vmodl
+from pyVmomi import vim
 
 from connectors import tls
 from connectors.base import Conflict, ConnectorError, Endpoint, ProtocolError, Unreachable
 from connectors.vsphere.backup import BACKING, _props, find_vm, wait_for_task
+from connectors.vsphere.inventory import collect
 
 UPLOAD_PIECE = 4 * 1024 * 1024
 
 
 def vm_named(content: Any, name: str) -> bool:
     """Whether any VM (or template) of this vCenter has this name, compared as vSphere shows names."""
-    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
-    try:
-        spec = vmodl.query.PropertyCollector.FilterSpec(
-            objectSet=[
-                vmodl.query.PropertyCollector.ObjectSpec(
-                    obj=view,
-                    skip=True,
-                    selectSet=[
-                        vmodl.query.PropertyCollector.TraversalSpec(
-                            name="view", path="view", skip=False, type=vim.view.ContainerView
-                        )
-                    ],
-                )
-            ],
-            propSet=[vmodl.query.PropertyCollector.PropertySpec(type=vim.VirtualMachine, pathSet=["name"])],
-        )
-        names = {
-            str(item.propSet[0].val).casefold()
-            for item in content.propertyCollector.RetrieveContents([spec])
-            if item.propSet
-        }
-    finally:
-        view.Destroy()
-    return name.casefold() in names
+    wanted = name.casefold()
+    return any(
+        str(props.get("name", "")).casefold() == wanted
+        for _, props in collect(content, {vim.VirtualMachine: ["name"]})
+    )
 
 
 def create_vm_like(
