@@ -54,3 +54,13 @@ class ScopedObjectFormMixin:
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         return {**super().get_context_data(**kwargs), "object": self.object}  # type: ignore[misc]
+
+
+def posted_id(value: str | None) -> int:
+    """A form's id field as a number; anything else (text, a number past the database's range) names no object,
+    so a lookup finds nothing instead of failing."""
+    return int(value) if value and value.isdigit() and len(value) < 19 else 0
+
+
+def posted_ids(values: list[str]) -> list[int]:
+    return [number for number in map(posted_id, values) if number]

@@ -12,8 +12,8 @@ from django.views import View
 from django.views.generic import DetailView, FormView, TemplateView
 
 from connectors.base import ConnectorError
-from core.access import ADMIN_ONLY, ALL_ROLES, RoleRequiredMixin, ScopedObjectFormMixin
-from core.choices import GLOBAL_ROLES, Role
+from core.access import ADMIN_ONLY, ALL_ROLES, RoleRequiredMixin, ScopedObjectFormMixin, posted_id, posted_ids
+from core.choices import Role
 from inventory import agents, discovery, services
 from inventory.filters import MachineFilter
 from inventory.forms import EnrolmentTokenForm, MachineGroupForm, SourceForm
@@ -102,10 +102,10 @@ class MachineBulkView(RoleRequiredMixin, View):
 
     def post(self, request: HttpRequest) -> HttpResponse:
         from protection import services as protection
-        from protection.backup import BackupRefused, start_backup
+        from protection.backup import back_up_now
         from protection.models import Policy
 
-        ids = [int(pk) for pk in request.POST.getlist("machines") if pk.isdigit() and len(pk) < 19]
+        ids = posted_ids(request.POST.getlist("machines"))
         machines = list(Machine.objects.visible_to(request.user).present().filter(pk__in=ids))
         back = reverse("machine-list") + ("?" + request.POST["query"] if request.POST.get("query") else "")
         if not machines:
@@ -113,7 +113,7 @@ class MachineBulkView(RoleRequiredMixin, View):
             return HttpResponseRedirect(back)
         action = request.POST.get("action", "")
         if action == "assign":
-            policy = Policy.objects.filter(pk=_id(request.POST.get("policy"))).first()
+            policy = Policy.objects.filter(pk=posted_id(request.POST.get("policy"))).first()
             for machine in machines:
                 protection.assign_policy(
                     actor=request.user, machine=machine, policy=policy, reason="bulk assignment"
@@ -121,17 +121,12 @@ class MachineBulkView(RoleRequiredMixin, View):
             what = f"now under {policy.name}" if policy else "left to the rules"
             messages.success(request, f"{len(machines)} machine(s) {what}.")
         elif action == "backup":
-            refused = []
-            for machine in machines:
-                try:
-                    start_backup(machine=machine, requested_by=request.user)  # type: ignore[arg-type]
-                except BackupRefused as error:
-                    refused.append(f"{machine.name}: {error}")
-            messages.success(request, f"{len(machines) - len(refused)} backup(s) queued.")
+            queued, refused = back_up_now(machines=machines, requested_by=request.user)  # type: ignore[arg-type]
+            messages.success(request, f"{queued} backup(s) queued.")
             if refused:
                 messages.error(request, "Not queued — " + "; ".join(refused[:10]))
         elif action == "group":
-            group = MachineGroup.objects.filter(pk=_id(request.POST.get("group"))).first()
+            group = MachineGroup.objects.filter(pk=posted_id(request.POST.get("group"))).first()
             if group is None:
                 messages.error(request, "Choose the group to add them to.")
                 return HttpResponseRedirect(back)
@@ -144,10 +139,6 @@ class MachineBulkView(RoleRequiredMixin, View):
         else:
             messages.error(request, "Choose what to do with the ticked machines.")
         return HttpResponseRedirect(back)
-
-
-def _id(value: str | None) -> int:
-    return int(value) if value and value.isdigit() and len(value) < 19 else 0
 
 
 class MachineDetailView(RoleRequiredMixin, DetailView):
@@ -192,7 +183,7 @@ class MachineDetailView(RoleRequiredMixin, DetailView):
             image_points=[point for point in points if point.kind == "image"],
             protection=state_of(machine),
             # Rule names and criteria are admins' and auditors' to read.
-            sees_rules=self.request.user.role in GLOBAL_ROLES,  # type: ignore[union-attr]
+            sees_rules=self.request.user.sees_all_machines,  # type: ignore[union-attr]
         )
         return context
 

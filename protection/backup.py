@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +83,18 @@ def start_backup(
     _announce(run)
     transaction.on_commit(dispatch)
     return run
+
+
+def back_up_now(*, machines: Iterable[Machine], requested_by: User) -> tuple[int, list[str]]:
+    """A person's "back up now" for several machines: (how many were queued, "name: why" for those refused)."""
+    queued, refused = 0, []
+    for machine in machines:
+        try:
+            start_backup(machine=machine, requested_by=requested_by)
+            queued += 1
+        except BackupRefused as error:
+            refused.append(f"{machine.name}: {error}")
+    return queued, refused
 
 
 def cancel_run(*, run: BackupRun, actor: User) -> BackupRun:

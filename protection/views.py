@@ -5,16 +5,23 @@ from typing import Any
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Count
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views import View
 from django.views.generic import FormView, TemplateView
 
-from core.access import ADMIN_ONLY, ALL_ROLES, RoleRequiredMixin
+from core.access import ADMIN_ONLY, ALL_ROLES, RoleRequiredMixin, posted_id, posted_ids
 from inventory.models import Machine
 from protection import services
-from protection.backup import BackupRefused, RepositoryRefused, cancel_run, create_repository, start_backup
+from protection.backup import (
+    BackupRefused,
+    RepositoryRefused,
+    back_up_now,
+    cancel_run,
+    create_repository,
+    start_backup,
+)
 from protection.choices import ACTIVE_RUN_STATES, RunState
 from protection.filters import AlertFilter
 from protection.forms import AssignForm, CopyTargetForm, PolicyForm, RepositoryForm, RuleForm
@@ -88,9 +95,7 @@ class PolicyCopyTargetView(RoleRequiredMixin, View):
         policy = get_object_or_404(Policy.objects.visible_to(request.user), pk=pk)
         here = reverse("policy-edit", args=[pk]) + "#copies"
         if request.POST.get("remove"):
-            if not request.POST["remove"].isdigit():
-                raise Http404("no such copy target")
-            target = get_object_or_404(CopyTarget, pk=request.POST["remove"], policy=policy)
+            target = get_object_or_404(CopyTarget, pk=posted_id(request.POST["remove"]), policy=policy)
             services.remove_copy_target(actor=request.user, target=target)  # type: ignore[arg-type]
             messages.success(request, f"{policy.name} no longer copies to {target.repository.name}.")
             return HttpResponseRedirect(here)
@@ -271,13 +276,7 @@ class PolicyBackupView(RoleRequiredMixin, View):
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
         policy = get_object_or_404(Policy.objects.visible_to(request.user), pk=pk)
         machines = Machine.objects.present().filter(assignment__policy=policy, template=False)
-        queued, refused = 0, []
-        for machine in machines:
-            try:
-                start_backup(machine=machine, requested_by=request.user)  # type: ignore[arg-type]
-                queued += 1
-            except BackupRefused as error:
-                refused.append(f"{machine.name}: {error}")
+        queued, refused = back_up_now(machines=machines, requested_by=request.user)  # type: ignore[arg-type]
         messages.success(request, f"{queued} backup(s) of {policy.name} queued.")
         if refused:
             messages.error(request, "Not queued — " + "; ".join(refused[:10]))
@@ -294,8 +293,7 @@ class RunBulkCancelView(RoleRequiredMixin, View):
         if request.POST.get("all_queued"):
             runs = runs.filter(state__in=[RunState.QUEUED, RunState.WAITING])
         else:
-            ids = [int(pk) for pk in request.POST.getlist("runs") if pk.isdigit() and len(pk) < 19]
-            runs = runs.filter(pk__in=ids)
+            runs = runs.filter(pk__in=posted_ids(request.POST.getlist("runs")))
         cancelled = 0
         for run in runs.select_related("machine"):
             cancel_run(run=run, actor=request.user)  # type: ignore[arg-type]

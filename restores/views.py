@@ -12,7 +12,7 @@ from django.views import View
 from django.views.generic import TemplateView
 
 from catalog.models import RecoveryPoint
-from core.access import ADMIN_ONLY, ALL_ROLES, FILE_RESTORERS, RoleRequiredMixin
+from core.access import ADMIN_ONLY, ALL_ROLES, FILE_RESTORERS, RoleRequiredMixin, posted_id
 from core.streaming import streaming
 from engine.errors import EngineError
 from protection import repositories
@@ -29,7 +29,7 @@ class MachineRestoreView(RoleRequiredMixin, View):
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
         point = get_object_or_404(
             RecoveryPoint.objects.visible_to(request.user),
-            pk=_number(request.POST.get("point")),
+            pk=posted_id(request.POST.get("point")),
             machine_id=pk,
         )
         kind = request.POST.get("kind", RestoreKind.IMAGE_FILES)
@@ -57,11 +57,6 @@ class RestoreDetailView(RoleRequiredMixin, TemplateView):
 
 
 TYPE_BITS = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "symlink": stat.S_IFLNK}
-
-
-def _number(value: str | None) -> int:
-    """A form's id field as a number; anything else names no object (a 404, not a 500)."""
-    return int(value) if value and value.isdigit() and len(value) < 19 else 0
 
 
 def _file_point(request: HttpRequest, pk: int) -> RecoveryPoint:

@@ -6,7 +6,6 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from core.choices import GLOBAL_ROLES
 from core.models import Credential, User
 from inventory import agents, services
 from inventory.choices import Platform
@@ -138,7 +137,7 @@ class MachineSerializer(serializers.ModelSerializer):
             return None
         request = self.context.get("request")
         # The reason names rules and their criteria: admins' and auditors' to read.
-        sees_rules = request is not None and getattr(request.user, "role", None) in GLOBAL_ROLES
+        sees_rules = request is not None and getattr(request.user, "sees_all_machines", False)
         reason = assignment.reason if sees_rules else ("by a rule" if assignment.rule_id else "by hand")
         return {"id": assignment.policy_id, "name": assignment.policy.name, "reason": reason}
 
@@ -149,7 +148,7 @@ class MachineSerializer(serializers.ModelSerializer):
         states = self.context.get("protection_states") or {}
         info = states.get(obj.pk) or state_of(obj)
         request = self.context.get("request")
-        sees_rules = request is not None and getattr(request.user, "role", None) in GLOBAL_ROLES
+        sees_rules = request is not None and getattr(request.user, "sees_all_machines", False)
         reason = info.reason if sees_rules or info.state != "excluded" else "excluded by a protection rule"
         return {
             "state": info.state.value,

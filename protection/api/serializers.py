@@ -6,7 +6,6 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from core.choices import GLOBAL_ROLES
 from inventory.models import Source
 from protection import services
 from protection.choices import RuleAction
@@ -45,7 +44,7 @@ ADMIN_POLICY_FIELDS = (
 
 def _sees_everything(context: dict[str, Any]) -> bool:
     request = context.get("request")
-    return request is not None and getattr(request.user, "role", None) in GLOBAL_ROLES
+    return request is not None and getattr(request.user, "sees_all_machines", False)
 
 
 @extend_schema_field(

@@ -7,7 +7,6 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from core.choices import GLOBAL_ROLES
 from core.permissions import IsBackupAdmin, ReadScopedWriteAdmin
 from inventory.models import Machine
 from protection import services
@@ -42,7 +41,7 @@ class PolicyViewSet(
     def get_queryset(self) -> QuerySet[Policy]:
         user = self.request.user
         policies = Policy.objects.visible_to(user)
-        if getattr(user, "role", None) in GLOBAL_ROLES:
+        if getattr(user, "sees_all_machines", False):
             return policies.annotate(machine_count=Count("assignments"))
         # Counts are scoped too: machines outside the user's groups are not counted.
         visible = Machine.objects.visible_to(user).values("pk")
@@ -141,7 +140,7 @@ class MachineProtectionViewSet(viewsets.GenericViewSet):
         assignment = (
             Assignment.objects.filter(machine=machine).select_related("policy", "rule", "assigned_by").first()
         )
-        with_rules = getattr(request.user, "role", None) in GLOBAL_ROLES
+        with_rules = getattr(request.user, "sees_all_machines", False)
         return Response(decision_data(evaluate(machine, rules), assignment, with_rules=with_rules))
 
     @extend_schema(request=AssignSerializer, responses={200: dict})
