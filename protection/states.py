@@ -23,6 +23,7 @@ from django.utils import timezone
 from inventory.models import Machine
 from protection.choices import ProtectionState, RunState
 from protection.models import Assignment, BackupRun, Policy, ProtectionRule
+from protection.rules import evaluate
 
 
 @dataclass(frozen=True)
@@ -125,8 +126,6 @@ def _state(
     rules: list[ProtectionRule],
     now: datetime.datetime,
 ) -> StateInfo:
-    from protection.rules import evaluate
-
     if assignment is None:
         if machine.template:
             return StateInfo(ProtectionState.EXCLUDED, "a template: templates are not backed up")
