@@ -36,6 +36,8 @@ AREA_READ_SPAN = 1024 * 1024
 # A durable restore asks the disk to write what it has every this many bytes (in the background).
 EARLY_FLUSH_BYTES = 32 * 1024 * 1024
 AREA_READ_AHEAD = 8
+# While a read is awaited, progress is reported this often (the caller's progress may stop the run).
+WAIT_STEP_SECONDS = 0.5
 
 
 class ImageWriter(SnapshotWriter):
@@ -217,13 +219,15 @@ class ImageWriter(SnapshotWriter):
                 )
             return blocks
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read") as readers:
+        phase = f"reading changed areas of {name}"
+        readers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read")
+        try:
             pending: deque[Future[list[tuple[int, bytes, bytes]]]] = deque()
             runs_left = iter(runs)
             for run in itertools.islice(runs_left, AREA_READ_AHEAD):
                 pending.append(readers.submit(load, run))
             while pending:
-                loaded = pending.popleft().result()
+                loaded = self._wait(pending.popleft(), done, total, phase)
                 following = next(runs_left, None)
                 if following is not None:
                     pending.append(readers.submit(load, following))
@@ -234,8 +238,20 @@ class ImageWriter(SnapshotWriter):
                         self.chunks.add(block, chunk_id=chunk_id)
                     table[number * 32 : number * 32 + 32] = chunk_id
                     done += len(block)
-                self.progress.step(done, total, f"reading changed areas of {name}")
+                self.progress.step(done, total, phase)
+        finally:
+            # On an error or a cancel, runs not yet started are dropped: only the one being read is awaited.
+            readers.shutdown(wait=True, cancel_futures=True)
         return self._finish_disk(name, size, table, change_id, zero_bytes, before, full_read=False)
+
+    def _wait(self, future: Future[Any], done: int, total: int, phase: str) -> Any:
+        """A reader thread's result; while a slow (throttled) read is awaited, progress keeps being reported,
+        so the caller's progress can stop the run (a cancel) without waiting for the read."""
+        while True:
+            try:
+                return future.result(timeout=WAIT_STEP_SECONDS)
+            except TimeoutError:
+                self.progress.step(done, total, phase)
 
     def _parent_block(self, table: bytearray, number: int, size: int) -> bytearray:
         length = min(self.block_size, size - number * self.block_size)

@@ -135,7 +135,7 @@ def _active_run(agent: Agent, run_id: int) -> BackupRun:
     if run is None:
         raise AgentJobError(f"run {run_id} is not a run of this machine", status=404, code="unknown")
     if run.cancel_requested and run.state in (RunState.RUNNING, RunState.COMMITTING):
-        _end(run, RunState.CANCELLED, "cancelled by request")
+        _end(run, RunState.CANCELLED, "")
         raise AgentJobError("the run was cancelled", code="cancelled")
     if run.state not in (RunState.RUNNING, RunState.COMMITTING):
         raise AgentJobError(f"run {run_id} is {run.get_state_display().lower()}", code=run.state)
@@ -165,11 +165,14 @@ def start(agent: Agent, run_id: int) -> dict[str, Any]:
     if not claimed and run.worker != worker:
         raise AgentJobError(f"run {run_id} is running elsewhere ({run.worker})")
     engine = _engine(run)
-    from protection.backup import _announce
+    from protection.backup import _announce, note_step
 
-    _announce(run)
     policy = run.policy
     assert policy is not None  # claimed only with an agent-mode policy
+    if claimed:
+        where = "on the agent" if policy.dedup_location == DedupLocation.AGENT else "on the console"
+        note_step(run, f"started by the agent on {run.machine.name}; deduplication {where}")
+    _announce(run)
     parent = (
         RecoveryPoint.objects.filter(machine=run.machine, repository=run.repository, kind="files")
         .order_by("-taken_at", "-pk")
@@ -313,9 +316,16 @@ def progress(agent: Agent, run_id: int, data: dict[str, Any]) -> None:
         )
     except (TypeError, ValueError):
         raise AgentJobError("done, total and rate must be numbers", status=400) from None
+    from protection.backup import note_step
+
+    phase = str(data.get("phase") or "")[:200]
+    if phase and phase != run.phase:
+        note_step(run, phase)  # each phase the agent enters, with its time
+    if isinstance(data.get("note"), str) and data["note"].strip():
+        note_step(run, data["note"].strip())
     report(
         run,
-        phase=str(data.get("phase") or "")[:200],
+        phase=phase,
         done=max(0, done),
         total=max(0, total),
         rate=max(0.0, rate),
@@ -513,6 +523,16 @@ def commit(agent: Agent, run_id: int, data: dict[str, Any]) -> RecoveryPoint:
             disks=point_disks,
         )
         BackupRun.objects.filter(pk=run.pk).update(snapshot_id=snapshot.id, state=RunState.RUNNING)
+    from protection.backup import _size, note_step
+
+    if kind == "files":
+        what = (
+            f"{totals.get('files', 0)} file(s), {_size(stats.get('read_bytes', 0))} read"
+            f", {_size(stats.get('sent_bytes', 0))} sent"
+        )
+    else:
+        what = f"{len(point_disks)} volume(s), {_size(totals.get('logical_bytes', 0))}"
+    note_step(run, f"{'files' if kind == 'files' else 'volume'} point {snapshot.id} committed: {what}")
     return point
 
 
@@ -524,6 +544,10 @@ def finish(agent: Agent, run_id: int, error: str, warning: str = "") -> BackupRu
         error = "the agent finished without committing a snapshot"
     if error:
         return _end(run, RunState.FAILED, error)
+    if warning:
+        from protection.backup import note_step
+
+        note_step(run, f"warning: {warning}")
     finished = _end(run, RunState.COMMITTED, "", warning)
     if run.policy is not None:
         from protection.schedule import after_commit

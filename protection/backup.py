@@ -128,7 +128,7 @@ def run_backup(run_id: int, *, worker: str = "") -> BackupRun:
     try:
         point, warnings = _back_up(run)
     except RunCancelled:
-        return _finish(run, RunState.CANCELLED, "cancelled by request")
+        return _finish(run, RunState.CANCELLED, "")
     except BackupRefused as error:
         return _finish(run, RunState.FAILED, str(error))
     except ConnectorError as error:
@@ -250,12 +250,16 @@ def _back_up(run: BackupRun) -> tuple[RecoveryPoint, list[str]]:
             from connectors.vsphere.guest import GuestLogin
 
             hooks["guest_login"] = GuestLogin(credential.username, credential.reveal())
+    progress = RunProgress(run, total=0)
+    progress.check_cancel(now=True)  # cancelled while it was being claimed: no snapshot at all
     with connector.snapshot(
         machine.external_id, machine.datacenter, name=f"bulwark-run-{run.pk}", quiesce=quiesce, **hooks
     ) as snap:
-        note_step(run, f"snapshot taken{' (quiesced)' if snap.handle.quiesced else ''}")
+        for step in snap.steps:  # scripts, the snapshot or checkpoint, in the order they happened
+            note_step(run, step)
         for warning in snap.warnings:
-            note_step(run, f"guest script: {warning}")
+            note_step(run, f"warning: {warning}")
+        progress.check_cancel(now=True)  # a snapshot (a quiesced one above all) may take minutes
         plans = _plan(run, snap, previous, parent)
         for plan in plans:
             if plan.areas is None:
@@ -268,7 +272,7 @@ def _back_up(run: BackupRun) -> tuple[RecoveryPoint, list[str]]:
         total = sum(plan.bytes for plan in plans)
         full = any(plan.areas is None for plan in plans)
         BackupRun.objects.filter(pk=run.pk).update(full_read=full, bytes_total=total)
-        progress = RunProgress(run, total=total)
+        progress.total = total
         progress.send("snapshot taken", 0)
         writer = ImageWriter(
             engine, machine=machine.identity, parent=parent, tags=[f"run:{run.pk}"], progress=progress
@@ -279,8 +283,11 @@ def _back_up(run: BackupRun) -> tuple[RecoveryPoint, list[str]]:
             for plan in plans:
                 disk = plan.disk
                 progress.next_disk(disk.label, offset)
+                progress.check_cancel(now=True)
                 limit = run.policy.bandwidth_limit_mbps if run.policy else None
-                reader = snap.open_disk(disk, bytes_per_second=limit * 125_000 if limit else None)
+                reader = snap.open_disk(
+                    disk, bytes_per_second=limit * 125_000 if limit else None, check=progress.check_cancel
+                )
                 try:
                     if plan.areas is None:
                         writer.write_disk(
@@ -309,6 +316,7 @@ def _back_up(run: BackupRun) -> tuple[RecoveryPoint, list[str]]:
                         "why_full": plan.reason,
                     }
                 )
+            progress.check_cancel(now=True)  # the last moment a cancel stops the run: committing is short
             BackupRun.objects.filter(pk=run.pk).update(state=RunState.COMMITTING)
             progress.send("committing", total)
             snapshot = writer.commit()
@@ -317,7 +325,8 @@ def _back_up(run: BackupRun) -> tuple[RecoveryPoint, list[str]]:
             raise
         consistent = snap.handle.quiesced
         warnings = list(snap.warnings) + list(snapshot.warnings)
-    note_step(run, f"snapshot removed; recovery point {snapshot.id} committed")
+    noun = "checkpoint" if machine.platform == "hyperv" else "snapshot"
+    note_step(run, f"{noun} removed; recovery point {snapshot.id} committed")
     stats = snapshot.stats
     with transaction.atomic():
         point = RecoveryPoint.objects.create(
@@ -381,7 +390,12 @@ def _finish(run: BackupRun, state: str, error: str, *, warning: str = "") -> Bac
     """End a run. A warning (a post-script failed, paths skipped) stays in the committed run's phase."""
     from protection import services
 
-    phase = "failed" if error else f"{state} with warnings: {warning}" if warning else state
+    if state == RunState.CANCELLED:
+        # One state: a cancelled run is "cancelled", not also "failed" with a red error.
+        phase, error = "cancelled", ""
+        note_step(run, "cancelled on request")
+    else:
+        phase = "failed" if error else f"{state} with warnings: {warning}" if warning else state
     now = timezone.now()
     with transaction.atomic():
         current = BackupRun.objects.filter(pk=run.pk).values("started_at", "bytes_done").first() or {}

@@ -7,6 +7,7 @@ lost its socket polls the same figures.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -21,6 +22,10 @@ class RunCancelled(Exception):
     """Someone pressed cancel: the writer aborts, nothing is committed."""
 
 
+def cancel_requested(run_pk: int) -> bool:
+    return BackupRun.objects.filter(pk=run_pk, cancel_requested=True).exists()
+
+
 class RunProgress:
     def __init__(self, run: BackupRun, *, total: int) -> None:
         self.run = run
@@ -29,6 +34,8 @@ class RunProgress:
         self.started = time.monotonic()
         self._last_sent = 0.0
         self._last_cancel_check = time.monotonic()
+        self._cancelled = threading.Event()
+        self._thread = threading.get_ident()  # the run's own thread: the only one that asks the database
         self._rate = 0.0
         self._last_done = 0
         self._last_time = self.started
@@ -37,12 +44,25 @@ class RunProgress:
     def next_disk(self, name: str, offset: int) -> None:
         self.disk, self.offset = name, offset
 
+    def check_cancel(self, *, now: bool = False) -> None:
+        """Raise RunCancelled once someone asked to cancel. The run's thread asks the database (at most every
+        CANCEL_CHECK_INTERVAL, or `now`); a reader thread (a throttled read waiting) sees what it found."""
+        if self._cancelled.is_set():
+            raise RunCancelled()
+        if threading.get_ident() != self._thread:
+            return
+        moment = time.monotonic()
+        if not now and moment - self._last_cancel_check < CANCEL_CHECK_INTERVAL:
+            return
+        self._last_cancel_check = moment
+        if cancel_requested(self.run.pk):
+            self._cancelled.set()
+            self.send("cancelling: stopping the reads and removing the snapshot")
+            raise RunCancelled()
+
     def step(self, done: int, total: int | None, phase: str) -> None:
+        self.check_cancel()
         now = time.monotonic()
-        if now - self._last_cancel_check >= CANCEL_CHECK_INTERVAL:
-            self._last_cancel_check = now
-            if BackupRun.objects.filter(pk=self.run.pk, cancel_requested=True).exists():
-                raise RunCancelled()
         absolute = self.offset + done
         finished_phase = total is not None and done >= total
         if now - self._last_sent < PROGRESS_INTERVAL and not finished_phase:

@@ -20,6 +20,7 @@ import sqlite3
 import stat
 import struct
 import subprocess
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ FLAG_META = 1
 FLAG_ZSTD = 2
 ZERO_ID = bytes(32)
 PROGRESS_SECONDS = 1.0
+# While an upload is awaited, progress (and so the cancel check) is sent at least this often.
+WAIT_STEP_SECONDS = 0.5
 SCRIPT_TIMEOUT = 3600
 
 
@@ -113,6 +116,7 @@ class Session:
         self._last_time = self.started
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload")
         self._sending: Future[None] | None = None
+        self._stop = threading.Event()  # the console cancelled: the upload thread stops pacing at once
 
     def path(self, step: str) -> str:
         return f"/api/agent/runs/{self.run}/{step}/"
@@ -122,6 +126,7 @@ class Session:
             return self.client.post(self.path(step), payload)
         except Refused as refusal:
             if refusal.code == "cancelled":
+                self._stop.set()
                 raise Cancelled() from None
             raise
 
@@ -152,9 +157,16 @@ class Session:
         self.report()
 
     def _wait_sent(self) -> None:
+        """Wait for the batch in flight; meanwhile report progress (about once a second), which is also how a
+        cancel on the console reaches a run whose uploads are paced by a slow bandwidth limit."""
         if self._sending is not None:
             future, self._sending = self._sending, None
-            future.result()  # raises what the upload raised (Cancelled, a refusal, the connection gone)
+            while True:
+                try:
+                    future.result(timeout=WAIT_STEP_SECONDS)  # raises what the upload raised
+                    return
+                except TimeoutError:
+                    self.report()
 
     def _send(self, batch: list[tuple[bytes, int, bytes]]) -> None:
         if self.source_dedup:
@@ -175,19 +187,31 @@ class Session:
             self.client.post_bytes(self.path("chunks"), body)
         except Refused as refusal:
             if refusal.code == "cancelled":
+                self._stop.set()
                 raise Cancelled() from None
             raise
         self.figures.sent_chunks += len(batch)
         self.figures.sent_bytes += len(body)
         if self.limit:
-            # Stay under the policy's bandwidth: a batch may not go faster than the limit allows.
-            time.sleep(max(0.0, len(body) / float(self.limit) - (time.monotonic() - began)))
+            # Stay under the policy's bandwidth: a batch may not go faster than the limit allows (a wait that
+            # a cancel cuts short).
+            self._stop.wait(max(0.0, len(body) / float(self.limit) - (time.monotonic() - began)))
 
     def close(self) -> None:
+        self._stop.set()
         self._sender.shutdown(wait=True, cancel_futures=True)
 
     # --- progress -----------------------------------------------------------------------------------------------
-    def report(self, *, force: bool = False) -> None:
+    def note(self, text: str) -> None:
+        """A line for the run's step log on the console (a script's output, a phase's figures)."""
+        self.report(force=True, note=text)
+
+    def enter(self, phase: str) -> None:
+        """A new phase, reported at once (the console logs each phase as a step, with its time)."""
+        self.phase = phase
+        self.report(force=True)
+
+    def report(self, *, force: bool = False, note: str = "") -> None:
         now = time.monotonic()
         if not force and now - self._last_progress < PROGRESS_SECONDS:
             return
@@ -205,6 +229,7 @@ class Session:
                 "total": max(self.figures.total, self.figures.done),
                 "rate": self._rate,
                 "sent": self.figures.sent_bytes,
+                **({"note": note} if note else {}),
             },
         )
 
@@ -452,16 +477,15 @@ def back_up_files(session: Session, state_dir: Path) -> dict[str, Any]:
     try:
         backup = FileBackup(session, cache, list(spec.get("excludes") or []), skip=[str(state_dir.resolve())])
         root_selection = ALL if "" in selection else selection
-        session.phase = "counting files"
+        session.enter("counting files")
         session.figures.total += backup.measure("/", root_selection)
-        session.phase = "reading files"
-        session.report(force=True)
+        session.enter("reading files")
         tree = backup.directory("/", root_selection)
         session.flush(wait=True)
         figures = session.figures
         if not figures.files and not figures.directories and figures.errors:
             raise JobFailed("nothing to back up: " + "; ".join(figures.errors[:5]))
-        session.phase = "committing files"
+        session.enter("committing files")
         answer = session.call(
             "commit",
             {
@@ -503,7 +527,7 @@ def back_up_volume(session: Session, device: str) -> dict[str, Any]:
     try:
         size = _device_size(descriptor)
         session.current = device
-        session.phase = f"reading {device}"
+        session.enter(f"reading {device}")
         table = bytearray()
         tables: list[str] = []
         offset = 0
@@ -535,9 +559,10 @@ def back_up_volume(session: Session, device: str) -> dict[str, Any]:
 # --- the job --------------------------------------------------------------------------------------------------------
 
 
-def run_script(script: str, run: int, phase: str) -> None:
+def run_script(script: str, run: int, phase: str) -> str:
+    """Run the policy's pre- or post-script; what it printed last (for the step log), or JobFailed."""
     if not script.strip():
-        return
+        return ""
     try:
         done = subprocess.run(  # noqa: S603  (the policy's script, set by a backup admin, run as this agent)
             ["/bin/sh", "-c", script],
@@ -552,6 +577,8 @@ def run_script(script: str, run: int, phase: str) -> None:
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
         raise JobFailed(f"the {phase}-script exited with {done.returncode}: {' '.join(tail)}")
+    output = " ".join((done.stdout or done.stderr).strip().splitlines()[-3:])
+    return f"{phase}-script ran (exit 0){': ' + output[:400] if output else ''}"
 
 
 def run_backup(client: Client, run_id: int, state_dir: Path) -> str:
@@ -562,8 +589,10 @@ def run_backup(client: Client, run_id: int, state_dir: Path) -> str:
     warning = ""
     try:
         try:
-            session.phase = "pre-script"
-            run_script(str(spec.get("pre_script") or ""), run_id, "pre")
+            session.enter("pre-script")
+            ran = run_script(str(spec.get("pre_script") or ""), run_id, "pre")
+            if ran:
+                session.note(ran)
             if spec.get("paths"):
                 back_up_files(session, state_dir)
             if spec.get("volumes"):
@@ -573,11 +602,14 @@ def run_backup(client: Client, run_id: int, state_dir: Path) -> str:
                 for device in spec["volumes"]:
                     disks.append(back_up_volume(session, device))
                 session.flush(wait=True)
-                session.phase = "committing volumes"
+                session.enter("committing volumes")
                 session.call("commit", {"kind": "image", "disks": disks})
         finally:
             try:
-                run_script(str(spec.get("post_script") or ""), run_id, "post")
+                ran = run_script(str(spec.get("post_script") or ""), run_id, "post")
+                if ran:
+                    with contextlib.suppress(Cancelled, AgentError):
+                        session.note(ran)
             except JobFailed as failure:
                 warning = str(failure)
     except Cancelled:

@@ -168,27 +168,37 @@ class HyperVConnector:
         the host before it (a failure stops the backup), the post-script right after it, also when it failed."""
         from connectors.hyperv.backup import parse_checkpoint
 
+        steps = []
         if pre_script.strip():
             try:
-                self._run(scripts.hook("pre", external_id, pre_script))
+                steps.append(_ran("pre", self._run(scripts.hook("pre", external_id, pre_script))))
             except ProtocolError as error:
                 raise ConnectorError(f"the pre-snapshot script failed: {error}") from None
         warnings = []
         try:
             handle = parse_checkpoint(self._run(scripts.checkpoint(external_id, name, quiesce)))
+            steps.append(f"checkpoint taken{' (production checkpoint)' if handle.quiesced else ''}")
         finally:
             # A failed post-script is a warning: the checkpoint is good, and must still be read and removed.
             if post_script.strip():
                 try:
-                    self._run(scripts.hook("post", external_id, post_script))
+                    steps.append(_ran("post", self._run(scripts.hook("post", external_id, post_script))))
                 except ProtocolError as error:
                     warnings.append(f"the post-snapshot script failed: {error}")
         try:
             session = CheckpointSession(self, external_id, handle)
             session.warnings = warnings
+            session.steps = steps
             yield session
         finally:
             self._run(scripts.remove_checkpoint(external_id, handle.checkpoint))
+
+
+def _ran(stage: str, answer: Any) -> str:
+    """A step-log line for a script the host ran: its last lines of output."""
+    output = str(answer.get("Output") or "") if isinstance(answer, dict) else ""
+    tail = " ".join(output.strip().splitlines()[-3:])[:400]
+    return f"{stage}-snapshot script ran on the host{': ' + tail if tail else ''}"
 
 
 class CheckpointSession:
@@ -201,15 +211,21 @@ class CheckpointSession:
         self.vm_id = vm_id
         self.handle = handle
         self.warnings: list[str] = []  # e.g. a post-snapshot script that failed
+        self.steps: list[str] = []  # what happened on the host, in order (scripts with their output)
 
     @property
     def disks(self) -> list[Any]:
         return list(self.handle.disks)
 
-    def open_disk(self, disk: Any, *, bytes_per_second: int | None = None) -> Any:
+    def open_disk(
+        self, disk: Any, *, bytes_per_second: int | None = None, check: Callable[[], None] | None = None
+    ) -> Any:
+        """The checkpoint's disk as a read-only file; `check` is called during throttle waits and may raise."""
         from connectors.hyperv.backup import VirtualDiskOverSmb
 
-        return VirtualDiskOverSmb(self.connector.endpoint, disk, bytes_per_second=bytes_per_second)
+        return VirtualDiskOverSmb(
+            self.connector.endpoint, disk, bytes_per_second=bytes_per_second, check=check
+        )
 
     def changed_areas(self, disk: Any, since: str) -> list[tuple[int, int]]:
         """Changed ranges since RCT id `since`, asked page by page until every byte is processed. An unknown

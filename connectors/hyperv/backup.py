@@ -3,6 +3,7 @@ share (smbprotocol), VHD(X) parsed by dissect.hypervisor, changed ranges from re
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,14 @@ class CheckpointHandle:
 class VirtualDiskOverSmb:
     """The virtual disk inside a VHD(X) file read over SMB: seekable, read-only, throttled if asked."""
 
-    def __init__(self, endpoint: Endpoint, disk: HyperVDisk, *, bytes_per_second: int | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        disk: HyperVDisk,
+        *,
+        bytes_per_second: int | None = None,
+        check: Callable[[], None] | None = None,
+    ) -> None:
         import smbclient
         from dissect.hypervisor.disk.vhd import VHD
         from dissect.hypervisor.disk.vhdx import VHDX
@@ -65,7 +73,7 @@ class VirtualDiskOverSmb:
             self._file.close()
             raise ProtocolError(f"{unc} is not a readable VHD(X): {error}") from None
         self.size = disk.capacity_bytes
-        self.throttle = Throttle(bytes_per_second)
+        self.throttle = Throttle(bytes_per_second, check=check)
 
     def read(self, length: int = -1) -> bytes:
         self.throttle.before_read(length)

@@ -57,12 +57,20 @@ class SnapshotSession:
     cookie: str
     tracking_just_enabled: bool
     warnings: list[str] = field(default_factory=list)  # e.g. a post-snapshot script that failed
+    steps: list[str] = field(default_factory=list)  # what happened on the VM, in order (scripts, snapshot)
 
     @property
     def disks(self) -> list[SnapshotDisk]:
         return self.handle.disks
 
-    def open_disk(self, disk: SnapshotDisk, *, bytes_per_second: int | None = None) -> DatastoreReader:
+    def open_disk(
+        self,
+        disk: SnapshotDisk,
+        *,
+        bytes_per_second: int | None = None,
+        check: Callable[[], None] | None = None,
+    ) -> DatastoreReader:
+        """The snapshot's disk as a read-only file; `check` is called during throttle waits and may raise."""
         return DatastoreReader(
             self.endpoint,
             self.port,
@@ -70,6 +78,7 @@ class SnapshotSession:
             self.handle.datacenter,
             disk,
             bytes_per_second=bytes_per_second,
+            check=check,
         )
 
     def changed_areas(self, disk: SnapshotDisk, since: str) -> list[tuple[int, int]]:
@@ -290,12 +299,17 @@ class VSphereConnector:
             if (pre_script.strip() or post_script.strip()) and guest_login is None:
                 raise ConnectorError("the policy has guest scripts but no guest login to run them with")
             environment = {"BULWARK_SNAPSHOT": name}
+            steps = []
             if pre_script.strip():
                 assert guest_login is not None
                 run_in_guest(content, vm, guest_login, pre_script, phase="pre", env=environment)
+                steps.append("pre-snapshot script ran in the guest (exit 0)")
             try:
                 just_enabled = enable_change_tracking(content, vm)
+                if just_enabled:
+                    steps.append("changed-block tracking enabled on the VM")
                 handle = create_snapshot(content, vm, datacenter, name=name, quiesce=quiesce)
+                steps.append(f"snapshot taken{' (quiesced)' if handle.quiesced else ''}")
             except vmodl.MethodFault as error:
                 raise ProtocolError(f"snapshot of {external_id} failed: {fault_message(error)}") from None
             finally:
@@ -305,6 +319,7 @@ class VSphereConnector:
                     assert guest_login is not None
                     try:
                         run_in_guest(content, vm, guest_login, post_script, phase="post", env=environment)
+                        steps.append("post-snapshot script ran in the guest (exit 0)")
                     except ConnectorError as error:
                         warnings.append(str(error))
             try:
@@ -316,6 +331,7 @@ class VSphereConnector:
                     just_enabled,
                 )
                 snap.warnings = warnings
+                snap.steps = steps
                 yield snap
             finally:
                 remove_snapshot(content, handle)

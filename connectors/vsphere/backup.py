@@ -14,6 +14,7 @@ import re
 import ssl
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,9 +162,10 @@ class DatastoreReader:
         disk: SnapshotDisk,
         *,
         bytes_per_second: int | None = None,
+        check: Callable[[], None] | None = None,
     ) -> None:
         self.endpoint = endpoint
-        self.throttle = Throttle(bytes_per_second)
+        self.throttle = Throttle(bytes_per_second, check=check)
         self.port = port
         self.cookie = cookie
         self.size = disk.capacity_bytes

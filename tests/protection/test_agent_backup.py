@@ -5,6 +5,7 @@ connection and a kill; the console refuses chunks whose ids lie and commits only
 from __future__ import annotations
 
 import io
+import logging
 import os
 import random
 import signal
@@ -27,7 +28,7 @@ from engine.maintenance import verify
 from inventory import agents
 from inventory.models import Agent, Machine
 from protection import agent_runs, repositories, services
-from protection.backup import BackupRefused, create_repository, reap_stale_runs, start_backup
+from protection.backup import BackupRefused, cancel_run, create_repository, reap_stale_runs, start_backup
 from protection.choices import RunState
 from protection.models import BackupRun
 from restores import services as restores
@@ -120,6 +121,19 @@ def one_file_tree(chunk: bytes, size: int) -> bytes:
     return json.dumps({"version": 1, "entries": [entry]}, sort_keys=True, separators=(",", ":")).encode()
 
 
+def agent_storing(state: Path, run: BackupRun, *, more_than: int) -> subprocess.Popen[str]:
+    """Start `bulwark-agent run --once` and return once the run has stored more than `more_than` new bytes."""
+    command, env = agent_command(state, "run", "--once")
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        run.refresh_from_db()
+        if run.bytes_new > more_than:
+            break
+        time.sleep(0.05)
+    return process
+
+
 def snapshot_of(point: RecoveryPoint):  # type: ignore[no-untyped-def]
     engine = repositories.open_repository(point.repository)
     return engine, engine.load_snapshot(point.snapshot_id)
@@ -135,6 +149,12 @@ def test_an_agent_backs_up_files_and_a_volume_with_source_side_dedup(setup, esta
     run.refresh_from_db()
     assert run.state == RunState.COMMITTED, (run.error, done.stderr)
     assert (tmp / "pre-ran").read_text() == "pre\n" and (tmp / "post-ran").read_text() == "post\n"
+    steps = [step["text"] for step in run.steps]  # the step log, as for agentless runs
+    assert steps[0] == "started by the agent on files-01; deduplication on the agent"
+    assert steps[1] == "pre-script" and steps[2] == "pre-script ran (exit 0)"
+    assert "reading files" in steps and f"reading {setup['volume']}" in steps
+    assert any(s.startswith("files point ") and "committed: 5 file(s)" in s for s in steps)
+    assert any(s.startswith("volume point ") for s in steps) and "post-script ran (exit 0)" in steps
     files_point = RecoveryPoint.objects.get(run=run, kind="files")
     image_point = RecoveryPoint.objects.get(run=run, kind="image")
     engine, snapshot = snapshot_of(files_point)
@@ -290,14 +310,7 @@ def test_a_dropped_connection_is_ridden_out_and_a_killed_agent_resumes(setup, es
     rng = random.Random(11)
     (setup["source"] / "data" / "large.bin").write_bytes(rng.randbytes(40 * 1024 * 1024))
     killed = start_backup(machine=machine, requested_by=estate.admin)
-    command, env = agent_command(state, "run", "--once")
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        killed.refresh_from_db()
-        if killed.bytes_new > 16 * 1024 * 1024:  # a batch or more stored
-            break
-        time.sleep(0.05)
+    process = agent_storing(state, killed, more_than=16 * 1024 * 1024)  # a batch or more stored
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed.refresh_from_db()
@@ -311,6 +324,31 @@ def test_a_dropped_connection_is_ridden_out_and_a_killed_agent_resumes(setup, es
     assert again.state == RunState.COMMITTED, (again.error, done.stderr)
     _, snapshot = snapshot_of(RecoveryPoint.objects.get(run=again, kind="files"))
     assert snapshot.stats["sent_bytes"] <= 40 * 1024 * 1024 - stored_before + 1024 * 1024
+
+
+def test_a_cancel_stops_an_agent_paced_by_a_slow_bandwidth_limit(setup, estate: Estate) -> None:  # type: ignore[no-untyped-def]
+    """At 1 Mbit/s the agent waits about two minutes after each 16 MiB batch; a cancel cuts that wait short:
+    the agent stops within seconds, the run shows one state, and nothing is committed."""
+    machine, state, policy = setup["machine"], setup["state"], setup["policy"]
+    policy.volumes = ""
+    policy.bandwidth_limit_mbps = 1
+    policy.save()
+    (setup["source"] / "data" / "large.bin").write_bytes(random.Random(12).randbytes(24 * 1024 * 1024))
+    run = start_backup(machine=machine, requested_by=estate.admin)
+    process = agent_storing(state, run, more_than=0)  # the first batch is stored; the agent now paces itself
+    assert run.state == RunState.RUNNING
+    asked = time.monotonic()
+    cancel_run(run=run, actor=estate.admin)
+    try:
+        process.wait(timeout=60)  # a guard against a hang; the closing note has what it took
+    finally:
+        process.kill()
+    logging.getLogger(__name__).warning("agent cancel took %.2f s", time.monotonic() - asked)
+    run.refresh_from_db()
+    assert run.state == RunState.CANCELLED and run.phase == "cancelled" and run.error == ""
+    assert run.steps[-1]["text"] == "cancelled on request"
+    assert not RecoveryPoint.objects.filter(run=run).exists()
+    assert "was cancelled by the console" in (process.stderr.read() if process.stderr else "")
 
 
 def test_the_console_refuses_lying_chunks_and_commits_only_what_is_stored(setup, estate: Estate) -> None:  # type: ignore[no-untyped-def]

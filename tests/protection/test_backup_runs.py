@@ -129,7 +129,9 @@ def test_changed_block_tracking_reads_only_what_changed(protected_vm, estate: Es
     steps = [step["text"] for step in second.steps]  # the run's step log, in order
     assert steps[0].startswith("snapshot taken") and "changed area(s)" in steps[1] and "(CBT)" in steps[1]
     assert steps[-1].startswith("snapshot removed; recovery point")
-    assert "every block is read (no earlier recovery point of this disk)" in first.steps[1]["text"]
+    first_steps = [step["text"] for step in first.steps]
+    assert first_steps[:2] == ["changed-block tracking enabled on the VM", "snapshot taken (quiesced)"]
+    assert "every block is read (no earlier recovery point of this disk)" in first_steps[2]
     engine = repositories.open_repository(second.repository)
     point2 = RecoveryPoint.objects.get(run=second)
     restore_image(

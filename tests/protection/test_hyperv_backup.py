@@ -164,6 +164,13 @@ def test_a_hyperv_vm_is_backed_up_over_smb_then_incrementally_with_rct(samba, tm
         before = len(winrm.exchanges())
         third = run_backup(start_backup(machine=machine, requested_by=None).pk)
         assert third.state == RunState.COMMITTED, third.error
+        steps = [step["text"] for step in third.steps]  # the step log: scripts with their output, in order
+        assert steps[:3] == [
+            "pre-snapshot script ran on the host: stopped",
+            "checkpoint taken (production checkpoint)",
+            "post-snapshot script ran on the host: started",
+        ]
+        assert steps[-1].startswith("checkpoint removed; recovery point")
         scripts_run = [line for line in winrm.exchanges()[before:] if line.startswith("Script")]
         assert scripts_run == [
             "Script pre-script v1",
