@@ -16,8 +16,10 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from django.db.models import Max, OuterRef, Subquery
+from django.db.models import Count, Max, Min, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from inventory.models import Machine
@@ -65,6 +67,47 @@ def next_run_at(
     else:
         moment = max(now, since + datetime.timedelta(minutes=policy.interval_minutes))
     return _inside_window(policy, moment)
+
+
+@dataclass(frozen=True)
+class Upcoming:
+    """A policy's next scheduled run: when, and how many machines (of those the reader may see) it backs up."""
+
+    policy: Policy
+    at: datetime.datetime | None  # None: it cannot run (disabled, no repository) or has no machine
+    machines: int
+
+
+def upcoming_runs(
+    policies: Iterable[Policy], machines: Iterable[Machine] | Any, *, now: datetime.datetime | None = None
+) -> dict[int, Upcoming]:
+    """For each policy, when its schedule next starts a run for one of `machines` (a queryset, already scoped to
+    the reader): the machine waiting longest goes first, so the policy's next run is that machine's."""
+    now = now or timezone.now()
+    policies = list(policies)
+    latest = (
+        BackupRun.objects.filter(machine=OuterRef("machine"))
+        .order_by("-queued_at", "-pk")
+        .values("queued_at")[:1]
+    )
+    rows = (
+        Assignment.objects.filter(
+            policy__in=policies,
+            machine__in=machines,
+            machine__gone_since__isnull=True,
+            machine__template=False,
+        )
+        .annotate(since=Coalesce(Subquery(latest), "assigned_at"))
+        .values("policy")
+        .annotate(oldest=Min("since"), machines=Count("pk"))
+    )
+    found = {row["policy"]: (row["oldest"], row["machines"]) for row in rows}
+    result = {}
+    for policy in policies:
+        oldest, count = found.get(policy.pk, (None, 0))
+        at = next_run_at(policy, since=oldest, now=now) if oldest is not None else None
+        result[policy.pk] = Upcoming(policy, at, count)
+    return result
 
 
 def _inside_window(policy: Policy, moment: datetime.datetime) -> datetime.datetime:

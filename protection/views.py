@@ -27,6 +27,7 @@ from protection.filters import AlertFilter
 from protection.forms import AssignForm, CopyTargetForm, PolicyForm, RepositoryForm, RuleForm
 from protection.models import Alert, BackupRun, CopyTarget, Policy, ProtectionRule, Repository
 from protection.querysets import visible_entries
+from protection.states import upcoming_runs
 
 
 class PolicyListView(RoleRequiredMixin, TemplateView):
@@ -35,11 +36,15 @@ class PolicyListView(RoleRequiredMixin, TemplateView):
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
-        context["policies"] = (
+        policies = list(
             Policy.objects.visible_to(self.request.user)
             .select_related("repository")
             .annotate(machines=Count("assignments"))
         )
+        upcoming = upcoming_runs(policies, Machine.objects.visible_to(self.request.user))
+        for policy in policies:
+            policy.next_run = upcoming[policy.pk].at  # type: ignore[attr-defined]
+        context["policies"] = policies
         return context
 
 
@@ -265,6 +270,14 @@ class RunListView(RoleRequiredMixin, TemplateView):
         elif state:
             runs = runs.filter(state=state)
         context.update(page=Paginator(runs, 50).get_page(self.request.GET.get("page")), state=state)
+        # What the schedules start next, for the machines this reader may see (soonest first).
+        upcoming = upcoming_runs(
+            Policy.objects.visible_to(self.request.user).filter(enabled=True, repository__isnull=False),
+            Machine.objects.visible_to(self.request.user),
+        )
+        context["upcoming"] = sorted(
+            (u for u in upcoming.values() if u.at is not None and u.machines), key=lambda u: u.at
+        )[:5]
         return context
 
 

@@ -1,8 +1,11 @@
-"""Template filters for people: durations as "1 h 12 min", not seconds."""
+"""Template filters for people: durations as "1 h 12 min", not seconds; "due now", not "1 s ago"."""
 
 from __future__ import annotations
 
+import datetime
+
 from django import template
+from django.utils import timezone
 
 register = template.Library()
 
@@ -23,3 +26,15 @@ def duration(seconds: float | int | None) -> str:
         return f"{hours} h {minutes} min" if minutes else f"{hours} h"
     days, hours = divmod(hours, 24)
     return f"{days} days {hours} h" if hours else f"{days} days"
+
+
+@register.filter
+def is_due(moment: datetime.datetime | None) -> bool:
+    """Whether a scheduled moment has come (within the scheduler's minute): "due now" rather than "1 s ago"."""
+    return moment is not None and moment <= timezone.now() + datetime.timedelta(minutes=1)
+
+
+@register.filter
+def minutes(count: float | int | None) -> str:
+    """A number of minutes as a human duration: 1440 → "24 h"."""
+    return "" if count is None or count == "" else duration(float(count) * 60)

@@ -100,3 +100,31 @@ def test_a_narrow_window_folds_the_navigation_behind_a_menu_button(
     page.click("#main-nav >> text=Machines")
     page.wait_for_url("**/machines/")
     context.close()
+
+
+@pytest.mark.parametrize("role", ["admin", "helpdesk"])
+def test_the_run_list_and_policies_show_what_runs_next(
+    browser: Any, live_server_url: str, estate: Estate, artifacts: Path, role: str, tmp_path: Path, settings
+) -> None:  # type: ignore[no-untyped-def]
+    from protection import repositories
+    from protection.backup import create_repository
+
+    settings.DATA_DIR = tmp_path
+    repositories.forget_open_repositories()
+    repository = create_repository(actor=None, name="primary", kind="local", path="repo")
+    policy = services.create_policy(actor=None, name="nightly")
+    services.update_policy(actor=None, policy=policy, repository=repository, schedule_cron="30 22 * * *")
+    for machine in (estate.finance_vm, estate.research_vm):  # rows, not the service: no events in this thread
+        Assignment.objects.create(machine=machine, policy=policy, assigned_by=estate.admin, reason="by hand")
+    context = browser.new_context(viewport={"width": 1366, "height": 860})
+    page = context.new_page()
+    sign_in(page, live_server_url, estate.user(role).username)
+    page.goto(live_server_url + "/runs/")
+    upcoming = page.inner_text("#upcoming")
+    assert "nightly" in upcoming and ("2 machines" if role == "admin" else "1 machine") in upcoming
+    page.screenshot(path=str(artifacts / f"{role}-runs-next.png"), full_page=True)
+    if role == "admin":
+        page.goto(live_server_url + "/policies/")
+        assert page.locator("th:has-text('Next run')").count() == 1
+        page.screenshot(path=str(artifacts / "admin-policies-next.png"), full_page=True)
+    context.close()

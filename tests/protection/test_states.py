@@ -10,6 +10,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from catalog.models import RecoveryPoint
+from inventory.models import Machine
 from protection import repositories, services
 from protection.backup import create_repository
 from protection.choices import RuleAction, RuleMode, RunState
@@ -180,3 +181,30 @@ def test_a_repository_that_does_not_answer_puts_its_machines_at_risk(
     (tmp_path / "repo-unmounted").rename(folder)
     check_repositories()
     assert state_of(vm).state == ProtectionState.PROTECTED
+
+
+def test_the_policy_list_and_the_run_list_show_the_next_run(estate: Estate, gold, client_for) -> None:  # type: ignore[no-untyped-def]
+    """The next run is the schedule's next fire time inside the window, for the machine waiting longest; the run
+    list counts only the machines its reader may see."""
+    from protection.states import upcoming_runs
+
+    services.update_policy(actor=None, policy=gold, schedule_cron="30 22 * * *")
+    for machine in (estate.finance_vm, estate.research_vm):
+        services.assign_policy(actor=estate.admin, machine=machine, policy=gold)
+    noon = timezone.localtime().replace(hour=12, minute=0, second=0, microsecond=0)
+    Assignment.objects.update(assigned_at=noon - datetime.timedelta(minutes=5))
+    upcoming = upcoming_runs([gold], Machine.objects.all(), now=noon)[gold.pk]
+    assert upcoming.machines == 2 and timezone.localtime(upcoming.at).strftime("%H:%M") == "22:30"
+    # A machine never queued since a day ago is due now: it goes first.
+    Assignment.objects.filter(machine=estate.research_vm).update(
+        assigned_at=noon - datetime.timedelta(days=1)
+    )
+    assert upcoming_runs([gold], Machine.objects.all(), now=noon)[gold.pk].at == noon
+
+    listing = client_for("admin").get("/policies/").content.decode()
+    assert "<th>Next run</th>" in listing and "due now" in listing
+    runs = client_for("helpdesk").get("/runs/").content.decode()
+    assert "Next scheduled" in runs and "gold</strong>" in runs and "1 machine" in runs  # only finance's
+    assert "2 machines" in client_for("admin").get("/runs/").content.decode()
+    services.update_policy(actor=None, policy=gold, enabled=False)
+    assert "Next scheduled" not in client_for("admin").get("/runs/").content.decode()
