@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -81,7 +84,14 @@ def queue_discovery(
             source=source, state__in=[DiscoveryState.QUEUED, DiscoveryState.RUNNING]
         ).first()
         if active is not None:
-            return active
+            lost = _lost(active)
+            if not lost:
+                return active
+            # Its process died (a console restart, a killed worker) or its task never arrived: it would block
+            # every later discovery of this source. It ends with the reason, and a new one is queued.
+            DiscoveryRun.objects.filter(pk=active.pk, state=active.state).update(
+                state=DiscoveryState.FAILED, finished_at=timezone.now(), error_code="lost", error=lost
+            )
         run = DiscoveryRun.objects.create(source=source, trigger=trigger, requested_by=actor)
         if trigger == DiscoveryTrigger.MANUAL:
             audit.record("discovery.start", actor=actor, target=source)
@@ -103,6 +113,35 @@ def queue_due_discoveries(*, now: datetime.datetime | None = None) -> list[Disco
     return runs
 
 
+def _lost(run: DiscoveryRun) -> str:
+    """Why an unfinished run will never finish (empty if it may): its worker on this host is no longer alive,
+    or it gave no sign of life for BULWARK_RUN_STALE_SECONDS (queued: its task message was lost)."""
+    stale = timezone.now() - datetime.timedelta(seconds=settings.BULWARK_RUN_STALE_SECONDS)
+    if run.state == DiscoveryState.QUEUED:
+        return "its task never reached a worker (lost in a restart)" if run.queued_at < stale else ""
+    host, _, pid = run.worker.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+        return f"the process running it ({run.worker}) is gone"
+    last = run.heartbeat_at or run.started_at or run.queued_at
+    if last < stale:
+        return f"the worker running it ({run.worker or 'unknown'}) stopped giving signs of life"
+    return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: alive
+    return True
+
+
+def _worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 # --- running -----------------------------------------------------------------------------------------------------
 class RunProgress:
     """Progress of a discovery, to the admins' event stream (at most a few messages a second)."""
@@ -120,7 +159,7 @@ class RunProgress:
         if not new_phase and now - self._last < self.interval and not (total is not None and done >= total):
             return
         self._last, self._phase = now, phase
-        DiscoveryRun.objects.filter(pk=self.run.pk).update(phase=phase[:100])
+        DiscoveryRun.objects.filter(pk=self.run.pk).update(phase=phase[:100], heartbeat_at=timezone.now())
         publish(
             "discovery.progress",
             {"run": self.run.pk, "source": self.run.source_id, "done": done, "total": total, "phase": phase},
@@ -132,7 +171,7 @@ def run_discovery(run_id: int, *, factory: ConnectorFactory = connector_for) -> 
     """Claim a queued run and discover its source. A second delivery of the same message does nothing."""
     now = timezone.now()
     if not DiscoveryRun.objects.filter(pk=run_id, state=DiscoveryState.QUEUED).update(
-        state=DiscoveryState.RUNNING, started_at=now
+        state=DiscoveryState.RUNNING, started_at=now, heartbeat_at=now, worker=_worker()
     ):
         return DiscoveryRun.objects.get(pk=run_id)
     run = DiscoveryRun.objects.select_related("source", "source__credential").get(pk=run_id)
@@ -146,8 +185,12 @@ def run_discovery(run_id: int, *, factory: ConnectorFactory = connector_for) -> 
     except Exception as error:  # a bug or an unexpected answer: the run says so, the inventory stays
         logger.exception("discovery of source %s failed unexpectedly", source.pk)
         return _fail(run, "internal", f"unexpected error: {type(error).__name__}: {error}")
-    result = apply_inventory(source, inventory.machines, complete=True, read_since=now)
     with transaction.atomic():
+        # The inventory, its groups and its protection are one write: a console killed in the middle leaves
+        # all of it or none (a machine committed without its rules would stay unprotected, since the next
+        # discovery sees it unchanged), and the discovery the restarted watch queues does it again.
+        result = apply_inventory(source, inventory.machines, complete=True, read_since=now)
+        _after_sync(result)
         run.state = DiscoveryState.SUCCEEDED
         run.finished_at = timezone.now()
         run.phase = "done"
@@ -167,7 +210,6 @@ def run_discovery(run_id: int, *, factory: ConnectorFactory = connector_for) -> 
 
         protection.resolve_alerts(key=f"discovery:{source.pk}")
         _flag_duplicate_source(source, inventory.source_id)
-    _after_sync(result)
     _publish_run(run)
     return run
 
@@ -479,7 +521,7 @@ def apply_changes(source: Source, changes: list[Change]) -> SyncResult:
                 pending = []
             if change is not None and change.kind == "remove" and change.external_id:
                 result.gone += _mark_removed(source, change.external_id)
-    _after_sync(result)
+        _after_sync(result)  # in the same transaction: a batch is applied with its rules, or not at all
     return result
 
 
@@ -495,7 +537,8 @@ def _mark_removed(source: Source, external_id: str) -> list[Machine]:
 
 
 def _after_sync(result: SyncResult) -> None:
-    """Rules for new and changed machines (a clone is protected now, not at the next schedule); live events."""
+    """Rules for new and changed machines (a clone is protected now, not at the next schedule); live events.
+    Called inside the transaction that wrote the inventory (the events go once it commits)."""
     from protection import services as protection
 
     if result.touched or result.gone:

@@ -148,6 +148,9 @@ class DiscoveryRun(models.Model):
     queued_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Who runs it ("host:pid") and its last sign of life: a run whose process died is not waited for forever.
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     phase = models.CharField(max_length=100, blank=True)
     found = models.PositiveIntegerField(default=0)
     added = models.PositiveIntegerField(default=0)

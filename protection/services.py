@@ -560,10 +560,19 @@ def check_unprotected(*, now: datetime.datetime | None = None) -> dict[str, int]
     from protection.states import ProtectionState, states_for
 
     now = now or timezone.now()
+
+    def still_waiting() -> list[Machine]:
+        return list(
+            unprotected_machines().filter(first_seen__lte=now - unprotected_grace()).select_related("source")
+        )
+
+    # A machine that a rule matches but that never got its policy (the process died between the inventory
+    # write and the rules, an event was lost) gets it now, before anyone is alerted about it.
+    waiting = still_waiting()
+    caught_up = apply_rules(waiting)["assigned"]
+    if caught_up:
+        waiting = still_waiting()
     rules = _rules()
-    waiting = list(
-        unprotected_machines().filter(first_seen__lte=now - unprotected_grace()).select_related("source")
-    )
     states = states_for(waiting, now=now)  # the one definition: excluded machines are not alerted
     causes: dict[Machine, str] = {}
     for machine in waiting:
@@ -578,7 +587,12 @@ def check_unprotected(*, now: datetime.datetime | None = None) -> dict[str, int]
         causes=causes,
         severity=Severity.CRITICAL,
     )
-    return {"raised": len(sync.added), "resolved": sync.removed, "unprotected": len(causes)}
+    return {
+        "raised": len(sync.added),
+        "resolved": sync.removed,
+        "unprotected": len(causes),
+        "caught_up": caught_up,
+    }
 
 
 UNPROTECTED_KEY = "unprotected"

@@ -328,3 +328,46 @@ def test_a_failed_discovery_keeps_the_phase_it_failed_in(vcsim: Vcsim) -> None:
     run.refresh_from_db()
     assert run.state == DiscoveryState.FAILED and run.error_code == "unreachable"
     assert run.phase == "reading virtual machines"
+
+
+@pytest.mark.django_db
+def test_a_discovery_whose_process_died_does_not_block_the_next_one(settings) -> None:  # type: ignore[no-untyped-def]
+    """A run left "running" by a dead process (or "queued" with a lost task) used to be returned to every later
+    request, so the source was never discovered again. Now it ends, saying why, and a new run is queued."""
+    import datetime
+    import socket
+    import subprocess
+    import sys
+
+    from django.utils import timezone
+
+    source = create_source(
+        actor=None, name="vc", kind="vcenter", address="127.0.0.1", port=1, username="u", password="p"
+    )
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead = f"{socket.gethostname()}:{int(ended.stdout)}"
+    zombie = DiscoveryRun.objects.create(
+        source=source,
+        trigger=DiscoveryTrigger.WATCH,
+        state=DiscoveryState.RUNNING,
+        started_at=timezone.now(),
+        heartbeat_at=timezone.now(),
+        worker=dead,
+    )
+    fresh = discovery.queue_discovery(source=source, actor=None)
+    assert fresh.pk != zombie.pk and fresh.state == DiscoveryState.QUEUED
+    zombie.refresh_from_db()
+    assert zombie.state == DiscoveryState.FAILED and zombie.error_code == "lost"
+    assert zombie.error == f"the process running it ({dead}) is gone"
+    # A live, recent run is waited for; a queued one whose task never arrived is not, after the stale time.
+    assert discovery.queue_discovery(source=source, actor=None).pk == fresh.pk
+    DiscoveryRun.objects.filter(pk=fresh.pk).update(
+        queued_at=timezone.now() - datetime.timedelta(seconds=settings.BULWARK_RUN_STALE_SECONDS + 1)
+    )
+    again = discovery.queue_discovery(source=source, actor=None)
+    assert again.pk != fresh.pk
+    assert (
+        DiscoveryRun.objects.get(pk=fresh.pk).error == "its task never reached a worker (lost in a restart)"
+    )

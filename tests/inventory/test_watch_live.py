@@ -5,6 +5,7 @@ clone is made. The inventory follows each change and no live VM is ever marked g
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -236,3 +237,68 @@ def test_the_back_off_starts_again_after_a_healthy_answer(vcsim: Vcsim) -> None:
     relay.close()
     assert watcher.connections == 1
     assert waits[:3] == [2, 4, 8] and waits[3:] == [2, 4]
+
+
+class ConsoleKilled(BaseException):
+    """Stands in for the process dying: not an Exception, so nothing on the way catches it."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the "killed" thread
+def test_a_console_killed_mid_batch_loses_nothing_after_its_restart(
+    vcsim: Vcsim, monkeypatch: pytest.MonkeyPatch, settings
+) -> None:  # type: ignore[no-untyped-def]
+    """The watch applies a clone and dies between writing the machine and giving it its policy. The restarted
+    console's watch (a full discovery on connecting) ends with the clone in the inventory *and* protected; the
+    batch is one transaction, so nothing half-written survives the crash (old: the clone stayed unprotected,
+    since the next discovery saw it unchanged and applied no rule)."""
+    from protection import services as protection
+    from protection.models import Assignment
+
+    gold = protection.create_policy(actor=None, name="gold")
+    protection.create_rule(actor=None, name="clones", policy=gold, match_name="crash-clone-*")
+    source = make_source(vcsim)
+    discover(source)
+    real_apply_rules = protection.apply_rules
+    killed = threading.Event()
+
+    def dies_midway(machines, **kwargs):  # type: ignore[no-untyped-def]
+        machines = list(machines)
+        if any(m.name.startswith("crash-clone-") for m in machines) and not killed.is_set():
+            killed.set()
+            raise ConsoleKilled()
+        return real_apply_rules(machines, **kwargs)
+
+    monkeypatch.setattr(protection, "apply_rules", dies_midway)
+    first = SourceWatcher(source.pk)
+    first.start()
+    admin = Admin(vcsim)
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while first.connections == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        admin.clone("DC0_C0_RP0_VM0", "crash-clone-01")
+        first.join(DEADLINE)  # the "console" dies with the batch
+        assert killed.is_set() and not first.is_alive()
+        assert not Machine.objects.filter(name="crash-clone-01").exists()  # the batch left nothing half done
+        # The discovery it was running stays "running": the restarted console must not wait for it forever.
+        # (This process lives on, so its pid is alive: the run is recognised by its silence, shortened here.)
+        settings.BULWARK_RUN_STALE_SECONDS = 1
+        time.sleep(1.5)
+
+        restarted = SourceWatcher(source.pk)  # the console comes back
+        restarted.start()
+        try:
+            wait_for(
+                "restart after a crash mid-batch",
+                lambda: Assignment.objects.filter(machine__name="crash-clone-01", policy=gold).exists(),
+            )
+            lost = DiscoveryRun.objects.filter(source=source, error_code="lost")
+            assert [run.error for run in lost] == [
+                f"the worker running it ({lost[0].worker}) stopped giving signs of life"
+            ]
+        finally:
+            restarted.stop()
+            restarted.join(timeout=15)
+    finally:
+        admin.close()

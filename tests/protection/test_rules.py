@@ -195,3 +195,18 @@ def test_an_open_alert_follows_the_latest_cause() -> None:
     assert services.raise_alert(kind=AlertKind.RUN_FAILED, key="run:x", message="repository full") is None
     first.refresh_from_db()
     assert first.message == "repository full"
+
+
+@pytest.mark.django_db
+def test_the_unprotected_check_first_gives_a_machine_the_policy_its_rule_says(settings) -> None:  # type: ignore[no-untyped-def]
+    """A machine that a rule matches but that never got its policy (its process died between the inventory write
+    and the rules) is assigned by the periodic check, not reported as unprotected forever."""
+    settings.BULWARK_UNPROTECTED_GRACE_MINUTES = 0
+    gold = services.create_policy(actor=None, name="gold")
+    services.create_rule(actor=None, name="erp", policy=gold, match_name="erp-*")
+    missed = vm(name="erp-07")  # written without the rules, as a crash would leave it
+    Assignment.objects.filter(machine=missed).delete()
+    result = services.check_unprotected()
+    assert result["caught_up"] == 1 and result["unprotected"] == 0
+    assert Assignment.objects.get(machine=missed).policy == gold
+    assert not Alert.objects.open().filter(kind=AlertKind.UNPROTECTED).exists()
