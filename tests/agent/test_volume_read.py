@@ -35,6 +35,9 @@ class Collected:
     def report(self, **_: Any) -> None:
         pass
 
+    def enter(self, phase: str) -> None:
+        self.phase = phase
+
 
 def test_short_reads_from_the_device_make_whole_blocks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
