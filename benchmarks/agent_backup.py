@@ -153,11 +153,13 @@ def bench(work: Path, tree: Path) -> dict[str, object]:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    from catalog import repositories
     from catalog.models import RecoveryPoint
+    from catalog.services import create_repository
     from inventory import agents
     from inventory.models import Machine
-    from protection import repositories, services
-    from protection.backup import create_repository, start_backup
+    from protection import services
+    from protection.backup import start_backup
     from protection.models import BackupRun
     from tests.live import make_ca_and_server_cert, serve_asgi
 

@@ -83,11 +83,11 @@ def run(wanted: int, data_dir: str, broker: str, workers: list[subprocess.Popen[
     from celery import Celery
     from django.test import Client
 
+    from catalog.services import create_repository
     from core.models import User
     from inventory.models import Machine
     from inventory.services import create_source
     from protection import services
-    from protection.backup import create_repository
     from protection.choices import RunState
     from protection.dispatch import dispatch
     from protection.models import BackupRun, Proxy

@@ -11,20 +11,16 @@ import datetime
 import secrets
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 
+from catalog.choices import RepositoryKind
+from catalog.models import RecoveryPoint, Repository
 from connectors import outbound
 from engine.repository import Repository as EngineRepository
 from engine.repository import Snapshot
 from engine.storage import Storage
 from engine.storage.local import LocalStorage
-from protection.choices import RepositoryKind
-from protection.models import Repository
-
-if TYPE_CHECKING:
-    from catalog.models import RecoveryPoint
 
 _open: dict[tuple[int, str], EngineRepository] = {}
 _lock = threading.Lock()

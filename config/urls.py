@@ -12,6 +12,7 @@ urlpatterns = [
     path("", include("core.urls")),
     path("", include("inventory.urls")),
     path("", include("protection.urls")),
+    path("", include("catalog.urls")),
     path("", include("restores.urls")),
     path("api/agent/enrol/", AgentEnrolView.as_view(), name="agent-enrol"),
     path("api/agent/heartbeat/", AgentHeartbeatView.as_view(), name="agent-heartbeat"),

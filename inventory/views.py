@@ -155,6 +155,7 @@ class MachineDetailView(RoleRequiredMixin, DetailView):
         )
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        from catalog.choices import PointKind
         from protection.models import Alert, AlertMachine, Assignment, Policy, ProtectionRule
         from protection.rules import evaluate
         from protection.states import state_of
@@ -180,7 +181,7 @@ class MachineDetailView(RoleRequiredMixin, DetailView):
             agent=Agent.objects.filter(machine=machine).first(),
             runs=list(machine.runs.all()[:10]),
             points=points,
-            image_points=[point for point in points if point.kind == "image"],
+            image_points=[point for point in points if point.kind == PointKind.IMAGE],
             protection=state_of(machine),
             # Rule names and criteria are admins' and auditors' to read.
             sees_rules=self.request.user.sees_all_machines,  # type: ignore[union-attr]

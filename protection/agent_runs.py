@@ -35,7 +35,10 @@ import zstandard
 from django.db import transaction
 from django.utils import timezone
 
+from catalog import repositories
+from catalog.choices import PointKind
 from catalog.models import RecoveryPoint
+from catalog.services import record_point
 from engine.errors import EngineError, UnsafePath
 from engine.files import AVERAGE_CHUNK, MAX_CHUNK, MIN_CHUNK, TREE_VERSION, read_tree
 from engine.image import TABLE_SPAN, ZERO_ID
@@ -43,7 +46,6 @@ from engine.locks import drop_lease, renew_lease
 from engine.repository import Repository as EngineRepository
 from engine.repository import Snapshot, new_snapshot_id, now_utc
 from inventory.models import Agent
-from protection import repositories
 from protection.choices import BackupMode, DedupLocation, RunState
 from protection.models import BackupRun
 from protection.progress import report
@@ -174,7 +176,7 @@ def start(agent: Agent, run_id: int) -> dict[str, Any]:
         note_step(run, f"started by the agent on {run.machine.name}; deduplication {where}")
     _announce(run)
     parent = (
-        RecoveryPoint.objects.filter(machine=run.machine, repository=run.repository, kind="files")
+        RecoveryPoint.objects.filter(machine=run.machine, repository=run.repository, kind=PointKind.FILES)
         .order_by("-taken_at", "-pk")
         .values_list("snapshot_id", flat=True)
         .first()
@@ -441,7 +443,7 @@ def commit(agent: Agent, run_id: int, data: dict[str, Any]) -> RecoveryPoint:
     returns its point (the agent retried after losing the answer)."""
     run = _active_run(agent, run_id)
     kind = data.get("kind")
-    if kind not in ("files", "image"):
+    if kind not in PointKind.values:
         raise AgentJobError("kind must be files or image", status=400)
     done = RecoveryPoint.objects.filter(run=run, kind=kind).first()
     if done is not None:
@@ -450,7 +452,7 @@ def commit(agent: Agent, run_id: int, data: dict[str, Any]) -> RecoveryPoint:
     checker = _Checker(engine)
     agent_stats = data.get("stats") if isinstance(data.get("stats"), dict) else {}
     stats = {key: int(value) for key, value in agent_stats.items() if isinstance(value, int)}
-    if kind == "files":
+    if kind == PointKind.FILES:
         tree = str(data.get("tree") or "")
         totals = checker.tree(tree)
         content: dict[str, Any] = {"tree": tree}
@@ -492,13 +494,13 @@ def commit(agent: Agent, run_id: int, data: dict[str, Any]) -> RecoveryPoint:
         hostname=run.machine.name,
         machine=run.machine.identity,
         tags=[f"run:{run.pk}", "agent"],
-        parent=str(data.get("parent")) if kind == "files" and data.get("parent") else None,
-        stats={
+        parent=str(data.get("parent")) if kind == PointKind.FILES and data.get("parent") else None,
+        stats={  # the agent's own figures first: what the console measured and checked wins
+            **stats,
+            "chunks": checker.chunks,
+            **totals,
             "new_bytes": run.bytes_new,
             "stored_bytes": run.bytes_stored,
-            "chunks": checker.chunks,
-            **stats,
-            **totals,
         },
         **content,
     )
@@ -509,30 +511,28 @@ def commit(agent: Agent, run_id: int, data: dict[str, Any]) -> RecoveryPoint:
             f"the manifest could not be stored: {error}", status=503, code="storage"
         ) from None
     with transaction.atomic():
-        point = RecoveryPoint.objects.create(
+        point = record_point(
             machine=run.machine,
             repository=run.repository,
-            run=run,
-            snapshot_id=snapshot.id,
-            taken_at=snapshot.taken_at,
+            run_id=run.pk,
+            snapshot=snapshot,
             kind=kind,
-            logical_bytes=totals.get("logical_bytes", 0),
-            new_bytes=run.bytes_new,
-            stored_bytes=run.bytes_stored,
             consistent=bool(run.policy and run.policy.pre_script.strip()),
             disks=point_disks,
         )
         BackupRun.objects.filter(pk=run.pk).update(snapshot_id=snapshot.id, state=RunState.RUNNING)
     from protection.backup import _size, note_step
 
-    if kind == "files":
+    if kind == PointKind.FILES:
         what = (
             f"{totals.get('files', 0)} file(s), {_size(stats.get('read_bytes', 0))} read"
             f", {_size(stats.get('sent_bytes', 0))} sent"
         )
     else:
         what = f"{len(point_disks)} volume(s), {_size(totals.get('logical_bytes', 0))}"
-    note_step(run, f"{'files' if kind == 'files' else 'volume'} point {snapshot.id} committed: {what}")
+    note_step(
+        run, f"{'files' if kind == PointKind.FILES else 'volume'} point {snapshot.id} committed: {what}"
+    )
     return point
 
 
@@ -550,7 +550,7 @@ def finish(agent: Agent, run_id: int, error: str, warning: str = "") -> BackupRu
         note_step(run, f"warning: {warning}")
     finished = _end(run, RunState.COMMITTED, "", warning)
     if run.policy is not None:
-        from protection.schedule import after_commit
+        from protection.retention import after_commit
 
         for point in RecoveryPoint.objects.filter(run=run):
             after_commit(point, run.policy)

@@ -17,7 +17,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from catalog import repositories
+from catalog.choices import PointKind
 from catalog.models import RecoveryPoint
+from catalog.services import record_point
 from connectors.base import ChangeIdRejected, ConnectorError
 from connectors.registry import connector_for
 from core import audit
@@ -26,10 +29,9 @@ from core.models import User
 from engine.errors import EngineError
 from engine.image import ImageWriter
 from inventory.models import Agent, Machine
-from protection import repositories
 from protection.choices import ACTIVE_RUN_STATES, AlertKind, BackupMode, RunState, RunTrigger, Severity
 from protection.dispatch import dispatch
-from protection.models import Assignment, BackupRun, Policy, Repository
+from protection.models import Assignment, BackupRun, Policy
 from protection.progress import RunCancelled, RunProgress
 
 logger = logging.getLogger(__name__)
@@ -141,7 +143,7 @@ def run_backup(run_id: int, *, worker: str = "") -> BackupRun:
     run.refresh_from_db()
     finished = _finish(run, RunState.COMMITTED, "", warning="; ".join(warnings))
     if run.policy is not None:
-        from protection.schedule import after_commit
+        from protection.retention import after_commit
 
         after_commit(point, run.policy)
     return finished
@@ -160,7 +162,7 @@ class DiskPlan:
 
 def _previous_point(run: BackupRun) -> RecoveryPoint | None:
     return (
-        RecoveryPoint.objects.filter(machine=run.machine, repository=run.repository, kind="image")
+        RecoveryPoint.objects.filter(machine=run.machine, repository=run.repository, kind=PointKind.IMAGE)
         .order_by("-taken_at", "-pk")
         .first()
     )
@@ -329,16 +331,12 @@ def _back_up(run: BackupRun) -> tuple[RecoveryPoint, list[str]]:
     note_step(run, f"{noun} removed; recovery point {snapshot.id} committed")
     stats = snapshot.stats
     with transaction.atomic():
-        point = RecoveryPoint.objects.create(
+        point = record_point(
             machine=machine,
             repository=run.repository,
-            run=run,
-            snapshot_id=snapshot.id,
-            taken_at=snapshot.taken_at,
-            kind="image",
-            logical_bytes=stats.get("logical_bytes", 0),
-            new_bytes=stats.get("new_bytes", 0),
-            stored_bytes=stats.get("stored_bytes", 0),
+            run_id=run.pk,
+            snapshot=snapshot,
+            kind=PointKind.IMAGE,
             consistent=consistent,
             disks=disks,
         )
@@ -437,50 +435,3 @@ def _announce(run: BackupRun) -> None:
     }
     machine = run.machine
     transaction.on_commit(lambda: publish_machine_events("run.state", [(machine, data)]))
-
-
-class RepositoryRefused(Exception):
-    """The repository cannot be created there; str() says why (nothing was saved)."""
-
-
-def create_repository(
-    *,
-    actor: User | None,
-    name: str,
-    kind: str,
-    path: str,
-    passphrase: str = "",
-    access_key: str = "",
-    secret_key: str = "",
-    **fields: Any,
-) -> Repository:
-    """Create a repository: its passphrase (generated when not given) and S3 keys are stored encrypted, then the
-    engine initialises the format and keys at the location. All or nothing: a location that refuses leaves no
-    row and no credential behind, so the same form can simply be sent again."""
-    from connectors.base import ConnectorError
-    from core.services import create_credential
-    from engine.errors import EngineError
-
-    try:
-        with transaction.atomic():
-            credential = create_credential(
-                actor=actor,
-                name=f"repository {name}",
-                kind="repository",
-                username="",
-                secret=passphrase or repositories.new_passphrase(),
-            )
-            if access_key or secret_key:
-                fields["s3_credential"] = create_credential(
-                    actor=actor, name=f"s3 {name}", kind="s3", username=access_key, secret=secret_key
-                )
-            repository = Repository.objects.create(
-                name=name, kind=kind, path=path, passphrase=credential, **fields
-            )
-            repositories.initialise(repository)
-            audit.record(
-                "repository.create", actor=actor, target=repository, after={"kind": kind, "path": path}
-            )
-    except (EngineError, OSError, ConnectorError) as error:
-        raise RepositoryRefused(f"The repository could not be created there: {error}") from None
-    return repository

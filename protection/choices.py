@@ -28,17 +28,6 @@ class Severity(models.TextChoices):
     CRITICAL = "critical", "Critical"
 
 
-class RepositoryKind(models.TextChoices):
-    LOCAL = "local", "Local or NFS folder"
-    S3 = "s3", "S3-compatible object storage"
-
-
-class Tier(models.TextChoices):
-    PRIMARY = "primary", "Primary"
-    COPY = "copy", "Copy"
-    ARCHIVE = "archive", "Archive"
-
-
 class BackupMode(models.TextChoices):
     AGENTLESS = "agentless", "Agentless (hypervisor snapshot)"
     AGENT = "agent", "Agent"

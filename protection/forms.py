@@ -6,10 +6,12 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
+from catalog.choices import RepositoryKind, Tier
+from catalog.models import Repository
 from inventory.choices import Platform
 from inventory.models import Source
-from protection.choices import RepositoryKind, RuleAction, Tier
-from protection.models import POLICY_FIELDS, RULE_CRITERIA, Policy, ProtectionRule, Repository, path_lines
+from protection.choices import RuleAction
+from protection.models import POLICY_FIELDS, RULE_CRITERIA, Policy, ProtectionRule, path_lines
 
 
 def _or_invalid(clean: Callable[..., str], value: str, **options: Any) -> str:
@@ -97,7 +99,7 @@ class PolicyForm(forms.ModelForm):
         }
 
     def clean_schedule_cron(self) -> str:
-        from protection.schedule import normalise_cron
+        from protection.cron import normalise_cron
 
         return _or_invalid(normalise_cron, self.cleaned_data.get("schedule_cron", ""))
 

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from catalog.models import Repository
 from core.models import Credential
 from core.querysets import AdminOnlyQuerySet
 from inventory.models import Machine, Source
@@ -15,46 +16,13 @@ from protection.choices import (
     AlertKind,
     BackupMode,
     DedupLocation,
-    RepositoryKind,
     RuleAction,
     RuleMode,
     RunState,
     RunTrigger,
     Severity,
-    Tier,
 )
 from protection.querysets import AlertQuerySet, AssignmentQuerySet, BackupRunQuerySet, PolicyQuerySet
-
-
-class Repository(models.Model):
-    """Where backups are stored: an engine repository in a folder or an S3 bucket, at a site, in a jurisdiction."""
-
-    name = models.CharField(max_length=100, unique=True)
-    kind = models.CharField(max_length=16, choices=RepositoryKind.choices, default=RepositoryKind.LOCAL)
-    tier = models.CharField(max_length=16, choices=Tier.choices, default=Tier.PRIMARY)
-    path = models.CharField(max_length=1000, blank=True, help_text="Folder (local) or bucket/prefix (S3).")
-    endpoint = models.URLField(blank=True, help_text="S3 endpoint URL; empty for AWS.")
-    s3_credential = models.ForeignKey(
-        Credential, null=True, blank=True, on_delete=models.PROTECT, related_name="+", help_text="Access key."
-    )
-    passphrase = models.ForeignKey(Credential, on_delete=models.PROTECT, related_name="+")
-    site = models.CharField(max_length=64, blank=True)
-    jurisdiction = models.CharField(max_length=64, blank=True)
-    immutable_days = models.PositiveIntegerField(default=0, help_text="S3 Object Lock retention; 0: none.")
-    block_size = models.PositiveIntegerField(default=64 * 1024)
-    created_at = models.DateTimeField(auto_now_add=True)
-    # Health, from the periodic check (protection.schedule.check_repositories): empty problem = reachable.
-    checked_at = models.DateTimeField(null=True, blank=True, editable=False)
-    problem = models.TextField(blank=True, editable=False)
-
-    objects = AdminOnlyQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["name"]
-        verbose_name_plural = "repositories"
-
-    def __str__(self) -> str:
-        return self.name
 
 
 class Proxy(models.Model):

@@ -1,4 +1,4 @@
-"""Periodic protection work: start due backups (with retries and back-off), check RPOs, apply retention.
+"""Periodic protection work: start due backups (with retries and back-off), check RPOs, repositories and proxies.
 
 Each function is called by a thin Celery task on django-celery-beat's schedule (config/settings.py) and is safe
 to run twice at once: starting a backup returns the machine's active run instead of queueing a second.
@@ -9,21 +9,17 @@ from __future__ import annotations
 import datetime
 import logging
 
-from celery.schedules import crontab
 from django.db import connection
 from django.db.models import Max
 from django.utils import timezone
 
-from catalog.models import RecoveryPoint
-from engine.copy import copy_snapshot
-from engine.errors import EngineError
-from engine.prune import prune
-from engine.retention import RetentionSpec, plan_retention
+from catalog import repositories
+from catalog.models import Repository
 from inventory.models import Machine
-from protection import repositories
 from protection.backup import BackupRefused, start_backup
 from protection.choices import AlertKind, RunState, RunTrigger, Severity
-from protection.models import BackupRun, CopyTarget, Policy, Repository
+from protection.cron import parse_cron
+from protection.models import BackupRun, Policy
 
 logger = logging.getLogger(__name__)
 
@@ -34,26 +30,6 @@ RETRY_BASE = datetime.timedelta(minutes=5)
 def retry_delay(attempt: int) -> datetime.timedelta:
     """5, 10, 20 minutes... after a failed attempt."""
     return RETRY_BASE * (2 ** max(0, attempt - 1))
-
-
-def parse_cron(text: str) -> crontab:
-    """A five-field cron schedule (minute hour day-of-month month day-of-week); ValueError says what is wrong."""
-    fields = text.split()
-    if len(fields) != 5:
-        raise ValueError("a cron schedule has five fields: minute hour day-of-month month day-of-week")
-    minute, hour, day, month, weekday = fields
-    try:
-        return crontab(minute=minute, hour=hour, day_of_month=day, month_of_year=month, day_of_week=weekday)
-    except (ValueError, KeyError, IndexError) as error:
-        raise ValueError(f"not a valid cron schedule: {error}") from None
-
-
-def normalise_cron(text: str) -> str:
-    """A cron schedule with single spaces, checked ('' for none); ValueError says what is wrong."""
-    value = " ".join(text.split())
-    if value:
-        parse_cron(value)
-    return value
 
 
 def _cron_due(policy: Policy, last_queued: datetime.datetime, now: datetime.datetime) -> bool:
@@ -162,55 +138,6 @@ def check_repositories(*, now: datetime.datetime | None = None) -> dict[str, int
     return {"unreachable": unreachable}
 
 
-def retention_spec(policy: Policy | CopyTarget) -> RetentionSpec:
-    return RetentionSpec(
-        last=policy.keep_last,
-        daily=policy.keep_daily,
-        weekly=policy.keep_weekly,
-        monthly=policy.keep_monthly,
-        yearly=policy.keep_yearly,
-    )
-
-
-def after_commit(point: RecoveryPoint, policy: Policy) -> None:
-    """What follows every committed point: copies to the next tiers, then the policy's retention."""
-    copy_to_targets(point)
-    try:
-        apply_retention(machine=point.machine, policy=policy, repository=point.repository)
-    except (EngineError, OSError, ValueError):
-        logger.exception("retention after point %s failed; the next run tries again", point.pk)
-
-
-def apply_retention(*, machine: Machine, policy: Policy | CopyTarget, repository: Repository) -> list[str]:
-    """Forget the machine's snapshots the policy's GFS retention no longer keeps (their data goes at the next
-    prune); their recovery points go with them. Returns the forgotten snapshot ids."""
-    spec = retention_spec(policy)
-    if spec.keeps_nothing:
-        return []
-    engine = repositories.open_repository(repository)
-    snapshots = [snapshot for snapshot in engine.snapshots() if snapshot.machine == machine.identity]
-    forgotten = []
-    # Per kind: an agent's file snapshots and its volume images are kept each by their own count.
-    for kind in sorted({snapshot.kind for snapshot in snapshots}):
-        for decision in plan_retention([s for s in snapshots if s.kind == kind], spec):
-            if not decision.keep:
-                engine.forget_snapshot(decision.snapshot.id)
-                forgotten.append(decision.snapshot.id)
-    RecoveryPoint.objects.filter(repository=repository, snapshot_id__in=forgotten).delete()
-    return forgotten
-
-
-def prune_repository(repository: Repository) -> dict[str, int]:
-    """Reclaim the space of forgotten snapshots (two-phase, safe beside running backups)."""
-    report = prune(repositories.open_repository(repository))
-    return {
-        "marked_packs": len(report.marked_packs),
-        "deleted_packs": len(report.deleted_packs),
-        "repacked_packs": len(report.repacked_packs),
-        "freed_bytes": report.freed_bytes,
-    }
-
-
 def check_proxies(*, now: datetime.datetime | None = None) -> int:
     """An alert for every enabled proxy that stopped heartbeating; resolved when it is back."""
     from protection import services
@@ -235,47 +162,3 @@ def check_proxies(*, now: datetime.datetime | None = None) -> int:
         else:
             services.resolve_alerts(key=key)
     return raised
-
-
-def copy_to_targets(point: RecoveryPoint) -> list[RecoveryPoint]:
-    """Copy a committed recovery point to each copy target of its run's policy (chunks re-keyed for the
-    target; S3 targets with Object Lock keep them immutable), then apply the target's own retention. A target
-    that fails is retried with the next run: copies skip what the target already holds."""
-    from protection import services
-
-    copies = []
-    run = point.run
-    if run is None or run.policy is None:
-        return copies
-    source, snapshot = repositories.open_point(point)
-    for target in CopyTarget.objects.filter(policy=run.policy).select_related("repository__passphrase"):
-        key = f"copy:{point.machine_id}:{target.repository_id}"
-        try:
-            destination = repositories.open_repository(target.repository)
-            copied, stats = copy_snapshot(source, destination, snapshot)
-            copy, _ = RecoveryPoint.objects.get_or_create(
-                repository=target.repository,
-                snapshot_id=copied.id,
-                defaults={
-                    "machine": point.machine,
-                    "taken_at": point.taken_at,
-                    "kind": point.kind,
-                    "logical_bytes": point.logical_bytes,
-                    "new_bytes": stats.new_bytes,
-                    "stored_bytes": stats.stored_bytes,
-                    "consistent": point.consistent,
-                    "disks": point.disks,
-                },
-            )
-            copies.append(copy)
-            apply_retention(machine=point.machine, policy=target, repository=target.repository)
-            services.resolve_alerts(key=key)
-        except (EngineError, OSError) as error:
-            services.raise_alert(
-                kind=AlertKind.RUN_FAILED,
-                key=key,
-                message=f"Copy of {point.machine.name} to {target.repository.name} failed: {error}",
-                severity=Severity.CRITICAL,
-                machine=point.machine,
-            )
-    return copies

@@ -57,7 +57,7 @@ def next_run_at(
     if not policy.enabled or policy.repository_id is None:
         return None
     if policy.schedule_cron:
-        from protection.schedule import parse_cron
+        from protection.cron import parse_cron
 
         schedule = parse_cron(policy.schedule_cron)
         local_now = timezone.localtime(now)

@@ -47,8 +47,8 @@ def check_rpo() -> None:
 @shared_task(name="protection.prune_repositories")
 def prune_repositories() -> None:
     """Reclaim the space of snapshots retention forgot, repository by repository."""
-    from protection.models import Repository
-    from protection.schedule import prune_repository
+    from catalog.models import Repository
+    from protection.retention import prune_repository
 
     for repository in Repository.objects.all():
         prune_repository(repository)

@@ -11,21 +11,16 @@ from django.urls import reverse
 from django.views import View
 from django.views.generic import FormView, TemplateView
 
+from catalog.models import Repository
+from catalog.services import RepositoryRefused, create_repository
 from core.access import ADMIN_ONLY, ALL_ROLES, RoleRequiredMixin, posted_id, posted_ids
 from inventory.models import Machine
 from protection import services
-from protection.backup import (
-    BackupRefused,
-    RepositoryRefused,
-    back_up_now,
-    cancel_run,
-    create_repository,
-    start_backup,
-)
+from protection.backup import BackupRefused, back_up_now, cancel_run, start_backup
 from protection.choices import ACTIVE_RUN_STATES, RunState
 from protection.filters import AlertFilter
 from protection.forms import AssignForm, CopyTargetForm, PolicyForm, RepositoryForm, RuleForm
-from protection.models import Alert, BackupRun, CopyTarget, Policy, ProtectionRule, Repository
+from protection.models import Alert, BackupRun, CopyTarget, Policy, ProtectionRule
 from protection.querysets import visible_entries
 from protection.states import upcoming_runs
 

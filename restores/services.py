@@ -18,6 +18,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from catalog import files, repositories
+from catalog.choices import PointKind
 from catalog.models import RecoveryPoint
 from connectors.base import ConnectorError
 from connectors.registry import connector_for
@@ -27,8 +29,6 @@ from core.models import User
 from engine.errors import EngineError
 from engine.image import ImageReader, restore_image
 from inventory.models import Agent
-from protection import repositories
-from restores import files
 from restores.models import RestoreKind, RestoreRequest, RestoreState
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def request_restore(
             after={"point": point.snapshot_id, "kind": kind, "target": target, "paths": paths[:50]},
         )
         return request  # the agent picks it up on its next poll
-    if point.kind != "image":
+    if point.kind != PointKind.IMAGE:
         raise RestoreRefused(
             "this recovery point holds files; restore them to the agent host or download them"
         )

@@ -5,7 +5,6 @@ from restores import views
 urlpatterns = [
     path("machines/<int:pk>/restore/", views.MachineRestoreView.as_view(), name="machine-restore"),
     path("restores/<int:pk>/", views.RestoreDetailView.as_view(), name="restore-detail"),
-    path("restores/points/<int:pk>/files/", views.PointFilesView.as_view(), name="point-files"),
     path("restores/points/<int:pk>/download/", views.PointDownloadView.as_view(), name="point-download"),
     path(
         "restores/points/<int:pk>/restore-files/",

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import datetime
-import stat
 from typing import Any
 
 from django.contrib import messages
@@ -11,12 +9,12 @@ from django.urls import reverse
 from django.views import View
 from django.views.generic import TemplateView
 
+from catalog import files, repositories
+from catalog.choices import PointKind
 from catalog.models import RecoveryPoint
+from catalog.views import visible_point
 from core.access import ADMIN_ONLY, ALL_ROLES, FILE_RESTORERS, RoleRequiredMixin, posted_id
 from core.streaming import streaming
-from engine.errors import EngineError
-from protection import repositories
-from restores import files
 from restores.models import RestoreKind, RestoreRequest
 from restores.services import RestoreRefused, record_download, request_restore
 
@@ -56,62 +54,14 @@ class RestoreDetailView(RoleRequiredMixin, TemplateView):
         return context
 
 
-TYPE_BITS = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "symlink": stat.S_IFLNK}
-
-
-def _file_point(request: HttpRequest, pk: int) -> RecoveryPoint:
-    point = get_object_or_404(
-        RecoveryPoint.objects.visible_to(request.user).select_related("machine", "repository__passphrase"),
-        pk=pk,
-    )
-    return point
-
-
-class PointFilesView(RoleRequiredMixin, TemplateView):
-    """Browse a file recovery point folder by folder; choose files to download or to restore to the host."""
-
-    template_name = "restores/point_files.html"
-    allowed_roles = FILE_RESTORERS
-
-    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        context = super().get_context_data(**kwargs)
-        point = _file_point(self.request, self.kwargs["pk"])
-        path = "/".join(part for part in self.request.GET.get("path", "").split("/") if part)
-        context.update(point=point, machine=point.machine, path=path, entries=[], error="")
-        parts = path.split("/") if path else []
-        context["crumbs"] = [("/".join(parts[: i + 1]), part) for i, part in enumerate(parts)]
-        if point.kind != "files":
-            context["error"] = "This recovery point holds disk images; restore it from the machine's page."
-            return context
-        try:
-            entries = files.list_folder(*repositories.open_point(point), path)
-        except files.NotFound as error:
-            raise Http404(str(error)) from None
-        except (EngineError, OSError) as error:
-            context["error"] = f"The recovery point cannot be read: {error}"
-            return context
-        context["entries"] = [
-            {
-                **entry,
-                "path": f"{path}/{entry['name']}" if path else entry["name"],
-                "modified": datetime.datetime.fromtimestamp(
-                    int(entry.get("mtime_ns", 0)) / 1e9, tz=datetime.UTC
-                ),
-                "permissions": stat.filemode(TYPE_BITS.get(entry["type"], 0) | int(entry.get("mode", 0))),
-            }
-            for entry in entries
-        ]
-        return context
-
-
 class PointDownloadView(RoleRequiredMixin, View):
     """GET ?path=a&path=b: the chosen files and folders as a tar archive, streamed."""
 
     allowed_roles = FILE_RESTORERS
 
     def get(self, request: HttpRequest, pk: int) -> HttpResponse:
-        point = _file_point(request, pk)
-        if point.kind != "files":
+        point = visible_point(request, pk)
+        if point.kind != PointKind.FILES:
             raise Http404("this recovery point holds disk images, not files")
         engine, snapshot = repositories.open_point(point)
         try:
@@ -133,7 +83,7 @@ class PointRestoreFilesView(RoleRequiredMixin, View):
     allowed_roles = FILE_RESTORERS
 
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
-        point = _file_point(request, pk)
+        point = visible_point(request, pk)
         here = reverse("point-files", args=[pk])
         try:
             restore = request_restore(

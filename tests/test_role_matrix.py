@@ -284,7 +284,7 @@ def matrix_estate(estate: Estate, tmp_path: Any, settings: Any) -> Estate:
     )
     assert alert is not None
     estate.alert = alert.pk  # type: ignore[attr-defined]
-    from protection.backup import create_repository
+    from catalog.services import create_repository
     from protection.models import BackupRun
 
     settings.DATA_DIR = tmp_path

@@ -84,7 +84,7 @@ class PolicySerializer(serializers.ModelSerializer):
         return fields
 
     def validate_schedule_cron(self, value: str) -> str:
-        from protection.schedule import normalise_cron
+        from protection.cron import normalise_cron
 
         return _or_invalid(normalise_cron, value)
 

@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from catalog import repositories
 from catalog.models import RecoveryPoint
+from catalog.services import create_repository
 from engine.files import FileTreeWriter
 from inventory.models import Agent, Machine
-from protection import repositories
-from protection.backup import create_repository
 from restores.models import RestoreRequest
 from tests.browser.test_roles import sign_in
 from tests.conftest import Estate

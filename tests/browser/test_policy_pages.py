@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from protection import repositories
-from protection.backup import create_repository
+from catalog import repositories
+from catalog.services import create_repository
 from protection.models import Policy
 from tests.browser.test_roles import sign_in
 from tests.conftest import Estate

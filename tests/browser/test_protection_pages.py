@@ -93,9 +93,10 @@ def test_an_admin_watches_a_real_backup_reach_done(
     over the WebSocket to the run page until the bar is full."""
     import random
 
+    from catalog import repositories
+    from catalog.services import create_repository
     from core.worker import EmbeddedWorker
-    from protection import repositories, services
-    from protection.backup import create_repository
+    from protection import services
     from tests.connectors.vsphere_helpers import Admin, upload_disk
     from tests.inventory.test_discovery import discover, make_source
 

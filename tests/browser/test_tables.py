@@ -106,8 +106,8 @@ def test_a_narrow_window_folds_the_navigation_behind_a_menu_button(
 def test_the_run_list_and_policies_show_what_runs_next(
     browser: Any, live_server_url: str, estate: Estate, artifacts: Path, role: str, tmp_path: Path, settings
 ) -> None:  # type: ignore[no-untyped-def]
-    from protection import repositories
-    from protection.backup import create_repository
+    from catalog import repositories
+    from catalog.services import create_repository
 
     settings.DATA_DIR = tmp_path
     repositories.forget_open_repositories()

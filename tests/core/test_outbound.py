@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from catalog.models import Repository
 from connectors.outbound import OutboundDenied, check, parse_networks
 from core.models import Credential
 from inventory.choices import DiscoveryState, DiscoveryTrigger
 from inventory.discovery import run_discovery
 from inventory.models import DiscoveryRun
 from inventory.services import create_source
-from protection.models import Repository
 from tests.conftest import Estate
 from tests.peers import free_port
 

@@ -43,8 +43,9 @@ def test_headers_sort_and_the_page_size_is_chosen(estate: Estate, client_for) ->
 
 
 def test_bulk_actions_assign_back_up_and_group(estate: Estate, client_for, tmp_path, settings) -> None:  # type: ignore[no-untyped-def]
-    from protection import repositories, services
-    from protection.backup import create_repository
+    from catalog import repositories
+    from catalog.services import create_repository
+    from protection import services
 
     settings.DATA_DIR = tmp_path
     repositories.forget_open_repositories()

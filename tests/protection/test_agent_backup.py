@@ -20,14 +20,16 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
+from catalog import repositories
 from catalog.models import RecoveryPoint
+from catalog.services import create_repository
 from engine.files import restore_tree
 from engine.image import restore_image
 from engine.maintenance import verify
 from inventory import agents
 from inventory.models import Agent, Machine
-from protection import agent_runs, repositories, services
-from protection.backup import BackupRefused, cancel_run, create_repository, reap_stale_runs, start_backup
+from protection import agent_runs, services
+from protection.backup import BackupRefused, cancel_run, reap_stale_runs, start_backup
 from protection.choices import RunState
 from protection.models import BackupRun
 from restores import services as restores

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from catalog import repositories
 from catalog.models import RecoveryPoint
+from catalog.services import create_repository
 from engine.image import restore_image
 from engine.maintenance import verify
 from inventory.models import Machine
-from protection import repositories, services
-from protection.backup import cancel_run, create_repository, run_backup, start_backup
+from protection import services
+from protection.backup import cancel_run, run_backup, start_backup
 from protection.choices import AlertKind, RunState
 from protection.models import Alert, BackupRun
 from tests.conftest import Estate
@@ -153,7 +155,7 @@ def test_changed_block_tracking_reads_only_what_changed(protected_vm, estate: Es
 def test_retention_keeps_what_the_policy_says_and_prune_reclaims_the_rest(
     protected_vm, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    from protection.schedule import prune_repository
+    from protection.retention import prune_repository
 
     machine, image, vcsim = protected_vm
     policy = machine.assignment.policy

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
+from catalog import repositories
 from catalog.models import RecoveryPoint
 from engine.maintenance import verify
-from protection import repositories
 from protection.backup import cancel_run, run_backup, start_backup
 from protection.choices import RunState
 from protection.models import BackupRun

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from protection.backup import create_repository
+from catalog.services import create_repository
 from protection.choices import RunState
 from protection.dispatch import dispatch
 from protection.models import BackupRun, Proxy

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from catalog import repositories
 from catalog.models import RecoveryPoint
+from catalog.services import create_repository
 from engine.image import restore_image
 from inventory.models import Machine
 from inventory.services import create_source
-from protection import repositories, services
-from protection.backup import create_repository, run_backup, start_backup
+from protection import services
+from protection.backup import run_backup, start_backup
 from protection.choices import RunState
 from tests.connectors.winrm_helpers import RECORDED, start_server
 from tests.inventory.test_discovery import discover

@@ -16,9 +16,9 @@ import pytest
 from celery import Celery
 from django.db import connection
 
+from catalog.services import create_repository
 from inventory.models import Machine
 from protection import services
-from protection.backup import create_repository
 from protection.choices import RunState
 from protection.dispatch import dispatch
 from protection.models import BackupRun, Proxy
@@ -132,8 +132,8 @@ def test_a_worker_killed_mid_backup_fails_its_run_and_the_next_run_reuses_the_st
 
     from django.utils import timezone
 
+    from catalog import repositories
     from engine.maintenance import verify
-    from protection import repositories
     from protection.backup import reap_stale_runs, run_backup
 
     name = f"doomed-{uuid.uuid4().hex[:6]}"

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from protection import repositories
-from protection.backup import _finish, create_repository
+from catalog import repositories
+from catalog.services import create_repository
+from protection.backup import _finish
 from protection.choices import RunState
 from protection.models import BackupRun
 from protection.progress import RunProgress

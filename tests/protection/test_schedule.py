@@ -9,8 +9,9 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from protection import repositories, services
-from protection.backup import create_repository
+from catalog import repositories
+from catalog.services import create_repository
+from protection import services
 from protection.choices import AlertKind, RunState, RunTrigger
 from protection.models import Alert, Assignment, BackupRun
 from protection.schedule import check_rpo, schedule_due
@@ -88,7 +89,8 @@ def test_backups_start_only_inside_the_window_even_overnight(policy, estate: Est
 def test_an_admin_configures_a_repository_and_a_policy_from_the_pages(
     estate: Estate, client_for, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    from protection.models import Policy, Repository
+    from catalog.models import Repository
+    from protection.models import Policy
 
     admin = client_for("admin")
     response = admin.post(

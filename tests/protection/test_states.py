@@ -9,10 +9,11 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from catalog import repositories
 from catalog.models import RecoveryPoint
+from catalog.services import create_repository
 from inventory.models import Machine
-from protection import repositories, services
-from protection.backup import create_repository
+from protection import services
 from protection.choices import RuleAction, RuleMode, RunState
 from protection.models import Assignment, BackupRun
 from protection.states import ProtectionState, state_of

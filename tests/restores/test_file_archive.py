@@ -9,10 +9,10 @@ import sys
 import tarfile
 from pathlib import Path
 
+from catalog.files import tar_stream
 from engine.files import FileTreeWriter
 from engine.repository import Repository
 from engine.storage.local import LocalStorage
-from restores.files import tar_stream
 from tests.engine.helpers import PASSPHRASE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "agent"))
