@@ -37,8 +37,9 @@ browser-deps:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; }
 
-# Debian packages the real test peers need (Go and govmomi's sources for vcsim), and the vcsim build.
-PEER_PACKAGES := golang-go golang-github-vmware-govmomi-dev samba qemu-utils
+# Debian packages the real test peers need (Go and govmomi's sources for vcsim; partitioning and mkfs tools that
+# build the disk images the catalog walks, without mounting anything), and the vcsim build.
+PEER_PACKAGES := golang-go golang-github-vmware-govmomi-dev samba qemu-utils fdisk xfsprogs ntfs-3g dosfstools mtools btrfs-progs e2fsprogs
 peer-deps:
 	@missing=""; for p in $(PEER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -7,9 +7,10 @@ imports nothing of protection.
 from __future__ import annotations
 
 from django.db import models
+from django.utils import timezone
 
-from catalog.choices import PointKind, RepositoryKind, Tier
-from catalog.querysets import RecoveryPointQuerySet
+from catalog.choices import CatalogState, EntryKind, PointKind, RepositoryKind, Tier
+from catalog.querysets import FileVersionQuerySet, RecoveryPointQuerySet
 from core.models import Credential
 from core.querysets import AdminOnlyQuerySet
 from inventory.models import Machine
@@ -65,6 +66,18 @@ class RecoveryPoint(models.Model):
     consistent = models.BooleanField(default=False, help_text="Taken from a quiesced snapshot.")
     # Per disk: the change id this point was read at (vSphere CBT / Hyper-V RCT), the disk identity it belongs to.
     disks = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # The files inside: complete, partial (volumes skipped or items unreadable, with why) or failed; per volume
+    # its file system, state and reason; how many entries; what it cost.
+    catalog_state = models.CharField(
+        max_length=16, choices=CatalogState.choices, default=CatalogState.PENDING
+    )
+    catalog_started_at = models.DateTimeField(null=True, blank=True)
+    catalog_detail = models.TextField(blank=True)
+    catalog_volumes = models.JSONField(default=list, blank=True)
+    catalog_entries = models.PositiveIntegerField(default=0)
+    catalog_seconds = models.FloatField(default=0)
+    catalog_read_bytes = models.BigIntegerField(default=0)
 
     objects = RecoveryPointQuerySet.as_manager()
 
@@ -78,3 +91,55 @@ class RecoveryPoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.machine} @ {self.taken_at:%Y-%m-%d %H:%M}"
+
+
+class PathName(models.Model):
+    """A path, stored once however many machines, versions and points hold it (looked up by its digest: a path
+    may be longer than an index entry can be)."""
+
+    digest = models.CharField(max_length=32, unique=True)
+    text = models.TextField()
+    name = models.TextField()  # the last component, what people search for
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class FileVersion(models.Model):
+    """One version of one path on one machine, seen unchanged from `first_point` to `last_point` (in that
+    repository): a file unchanged for 300 backups is one row. Forgetting a point narrows or removes intervals."""
+
+    machine = models.ForeignKey(Machine, on_delete=models.CASCADE, related_name="file_versions")
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="+")
+    volume = models.CharField(max_length=200)  # "<disk>:p<n>", or "files" for an agent's file backup
+    path = models.ForeignKey(PathName, on_delete=models.PROTECT, related_name="versions")
+    parent = models.ForeignKey(PathName, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=16, choices=EntryKind.choices)
+    size = models.BigIntegerField(default=0)
+    mode = models.PositiveIntegerField(default=0)
+    uid = models.BigIntegerField(null=True, blank=True)
+    gid = models.BigIntegerField(null=True, blank=True)
+    mtime_ns = models.BigIntegerField(null=True, blank=True)
+    ctime_ns = models.BigIntegerField(null=True, blank=True)
+    atime_ns = models.BigIntegerField(null=True, blank=True)
+    link_target = models.TextField(blank=True)
+    inode = models.BigIntegerField(null=True, blank=True)
+    # [[file offset, disk offset, length], ...] on the point's disk, "resident", or null (read through the tree).
+    extents = models.JSONField(null=True, blank=True)
+    signature = models.CharField(max_length=32)  # what makes two sightings the same version
+    first_point = models.ForeignKey(RecoveryPoint, on_delete=models.PROTECT, related_name="+")
+    last_point = models.ForeignKey(RecoveryPoint, on_delete=models.PROTECT, related_name="+")
+    first_at = models.DateTimeField()
+    last_at = models.DateTimeField()
+
+    objects = FileVersionQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["machine", "repository", "last_point"]),
+            models.Index(fields=["machine", "parent", "first_at", "last_at"]),
+            models.Index(fields=["path"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.path} on {self.machine_id} ({self.first_at:%Y-%m-%d} to {self.last_at:%Y-%m-%d})"

@@ -5,3 +5,7 @@ from core.querysets import ScopedQuerySet
 
 class RecoveryPointQuerySet(ScopedQuerySet):
     machine_path = "machine"
+
+
+class FileVersionQuerySet(ScopedQuerySet):
+    machine_path = "machine"

@@ -166,6 +166,7 @@ CELERY_BEAT_SCHEDULE = {
     "schedule-backups": {"task": "protection.schedule_due", "schedule": 60.0},
     "check-rpo": {"task": "protection.check_rpo", "schedule": 300.0},
     "prune-repositories": {"task": "protection.prune_repositories", "schedule": 24 * 3600.0},
+    "catalog-pending": {"task": "catalog.catalog_pending", "schedule": 300.0},
 }
 
 # A machine discovered this long ago that still has no policy raises an "unprotected" alert.
@@ -291,3 +292,8 @@ LOGGING = {
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", "bulwark@localhost")
+
+# The file catalog of image points: the walker child's wall-clock deadline and memory (a crafted disk cannot
+# hang or exhaust a worker).
+BULWARK_CATALOG_SECONDS = env.int("BULWARK_CATALOG_SECONDS", 3600, minimum=5)
+BULWARK_CATALOG_MEMORY_MB = env.int("BULWARK_CATALOG_MEMORY_MB", 1024, minimum=128)

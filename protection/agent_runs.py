@@ -553,7 +553,7 @@ def finish(agent: Agent, run_id: int, error: str, warning: str = "") -> BackupRu
         from protection.retention import after_commit
 
         for point in RecoveryPoint.objects.filter(run=run):
-            after_commit(point, run.policy)
+            after_commit(point, run.policy, catalog_now=False)
     return finished
 
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import logging
 
-from catalog import repositories
+from django.db import transaction
+
+from catalog import repositories, tasks
+from catalog.choices import CatalogState
+from catalog.indexer import catalog_point, forget_points
 from catalog.models import RecoveryPoint, Repository
 from engine.copy import copy_snapshot
 from engine.errors import EngineError
@@ -28,8 +32,13 @@ def retention_spec(policy: Policy | CopyTarget) -> RetentionSpec:
     )
 
 
-def after_commit(point: RecoveryPoint, policy: Policy) -> None:
-    """What follows every committed point: copies to the next tiers, then the policy's retention."""
+def after_commit(point: RecoveryPoint, policy: Policy, *, catalog_now: bool = True) -> None:
+    """What follows every committed point: its file catalog (in this task for a worker's backup; queued when the
+    commit came through an agent's request), copies to the next tiers, then the policy's retention."""
+    if catalog_now:
+        catalog_point(point)
+    else:
+        transaction.on_commit(lambda: tasks.catalog_point.delay(point.pk))
     copy_to_targets(point)
     try:
         apply_retention(machine=point.machine, policy=policy, repository=point.repository)
@@ -52,7 +61,9 @@ def apply_retention(*, machine: Machine, policy: Policy | CopyTarget, repository
             if not decision.keep:
                 engine.forget_snapshot(decision.snapshot.id)
                 forgotten.append(decision.snapshot.id)
-    RecoveryPoint.objects.filter(repository=repository, snapshot_id__in=forgotten).delete()
+    gone = RecoveryPoint.objects.filter(repository=repository, snapshot_id__in=forgotten)
+    forget_points(gone)  # narrow the catalog's intervals first: nothing may name a deleted point
+    gone.delete()
     return forgotten
 
 
@@ -95,6 +106,7 @@ def copy_to_targets(point: RecoveryPoint) -> list[RecoveryPoint]:
                     "stored_bytes": stats.stored_bytes,
                     "consistent": point.consistent,
                     "disks": point.disks,
+                    "catalog_state": CatalogState.NONE,  # the original point holds the catalog
                 },
             )
             copies.append(copy)

@@ -310,10 +310,14 @@ def test_a_dropped_connection_is_ridden_out_and_a_killed_agent_resumes(setup, es
     # A new big file; the agent is killed mid-upload. Its run is reaped; the next run sends only the rest.
     rng = random.Random(11)
     (setup["source"] / "data" / "large.bin").write_bytes(rng.randbytes(40 * 1024 * 1024))
+    policy.bandwidth_limit_mbps = 64  # 8 MB/s: the kill lands while the agent paces itself, not after its end
+    policy.save()
     killed = start_backup(machine=machine, requested_by=estate.admin)
     process = agent_storing(state, killed, more_than=16 * 1024 * 1024)  # a batch or more stored
     process.send_signal(signal.SIGKILL)
     process.wait()
+    policy.bandwidth_limit_mbps = None
+    policy.save()
     killed.refresh_from_db()
     assert killed.state == RunState.RUNNING and killed.bytes_new > 0
     stored_before = killed.bytes_new

@@ -1,0 +1,492 @@
+"""Catalog a recovery point: its stored disks walked by a sandboxed child, its files recorded as intervals.
+
+The child (`catalog.walker`) parses the guest's disk, which is untrusted: it gets no key, no database and no
+credential, only the bytes it asks for, and it runs under memory, CPU and file limits with a wall-clock
+deadline. A crafted image can make it fail, never the worker: the point's catalog says "partial" or "failed"
+and why. The backup itself never fails because of its catalog.
+
+Versions are intervals: a path whose content did not change since the machine's previous catalogued point
+extends that row (its last point moves on) instead of adding one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from catalog import repositories
+from catalog.choices import CatalogState, EntryKind, PointKind
+from catalog.models import FileVersion, PathName, RecoveryPoint
+from engine.image import ImageReader
+from engine.repository import Repository as EngineRepository
+from engine.repository import Snapshot
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_READ = 4 * 1024 * 1024
+LENGTH_FAILED = 0xFFFFFFFF
+WRITE_BATCH = 2000
+
+
+class WalkFailed(Exception):
+    """The child stopped before it was done (a limit, a crash, the deadline); str() says which."""
+
+
+@dataclass
+class Walk:
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    read_bytes: int = 0
+    stopped: str = ""  # why the walk ended early ("" when it finished)
+
+
+def _child_command(memory_mb: int, cpu_seconds: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "catalog.walker",
+        "--memory-mb",
+        str(memory_mb),
+        "--cpu-seconds",
+        str(cpu_seconds),
+    ]
+
+
+def child_environment() -> dict[str, str]:
+    """Only what the interpreter needs: no credential key, no database address, no secret reaches the child."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+
+
+def walk_snapshot(
+    engine: EngineRepository,
+    snapshot: Snapshot,
+    *,
+    seconds: float | None = None,
+    memory_mb: int | None = None,
+) -> Walk:
+    """Walk every disk of an image snapshot in a child process; what it found, and why it stopped if it did."""
+    seconds = float(seconds if seconds is not None else settings.BULWARK_CATALOG_SECONDS)
+    memory_mb = int(memory_mb if memory_mb is not None else settings.BULWARK_CATALOG_MEMORY_MB)
+    disks = {str(disk["name"]): disk for disk in snapshot.disks}
+    readers = {name: ImageReader(engine, disk, cache_blocks=64) for name, disk in disks.items()}
+    job = {"disks": [{"key": name, "size": int(disk["size"])} for name, disk in disks.items()]}
+    child = subprocess.Popen(  # noqa: S603  (our own interpreter and module; the guest's bytes go over the pipe)
+        _child_command(memory_mb, int(seconds) + 5),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=str(ROOT),
+        env=child_environment(),
+        process_group=0,
+    )
+    assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+    walk = Walk()
+    timed_out = threading.Event()
+
+    def deadline() -> None:
+        timed_out.set()
+        _kill(child)
+
+    timer = threading.Timer(seconds, deadline)
+    timer.daemon = True
+    timer.start()
+    errors: list[bytes] = []
+    drain = threading.Thread(target=lambda: errors.append(child.stderr.read()), daemon=True)  # type: ignore[union-attr]
+    drain.start()
+    try:
+        child.stdin.write(json.dumps(job).encode() + b"\n")
+        child.stdin.flush()
+        done = False
+        for line in child.stdout:
+            command = line[:1]
+            if command == b"R":
+                _, disk, offset, length = line.split()
+                data = _read(readers.get(disk.decode()), int(offset), int(length))
+                if data is None:
+                    child.stdin.write(LENGTH_FAILED.to_bytes(4, "big"))
+                else:
+                    walk.read_bytes += len(data)
+                    child.stdin.write(len(data).to_bytes(4, "big") + data)
+                child.stdin.flush()
+            elif command == b"E":
+                walk.entries.extend(json.loads(line[2:]))
+            elif command == b"V":
+                walk.volumes.append(json.loads(line[2:]))
+            elif command == b"D":
+                done = True
+                break
+        if not done:
+            child.wait(timeout=10)
+            walk.stopped = _why(child.returncode, timed_out.is_set(), seconds, memory_mb, b"".join(errors))
+    except (BrokenPipeError, OSError) as error:
+        walk.stopped = f"the walker stopped: {error}"
+    finally:
+        timer.cancel()
+        _kill(child)
+        drain.join(timeout=5)
+    if walk.stopped and timed_out.is_set():
+        walk.stopped = f"it took longer than the {seconds:.0f} s allowed"
+    return walk
+
+
+def _read(reader: ImageReader | None, offset: int, length: int) -> bytes | None:
+    if reader is None or offset < 0 or length < 0:
+        return None
+    try:
+        return reader.pread(min(length, MAX_READ), offset)
+    except Exception:
+        logger.exception("the catalog could not read the stored image at %s", offset)
+        return None
+
+
+def _kill(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+
+
+def _why(code: int | None, timed_out: bool, seconds: float, memory_mb: int, stderr: bytes) -> str:
+    if timed_out:
+        return f"it took longer than the {seconds:.0f} s allowed"
+    text = stderr.decode(errors="replace").strip().splitlines()
+    last = text[-1][:300] if text else ""
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        if -code == signal.SIGXCPU:
+            return "it used more CPU time than allowed"
+        return f"the walker was stopped by {name}"
+    if "MemoryError" in last:
+        return f"it needed more than the {memory_mb} MiB of memory allowed"
+    return f"the walker failed ({code}): {last}" if last else f"the walker exited with {code}"
+
+
+# --- recording -------------------------------------------------------------------------------------------------------
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def _parent_of(path: str) -> str:
+    parent = path.rsplit("/", 1)[0]
+    return parent or "/"
+
+
+def path_ids(paths: Iterable[str]) -> dict[str, int]:
+    """The PathName id of each path, creating the ones not stored yet."""
+    wanted = {_digest(path): path for path in paths}
+    found: dict[str, int] = {}
+    digests = list(wanted)
+    for start in range(0, len(digests), WRITE_BATCH):
+        part = digests[start : start + WRITE_BATCH]
+        found.update(PathName.objects.filter(digest__in=part).values_list("digest", "pk"))
+    missing = [
+        PathName(digest=digest, text=text, name=text.rsplit("/", 1)[-1] or "/")
+        for digest, text in wanted.items()
+        if digest not in found
+    ]
+    if missing:
+        PathName.objects.bulk_create(missing, batch_size=WRITE_BATCH, ignore_conflicts=True)
+        for start in range(0, len(missing), WRITE_BATCH):
+            part = [p.digest for p in missing[start : start + WRITE_BATCH]]
+            found.update(PathName.objects.filter(digest__in=part).values_list("digest", "pk"))
+    return {text: found[digest] for digest, text in wanted.items()}
+
+
+def signature(entry: dict[str, Any]) -> str:
+    """What makes two sightings of a path the same version: its kind, size, times, owner, mode, link and where
+    its data lives (a rewrite in place changes the times; a move of its blocks changes the extents)."""
+    parts = [entry.get(key) for key in ("t", "s", "m", "u", "g", "mt", "ct", "lt", "i", "x", "c")]
+    return hashlib.blake2b(json.dumps(parts, separators=(",", ":")).encode(), digest_size=16).hexdigest()
+
+
+def _content_ids(engine: EngineRepository, snapshot: Snapshot, entries: list[dict[str, Any]]) -> None:
+    """Each file's content, as the ids of the stored blocks its extents cover: two sightings with the same ids
+    hold the same bytes (a rewrite in place within one timestamp tick still shows). A block shared with another
+    file's data makes an unchanged file look changed at worst: one row more, never a wrong one."""
+    readers = {str(disk["name"]): ImageReader(engine, disk) for disk in snapshot.disks}
+    for entry in entries:
+        extents = entry.get("x")
+        if not isinstance(extents, list) or not extents:
+            continue
+        reader = readers.get(str(entry["v"]).split(":", 1)[0])
+        if reader is None:
+            continue
+        digest = hashlib.blake2b(digest_size=16)
+        for _, offset, length in extents:
+            for number in range(offset // reader.block_size, (offset + length - 1) // reader.block_size + 1):
+                digest.update(reader.block_id(number))
+        entry["c"] = digest.hexdigest()
+
+
+def _hard_links(entries: list[dict[str, Any]]) -> None:
+    """A second name of an inode already seen on the volume is a hard link to the first."""
+    first: dict[tuple[str, int], str] = {}
+    for entry in entries:
+        if entry.get("t") != "file" or not entry.get("i") or int(entry.get("n") or 1) < 2:
+            continue
+        key = (entry["v"], int(entry["i"]))
+        if key in first:
+            entry["t"], entry["lt"] = EntryKind.HARDLINK, first[key]
+        else:
+            first[key] = entry["p"]
+
+
+def record_versions(point: RecoveryPoint, entries: list[dict[str, Any]]) -> tuple[int, int]:
+    """Write the point's entries as intervals: (versions extended, versions added)."""
+    previous = (
+        RecoveryPoint.objects.filter(
+            machine=point.machine_id,
+            repository=point.repository_id,
+            taken_at__lt=point.taken_at,
+            catalog_state__in=[CatalogState.COMPLETE, CatalogState.PARTIAL],
+        )
+        .order_by("-taken_at", "-pk")
+        .first()
+    )
+    open_rows: dict[tuple[str, int, str], int] = {}
+    if previous is not None:
+        open_rows = {
+            (volume, path, sig): pk
+            for volume, path, sig, pk in FileVersion.objects.filter(
+                machine=point.machine_id, repository=point.repository_id, last_point=previous
+            ).values_list("volume", "path_id", "signature", "pk")
+        }
+    ids = path_ids({e["p"] for e in entries} | {_parent_of(e["p"]) for e in entries})
+    extend: list[int] = []
+    create: list[FileVersion] = []
+    for entry in entries:
+        sig = signature(entry)
+        pk = open_rows.pop((entry["v"], ids[entry["p"]], sig), None)
+        if pk is not None:
+            extend.append(pk)
+            continue
+        create.append(
+            FileVersion(
+                machine_id=point.machine_id,
+                repository_id=point.repository_id,
+                volume=entry["v"][:200],
+                path_id=ids[entry["p"]],
+                parent_id=ids[_parent_of(entry["p"])],
+                kind=entry["t"] if entry["t"] in EntryKind.values else EntryKind.OTHER,
+                size=max(0, int(entry.get("s") or 0)),
+                mode=int(entry.get("m") or 0) & 0o7777,
+                uid=entry.get("u"),
+                gid=entry.get("g"),
+                mtime_ns=entry.get("mt"),
+                ctime_ns=entry.get("ct"),
+                atime_ns=entry.get("at"),
+                link_target=str(entry.get("lt") or ""),
+                inode=entry.get("i"),
+                extents=entry.get("x"),
+                signature=sig,
+                first_point=point,
+                last_point=point,
+                first_at=point.taken_at,
+                last_at=point.taken_at,
+            )
+        )
+    for start in range(0, len(extend), WRITE_BATCH):
+        FileVersion.objects.filter(pk__in=extend[start : start + WRITE_BATCH]).update(
+            last_point=point, last_at=point.taken_at
+        )
+    FileVersion.objects.bulk_create(create, batch_size=WRITE_BATCH)
+    return len(extend), len(create)
+
+
+def _state_of(walk: Walk) -> tuple[str, str]:
+    skipped = [v for v in walk.volumes if v.get("state") in ("skipped", "partial")]
+    words = [f"{v['id']}: {v.get('reason') or v.get('state')}" for v in skipped]
+    if walk.stopped:
+        detail = "; ".join([f"the walk stopped: {walk.stopped}", *words])
+        return (CatalogState.PARTIAL if walk.entries else CatalogState.FAILED), detail
+    if not walk.entries and walk.volumes and all(v.get("state") == "skipped" for v in walk.volumes):
+        return CatalogState.FAILED, "; ".join(words) or "no readable volume"
+    if skipped:
+        return CatalogState.PARTIAL, "; ".join(words)
+    return CatalogState.COMPLETE, ""
+
+
+def _claim(point: RecoveryPoint) -> bool:
+    return bool(
+        RecoveryPoint.objects.filter(pk=point.pk, catalog_state=CatalogState.PENDING).update(
+            catalog_state=CatalogState.RUNNING, catalog_started_at=timezone.now()
+        )
+    )
+
+
+def points_to_catalog(*, now: datetime.datetime | None = None) -> list[RecoveryPoint]:
+    """Points waiting for a catalog for more than a few minutes (their task was lost), and points whose walk
+    outlived its deadline by far (the worker running it died): those are set back to waiting and returned."""
+    now = now or timezone.now()
+    stale = now - datetime.timedelta(seconds=settings.BULWARK_CATALOG_SECONDS + 300)
+    RecoveryPoint.objects.filter(catalog_state=CatalogState.RUNNING, catalog_started_at__lt=stale).update(
+        catalog_state=CatalogState.PENDING
+    )
+    waiting = now - datetime.timedelta(minutes=5)
+    return list(
+        RecoveryPoint.objects.filter(catalog_state=CatalogState.PENDING, created_at__lt=waiting)
+        .select_related("repository__passphrase")
+        .order_by("taken_at")[:100]
+    )
+
+
+def catalog_point(point: RecoveryPoint) -> RecoveryPoint:
+    """Catalog an image point (once: a second call finds it claimed). Never raises for what the disk holds."""
+    if point.kind != PointKind.IMAGE:
+        return catalog_file_point(point)
+    if not _claim(point):
+        return RecoveryPoint.objects.get(pk=point.pk)
+    started = time.monotonic()
+    try:
+        engine, snapshot = repositories.open_point(point)
+        walk = walk_snapshot(engine, snapshot)
+        _content_ids(engine, snapshot, walk.entries)
+        _hard_links(walk.entries)
+        state, detail = _state_of(walk)
+        with transaction.atomic():
+            extended, added = record_versions(point, walk.entries)
+            RecoveryPoint.objects.filter(pk=point.pk).update(
+                catalog_state=state,
+                catalog_detail=detail[:5000],
+                catalog_volumes=walk.volumes,
+                catalog_entries=len(walk.entries),
+                catalog_seconds=time.monotonic() - started,
+                catalog_read_bytes=walk.read_bytes,
+            )
+        logger.info(
+            "catalog of point %s: %s, %d entries (%d versions extended, %d new), %d bytes read",
+            point.pk,
+            state,
+            len(walk.entries),
+            extended,
+            added,
+            walk.read_bytes,
+        )
+    except Exception as error:
+        logger.exception("catalog of point %s failed", point.pk)
+        RecoveryPoint.objects.filter(pk=point.pk).update(
+            catalog_state=CatalogState.FAILED,
+            catalog_detail=f"{type(error).__name__}: {error}"[:5000],
+            catalog_seconds=time.monotonic() - started,
+        )
+    return RecoveryPoint.objects.get(pk=point.pk)
+
+
+def catalog_file_point(point: RecoveryPoint) -> RecoveryPoint:
+    """An agent's file point: the same rows, from its trees (no child: the trees are the engine's own format,
+    checked as they are read)."""
+    from engine.files import read_tree
+
+    if not _claim(point):
+        return RecoveryPoint.objects.get(pk=point.pk)
+    started = time.monotonic()
+    try:
+        engine, snapshot = repositories.open_point(point)
+        entries: list[dict[str, Any]] = []
+        if snapshot.tree:
+            stack: list[tuple[str, str]] = [(snapshot.tree, "")]
+            while stack:
+                tree, path = stack.pop()
+                for item in read_tree(engine, tree):
+                    entries.append(_tree_entry(item, path))
+                    if item.get("type") == "dir" and item.get("tree"):
+                        stack.append((item["tree"], f"{path}/{item['name']}"))
+        _hard_links(entries)
+        with transaction.atomic():
+            record_versions(point, entries)
+            RecoveryPoint.objects.filter(pk=point.pk).update(
+                catalog_state=CatalogState.COMPLETE,
+                catalog_detail="",
+                catalog_volumes=[
+                    {"id": "files", "filesystem": "files", "state": "complete", "files": len(entries)}
+                ],
+                catalog_entries=len(entries),
+                catalog_seconds=time.monotonic() - started,
+            )
+    except Exception as error:
+        logger.exception("catalog of point %s failed", point.pk)
+        RecoveryPoint.objects.filter(pk=point.pk).update(
+            catalog_state=CatalogState.FAILED, catalog_detail=f"{type(error).__name__}: {error}"[:5000]
+        )
+    return RecoveryPoint.objects.get(pk=point.pk)
+
+
+TREE_KINDS = {"file": "file", "dir": "dir", "symlink": "symlink", "hardlink": "hardlink"}
+
+
+def _tree_entry(item: dict[str, Any], path: str) -> dict[str, Any]:
+    kind = TREE_KINDS.get(str(item.get("type")), "other")
+    return {
+        "v": "files",
+        "p": f"{path}/{item['name']}",
+        "t": kind,
+        "s": int(item.get("size") or 0),
+        "m": int(item.get("mode") or 0),
+        "u": item.get("uid"),
+        "g": item.get("gid"),
+        "mt": item.get("mtime_ns"),
+        "ct": item.get("ctime_ns"),
+        "at": item.get("atime_ns"),
+        "lt": item.get("target") or item.get("link") or "",
+        "i": item.get("inode"),
+        "n": item.get("nlink") or 1,
+        "x": None,
+        "c": item.get("chunks"),  # content: unchanged chunks are an unchanged file
+    }
+
+
+def forget_points(points: Iterable[RecoveryPoint]) -> None:
+    """Before points are deleted (retention): every interval that starts or ends at one of them is narrowed to
+    the points that remain, or removed when none remains inside it. Nothing refers to a forgotten point."""
+    points = list(points)
+    if not points:
+        return
+    gone = {point.pk for point in points}
+    for machine_id, repository_id in {(p.machine_id, p.repository_id) for p in points}:
+        remaining = list(
+            RecoveryPoint.objects.filter(machine_id=machine_id, repository_id=repository_id)
+            .exclude(pk__in=gone)
+            .exclude(catalog_state__in=[CatalogState.PENDING, CatalogState.RUNNING, CatalogState.NONE])
+            .order_by("taken_at", "pk")
+            .values_list("pk", "taken_at")
+        )
+        touched = FileVersion.objects.filter(machine_id=machine_id, repository_id=repository_id).filter(
+            Q(first_point__in=gone) | Q(last_point__in=gone)
+        )
+        delete, update = [], []
+        for version in touched.only("pk", "first_at", "last_at", "first_point", "last_point"):
+            inside = [(pk, at) for pk, at in remaining if version.first_at <= at <= version.last_at]
+            if not inside:
+                delete.append(version.pk)
+                continue
+            version.first_point_id, version.first_at = inside[0]
+            version.last_point_id, version.last_at = inside[-1]
+            update.append(version)
+        for start in range(0, len(delete), WRITE_BATCH):
+            FileVersion.objects.filter(pk__in=delete[start : start + WRITE_BATCH]).delete()
+        FileVersion.objects.bulk_update(
+            update, ["first_point", "first_at", "last_point", "last_at"], batch_size=WRITE_BATCH
+        )
