@@ -4,6 +4,7 @@ from django.contrib.auth.decorators import login_required
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from catalog.api import CatalogSearchView, FileVersionsView, PointBrowseView
 from config.api import router
 from inventory.api.views import AgentEnrolView, AgentHeartbeatView
 from protection.api.agent import AgentChunksView, AgentJobsView, AgentRestoreView, AgentRunView
@@ -20,6 +21,9 @@ urlpatterns = [
     path("api/agent/runs/<int:pk>/chunks/", AgentChunksView.as_view(), name="agent-run-chunks"),
     path("api/agent/runs/<int:pk>/<slug:step>/", AgentRunView.as_view(), name="agent-run"),
     path("api/agent/restores/<int:pk>/<slug:step>/", AgentRestoreView.as_view(), name="agent-restore"),
+    path("api/catalog/search/", CatalogSearchView.as_view(), name="catalog-search"),
+    path("api/points/<int:pk>/browse/", PointBrowseView.as_view(), name="point-browse"),
+    path("api/files/<int:pk>/versions/", FileVersionsView.as_view(), name="file-versions"),
     path("api/", include((router.urls, "api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # A page for people: anonymous visitors are sent to sign in rather than shown a bare 401.

@@ -134,6 +134,16 @@ MATRIX: dict[str, Entry] = {
     ),
     "restore-detail": Entry(EVERYONE, kwargs=lambda e: {"pk": e.restore}),
     # File restores: admins and help-desk operators (in scope); the matrix point holds images, so 404 there.
+    # The catalog over the API: admins, auditors and help-desk (in scope); application owners do not search files.
+    "catalog-search": Entry({"anonymous": 401, "admin": 400, "helpdesk": 400, "owner": 403, "auditor": 400}),
+    "point-browse": Entry(
+        {"anonymous": 401, "admin": 200, "helpdesk": 200, "owner": 403, "auditor": 200},
+        kwargs=lambda e: {"pk": e.point},
+    ),
+    "file-versions": Entry(
+        {"anonymous": 401, "admin": 200, "helpdesk": 200, "owner": 403, "auditor": 200},
+        kwargs=lambda e: {"pk": e.file_version},
+    ),
     "point-files": Entry(
         {"anonymous": PAGE_LOGIN, "admin": 200, "helpdesk": 200, "owner": 403, "auditor": 403},
         kwargs=lambda e: {"pk": e.point},
@@ -302,6 +312,24 @@ def matrix_estate(estate: Estate, tmp_path: Any, settings: Any) -> Estate:
         taken_at=timezone.now(),
     )
     estate.point = point.pk  # type: ignore[attr-defined]
+    from catalog.indexer import path_ids
+    from catalog.models import FileVersion
+
+    ids = path_ids(["/etc/app.conf", "/etc"])
+    estate.file_version = FileVersion.objects.create(  # type: ignore[attr-defined]
+        machine=estate.finance_vm,
+        repository=repository,
+        volume="2000:p1",
+        path_id=ids["/etc/app.conf"],
+        parent_id=ids["/etc"],
+        kind="file",
+        size=10,
+        signature="s",
+        first_point=point,
+        last_point=point,
+        first_at=point.taken_at,
+        last_at=point.taken_at,
+    ).pk
     from protection.models import CopyTarget, Policy
 
     copy_repository = create_repository(actor=estate.admin, name="offsite", kind="local", path="offsite")

@@ -176,6 +176,23 @@ def test_an_agent_backs_up_files_and_a_volume_with_source_side_dedup(setup, esta
     restore_image(engine, image_snapshot, str(setup["volume"]), tmp / "sdb.restored")
     assert (tmp / "sdb.restored").read_bytes() == setup["volume"].read_bytes()
     assert image_snapshot.disks[0]["stats"]["zero_bytes"] >= 3 * 1024 * 1024  # zero blocks not stored
+    # The catalog (queued by the agent's commit): the same rows from the file tree as from an image's walk.
+    from catalog import indexer
+    from catalog.choices import CatalogState
+    from catalog.models import FileVersion
+
+    assert indexer.catalog_point(files_point).catalog_state == CatalogState.COMPLETE
+    rows = {
+        v.path.text: v for v in FileVersion.objects.filter(first_point=files_point).select_related("path")
+    }
+    assert (
+        rows[f"{source}/data/big.bin"].size == 3 * 1024 * 1024
+        and rows[f"{source}/data/big.bin"].kind == "file"
+    )
+    assert rows[f"{source}/data/link"].kind == "symlink" and rows[f"{source}/data/link"].link_target
+    assert f"{source}/data/skip.tmp" not in rows
+    volume = indexer.catalog_point(image_point)  # a raw volume without a file system: said so, not an error
+    assert volume.catalog_state == CatalogState.FAILED and "no known file system" in volume.catalog_detail
 
     # Day 2: one small file changes; unchanged files are not even read, and almost nothing travels.
     (source / "etc" / "app.conf").write_text("listen 9443\n" * 40)

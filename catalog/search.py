@@ -1,0 +1,159 @@
+"""Finding files across every machine a user may see: by name (substring or glob), path prefix, size, time, type,
+machine and point; results grouped by file, each with its versions.
+
+Name substrings use the trigram indexes of migration 0007: pg_trgm GIN on PostgreSQL (ILIKE uses it), FTS5 with
+the trigram tokenizer on SQLite (for three characters or more; shorter ones scan the names).
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connection
+from django.db.models import Q, QuerySet
+from django.db.models.expressions import RawSQL
+
+from catalog.models import FileVersion, PathName, RecoveryPoint
+
+
+@dataclass
+class FileQuery:
+    name: str = ""  # a substring of the file's name
+    glob: str = ""  # a shell pattern for the name: *.pdf, report-202?.xlsx
+    path: str = ""  # a path prefix: /home/alice
+    kind: str = ""
+    size_min: int | None = None
+    size_max: int | None = None
+    modified_after: datetime.datetime | None = None
+    modified_before: datetime.datetime | None = None
+    machine: int | None = None
+    point: RecoveryPoint | None = None  # only what this point holds
+
+
+def names_matching(text: str) -> QuerySet[PathName]:
+    if connection.vendor == "sqlite" and len(text) >= 3:
+        quoted = '"' + text.replace('"', '""') + '"'
+        return PathName.objects.filter(
+            pk__in=RawSQL("SELECT rowid FROM catalog_pathname_fts WHERE name MATCH %s", [quoted])
+        )
+    return PathName.objects.filter(name__icontains=text)
+
+
+def glob_regex(pattern: str) -> str:
+    """A shell pattern (*, ?, [abc], [!abc]) as a regular expression both PostgreSQL and Python read alike."""
+    out, i, n = ["^"], 0, len(pattern)
+    while i < n:
+        char = pattern[i]
+        i += 1
+        if char == "*":
+            out.append(".*")
+        elif char == "?":
+            out.append(".")
+        elif char == "[":
+            j = i + (1 if i < n and pattern[i] == "!" else 0)
+            j += 1 if j < n and pattern[j] == "]" else 0
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:  # no closing bracket: a literal "["
+                out.append("\\[")
+                continue
+            members, i = pattern[i:j], j + 1
+            negate = members.startswith("!")
+            members = members[1:] if negate else members
+            members = members.replace("\\", "\\\\").replace("^", "\\^").replace("]", "\\]")
+            out.append("[" + ("^" if negate else "") + members + "]")
+        else:
+            out.append(char if char.isalnum() or char == "_" else "\\" + char)
+    out.append("$")
+    return "".join(out)
+
+
+def _ns(moment: datetime.datetime) -> int:
+    return int(moment.timestamp() * 1_000_000_000)
+
+
+def versions_matching(user: Any, query: FileQuery) -> QuerySet[FileVersion]:
+    versions = FileVersion.objects.visible_to(user)
+    if query.name:
+        versions = versions.filter(path__in=names_matching(query.name))
+    if query.glob:
+        versions = versions.filter(path__name__iregex=glob_regex(query.glob))
+    if query.path:
+        prefix = "/" + query.path.strip("/")
+        versions = versions.filter(Q(path__text=prefix) | Q(path__text__startswith=prefix.rstrip("/") + "/"))
+    if query.kind:
+        versions = versions.filter(kind=query.kind)
+    if query.size_min is not None:
+        versions = versions.filter(size__gte=query.size_min)
+    if query.size_max is not None:
+        versions = versions.filter(size__lte=query.size_max)
+    if query.modified_after is not None:
+        versions = versions.filter(mtime_ns__gte=_ns(query.modified_after))
+    if query.modified_before is not None:
+        versions = versions.filter(mtime_ns__lte=_ns(query.modified_before))
+    if query.machine is not None:
+        versions = versions.filter(machine_id=query.machine)
+    if query.point is not None:
+        versions = in_point(versions, query.point)
+    return versions
+
+
+def in_point(versions: QuerySet[FileVersion], point: RecoveryPoint) -> QuerySet[FileVersion]:
+    """The versions a point holds: its machine's intervals in its repository that contain it."""
+    return versions.filter(
+        machine_id=point.machine_id,
+        repository_id=point.repository_id,
+        first_at__lte=point.taken_at,
+        last_at__gte=point.taken_at,
+    )
+
+
+def search(user: Any, query: FileQuery, *, limit: int = 100) -> list[dict[str, Any]]:
+    """Files (machine, volume, path) with their matching versions, newest first; at most `limit` files."""
+    rows = (
+        versions_matching(user, query)
+        .select_related("path", "machine", "first_point", "last_point")
+        .order_by("machine__sort_name", "path__text", "volume", "-last_at")[: limit * 20]
+    )
+    files: dict[tuple[int, str, int], dict[str, Any]] = {}
+    for row in rows:
+        key = (row.machine_id, row.volume, row.path_id)
+        if key not in files:
+            if len(files) >= limit:
+                break
+            files[key] = {
+                "machine": row.machine_id,
+                "machine_name": row.machine.name,
+                "volume": row.volume,
+                "path": row.path.text,
+                "name": row.path.name,
+                "kind": row.kind,
+                "versions": [],
+            }
+        files[key]["versions"].append(describe(row))
+    return list(files.values())
+
+
+def describe(row: FileVersion) -> dict[str, Any]:
+    return {
+        "id": row.pk,
+        "size": row.size,
+        "kind": row.kind,
+        "modified": _moment(row.mtime_ns),
+        "first_point": row.first_point_id,
+        "last_point": row.last_point_id,
+        "first_seen": row.first_at.isoformat(),
+        "last_seen": row.last_at.isoformat(),
+        "link_target": row.link_target,
+    }
+
+
+def _moment(ns: int | None) -> str | None:
+    if ns is None:
+        return None
+    try:
+        return datetime.datetime.fromtimestamp(ns / 1e9, tz=datetime.UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return None
