@@ -47,6 +47,14 @@ def lookup(repository: Repository, snapshot: Snapshot, path: str) -> dict[str, A
     return entry
 
 
+def file_pieces(repository: Repository, snapshot: Snapshot, path: str) -> Iterator[bytes]:
+    """One regular file's content out of a file snapshot, chunk by chunk."""
+    entry = lookup(repository, snapshot, path)
+    if entry["type"] != "file":
+        raise NotFound(f"{path} is not a regular file")
+    return read_file(repository, entry)
+
+
 def checked_paths(repository: Repository, snapshot: Snapshot, paths: list[str]) -> list[str]:
     """The chosen paths in their plain form ("a/b"), each checked to be in the snapshot (NotFound if not)."""
     cleaned = ["/".join(split(path)) for path in paths]

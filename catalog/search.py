@@ -110,6 +110,16 @@ def in_point(versions: QuerySet[FileVersion], point: RecoveryPoint) -> QuerySet[
     )
 
 
+def in_point_range(version: FileVersion, points: QuerySet[RecoveryPoint]) -> QuerySet[RecoveryPoint]:
+    """The points (of those given) that hold this version: its machine's, in its repository, inside its interval."""
+    return points.filter(
+        machine_id=version.machine_id,
+        repository_id=version.repository_id,
+        taken_at__gte=version.first_at,
+        taken_at__lte=version.last_at,
+    )
+
+
 def search(user: Any, query: FileQuery, *, limit: int = 100) -> list[dict[str, Any]]:
     """Files (machine, volume, path) with their matching versions, newest first; at most `limit` files."""
     rows = (

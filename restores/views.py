@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import itertools
 from typing import Any
+from urllib.parse import quote
 
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -9,12 +11,14 @@ from django.urls import reverse
 from django.views import View
 from django.views.generic import TemplateView
 
-from catalog import files, repositories
+from catalog import extract, files, repositories
 from catalog.choices import PointKind
-from catalog.models import RecoveryPoint
+from catalog.models import FileVersion, RecoveryPoint
+from catalog.search import in_point_range
 from catalog.views import visible_point
 from core.access import ADMIN_ONLY, ALL_ROLES, FILE_RESTORERS, RoleRequiredMixin, posted_id
 from core.streaming import streaming
+from engine.errors import EngineError
 from restores.models import RestoreKind, RestoreRequest
 from restores.services import RestoreRefused, record_download, request_restore
 
@@ -52,6 +56,55 @@ class RestoreDetailView(RoleRequiredMixin, TemplateView):
             pk=self.kwargs["pk"],
         )
         return context
+
+
+class FileDownloadView(RoleRequiredMixin, View):
+    """GET ?point=<id>: one catalogued file, streamed as itself out of an image point (or a file point) of the
+    machine, reading only its data. The point defaults to the newest one that holds this version."""
+
+    allowed_roles = FILE_RESTORERS
+
+    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+        version = get_object_or_404(
+            FileVersion.objects.visible_to(request.user).select_related("path", "machine"), pk=pk
+        )
+        points = in_point_range(version, RecoveryPoint.objects.visible_to(request.user))
+        chosen = posted_id(request.GET.get("point")) if request.GET.get("point") else None
+        point = (
+            (points.filter(pk=chosen) if chosen else points.order_by("-taken_at"))
+            .select_related("repository__passphrase")
+            .first()
+        )
+        if point is None:
+            raise Http404("no recovery point of yours holds this version")
+        try:
+            engine, snapshot = repositories.open_point(point)
+            pieces = (
+                files.file_pieces(engine, snapshot, version.path.text)
+                if point.kind == PointKind.FILES
+                else extract.file_bytes(engine, snapshot, version)
+            )
+            first = next(pieces, b"")
+        except (extract.NotReadable, files.NotFound) as error:
+            raise Http404(str(error)) from None
+        except (EngineError, OSError) as error:
+            return HttpResponse(
+                f"The recovery point cannot be read now: {error}", status=503, content_type="text/plain"
+            )
+        record_download(actor=request.user, point=point, paths=[version.path.text])  # type: ignore[arg-type]
+        return streaming(  # type: ignore[return-value]
+            request,  # type: ignore[arg-type]
+            itertools.chain([first], pieces),
+            Content_Disposition=content_disposition(version.path.name),
+            Content_Type="application/octet-stream",
+            Content_Length=str(version.size),
+        )
+
+
+def content_disposition(name: str) -> str:
+    """RFC 6266: an ASCII fallback name, and the real one in UTF-8 (RFC 5987) for browsers that read it."""
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\;' else "_" for c in name) or "file"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 class PointDownloadView(RoleRequiredMixin, View):

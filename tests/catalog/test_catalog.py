@@ -18,17 +18,16 @@ from catalog.models import FileVersion, RecoveryPoint
 from catalog.services import create_repository, record_point
 from engine.image import ImageWriter
 from tests.catalog import images
-from tests.factories import MachineFactory
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def store(tmp_path: Path, settings):  # type: ignore[no-untyped-def]
+def store(tmp_path: Path, settings, estate):  # type: ignore[no-untyped-def]
     settings.DATA_DIR = tmp_path
     repositories.forget_open_repositories()
     repository = create_repository(actor=None, name="primary", kind="local", path="repo")
-    machine = MachineFactory(name="web-01")
+    machine = estate.finance_vm  # in the help-desk operator's scope
     clock = [timezone.now() - datetime.timedelta(days=10)]
 
     def back_up(*disks: Path) -> RecoveryPoint:
@@ -371,3 +370,47 @@ def test_a_vsphere_backup_catalogues_its_disk_in_the_same_task(vcsim, tmp_path: 
     assert FileVersion.objects.filter(path__text="/home/alice/docs/report.pdf").count() == 2
     assert set(spans.values()) == {(day1.pk, day2.pk)}  # every other entry: one row for both points
     assert FileVersion.objects.get(machine=machine, path__text="/notes.txt").last_point == day2
+
+
+def test_a_help_desk_operator_downloads_one_file_reading_only_its_blocks(  # type: ignore[no-untyped-def]
+    store, tmp_path: Path, estate, client_for, monkeypatch
+) -> None:
+    from engine.image import ImageReader
+
+    tree = images.sample_tree(tmp_path / "tree")
+    report = (tree / "home" / "alice" / "docs" / "report.pdf").read_bytes()
+    disk, _ = images.partitioned(
+        tmp_path / "disk.img", "gpt", [(images.ext4(tmp_path / "e.img", tree), images.GPT_LINUX)]
+    )
+    point = indexer.catalog_point(store(disk))
+    found = versions(point)
+    blocks: set[int] = set()
+    real_block = ImageReader.block
+
+    def counted(self, number):  # type: ignore[no-untyped-def]
+        blocks.add(number)
+        return real_block(self, number)
+
+    monkeypatch.setattr(ImageReader, "block", counted)
+    helpdesk = client_for("helpdesk")
+    answer = helpdesk.get(f"/restores/files/{found['2000:p1 /home/alice/docs/report.pdf'].pk}/download/")
+    assert answer.status_code == 200 and b"".join(answer.streaming_content) == report
+    assert answer["Content-Disposition"] == "attachment; filename=\"report.pdf\"; filename*=UTF-8''report.pdf"
+    block_size = 64 * 1024
+    assert len(blocks) <= -(-len(report) // block_size) + 1  # the file's blocks, not the disk's
+    unicode_name = found["2000:p1 /home/alice/docs/\u00dcbersicht \u2013 2026.txt"]
+    answer = helpdesk.get(f"/restores/files/{unicode_name.pk}/download/")
+    assert b"".join(answer.streaming_content) == b"unicode name\n"
+    assert "filename*=UTF-8''%C3%9Cbersicht%20%E2%80%93%202026.txt" in answer["Content-Disposition"]
+    sparse = helpdesk.get(f"/restores/files/{found['2000:p1 /home/sparse.img'].pk}/download/")
+    assert b"".join(sparse.streaming_content) == (tree / "home" / "sparse.img").read_bytes()
+    assert helpdesk.get(f"/restores/files/{found['2000:p1 /home/alice'].pk}/download/").status_code == 404
+    assert (
+        client_for("owner").get(f"/restores/files/{found['2000:p1 /etc/app.conf'].pk}/download/").status_code
+        == 403
+    )
+    from restores.models import RestoreRequest
+
+    assert (
+        RestoreRequest.objects.filter(kind="download", requested_by=estate.helpdesk).count() == 3
+    )  # audited

@@ -1,0 +1,63 @@
+"""A file's bytes out of an image point, read through its extents: only the stored blocks that hold the file are
+fetched and decrypted (no mount, no full-image read), holes come back as zeros, nothing past the file's size."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from catalog.models import FileVersion
+from engine.image import ImageReader
+from engine.repository import Repository as EngineRepository
+from engine.repository import Snapshot
+
+PIECE = 1024 * 1024
+
+
+class NotReadable(Exception):
+    """The version's data cannot be read by extents (a folder, a link, data inside the MFT record, btrfs)."""
+
+
+def disk_of(snapshot: Snapshot, volume: str) -> dict[str, object]:
+    key = volume.split(":", 1)[0]
+    for disk in snapshot.disks:
+        if str(disk["name"]) == key:
+            return disk
+    raise NotReadable(f"the point holds no disk {key}")
+
+
+def readable(version: FileVersion) -> bool:
+    return version.kind in ("file", "hardlink") and isinstance(version.extents, list)
+
+
+def file_bytes(engine: EngineRepository, snapshot: Snapshot, version: FileVersion) -> Iterator[bytes]:
+    """The file's content, in pieces of at most PIECE bytes."""
+    if not readable(version):
+        raise NotReadable(
+            f"{version.path} keeps its data "
+            + ("inside its file-system record" if version.extents == "resident" else "behind its file system")
+        )
+    reader = ImageReader(engine, disk_of(snapshot, version.volume))
+    position = 0
+    for at, offset, length in sorted(version.extents or []):
+        if at < position:  # overlapping runs (a damaged inode): the overlap is not read twice
+            skip = position - at
+            at, offset, length = at + skip, offset + skip, length - skip
+        length = min(length, version.size - at)
+        if length <= 0:
+            continue
+        while position < at:  # a hole: zeros, never read
+            gap = min(PIECE, at - position)
+            yield bytes(gap)
+            position += gap
+        done = 0
+        while done < length:
+            piece = reader.pread(min(PIECE, length - done), offset + done)
+            if not piece:
+                raise NotReadable(f"{version.path}: the stored disk ends before the file's data")
+            yield piece
+            done += len(piece)
+        position += length
+    while position < version.size:
+        gap = min(PIECE, version.size - position)
+        yield bytes(gap)
+        position += gap
