@@ -10,11 +10,13 @@ from django.http import Http404, HttpRequest
 from django.shortcuts import get_object_or_404
 from django.views.generic import TemplateView
 
-from catalog import files, repositories
-from catalog.choices import PointKind
-from catalog.models import RecoveryPoint
-from core.access import FILE_RESTORERS, RoleRequiredMixin
+from catalog import extract, files, repositories
+from catalog.choices import CatalogState, EntryKind, PointKind
+from catalog.models import FileVersion, RecoveryPoint
+from catalog.search import FileQuery, in_point, search
+from core.access import FILE_RESTORERS, RoleRequiredMixin, posted_id
 from engine.errors import EngineError
+from inventory.models import Machine
 
 TYPE_BITS = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "symlink": stat.S_IFLNK}
 
@@ -42,8 +44,7 @@ class PointFilesView(RoleRequiredMixin, TemplateView):
         parts = path.split("/") if path else []
         context["crumbs"] = [("/".join(parts[: i + 1]), part) for i, part in enumerate(parts)]
         if point.kind != PointKind.FILES:
-            context["error"] = "This recovery point holds disk images; restore it from the machine's page."
-            return context
+            return self._from_catalog(context, point, path)
         try:
             entries = files.list_folder(*repositories.open_point(point), path)
         except files.NotFound as error:
@@ -62,4 +63,97 @@ class PointFilesView(RoleRequiredMixin, TemplateView):
             }
             for entry in entries
         ]
+        return context
+
+    def _from_catalog(self, context: dict[str, Any], point: RecoveryPoint, path: str) -> dict[str, Any]:
+        """An image point, browsed from its catalog: its volumes first, then folder by folder (nothing is read
+        from the image until a file is downloaded)."""
+        volume = self.request.GET.get("volume", "")
+        context.update(image=True, volume=volume, volumes=point.catalog_volumes)
+        if point.catalog_state in (CatalogState.PENDING, CatalogState.RUNNING):
+            context["error"] = "The files of this point are being catalogued; try again in a few minutes."
+            return context
+        if point.catalog_state in (CatalogState.FAILED, CatalogState.NONE) and not point.catalog_entries:
+            context["error"] = (
+                "The files of this point are not catalogued"
+                + (f": {point.catalog_detail}" if point.catalog_detail else ".")
+                + " The whole disks can still be restored from the machine's page."
+            )
+            return context
+        if not volume:
+            return context
+        folder = "/" + path
+        rows = (
+            in_point(FileVersion.objects.visible_to(self.request.user), point)
+            .filter(volume=volume, parent__text=folder)
+            .exclude(path__text=folder)
+            .select_related("path")
+            .order_by("-kind", "path__name")[:5000]
+        )
+        context["entries"] = [
+            {
+                "name": row.path.name,
+                "path": row.path.text.lstrip("/"),
+                "type": "dir" if row.kind == EntryKind.DIR else row.kind,
+                "target": row.link_target,
+                "size": row.size,
+                "version": row.pk,
+                "readable": extract.readable(row),
+                "modified": _moment(row.mtime_ns),
+                "permissions": stat.filemode(KIND_BITS.get(row.kind, 0) | row.mode),
+            }
+            for row in rows
+        ]
+        return context
+
+
+KIND_BITS = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "hardlink": stat.S_IFREG, "symlink": stat.S_IFLNK}
+
+
+def _moment(ns: int | None) -> datetime.datetime | None:
+    if ns is None:
+        return None
+    try:
+        return datetime.datetime.fromtimestamp(ns / 1e9, tz=datetime.UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+class FileSearchView(RoleRequiredMixin, TemplateView):
+    """Find a file by name, pattern or folder across every machine one may see, with its versions."""
+
+    template_name = "catalog/file_search.html"
+    allowed_roles = FILE_RESTORERS
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        data = self.request.GET
+        machines = Machine.objects.visible_to(self.request.user).order_by("sort_name")
+        context.update(machines=machines, query=data, results=None, error="")
+        name, pattern, folder = (
+            data.get("name", "").strip(),
+            data.get("glob", "").strip(),
+            data.get("path", "").strip(),
+        )
+        machine = posted_id(data.get("machine")) if data.get("machine") else None
+        if not (name or pattern or folder):
+            return context
+        if machine is not None and not machines.filter(pk=machine).exists():
+            machine = -1  # another scope's machine: nothing, as for one that does not exist
+        query = FileQuery(name=name[:255], glob=pattern[:255], path=folder[:4096], machine=machine)
+        results = search(self.request.user, query, limit=100)
+        for found in results:
+            for version in found["versions"]:
+                version["modified_at"] = (
+                    datetime.datetime.fromisoformat(version["modified"]) if version["modified"] else None
+                )
+                version["last_seen_at"] = datetime.datetime.fromisoformat(version["last_seen"])
+                version["first_seen_at"] = datetime.datetime.fromisoformat(version["first_seen"])
+            folder_of = found["path"].rsplit("/", 1)[0].lstrip("/")
+            found["browse"] = {
+                "point": found["versions"][0]["last_point"],
+                "volume": found["volume"],
+                "path": folder_of,
+            }
+        context["results"] = results
         return context

@@ -144,6 +144,9 @@ MATRIX: dict[str, Entry] = {
         {"anonymous": 401, "admin": 200, "helpdesk": 200, "owner": 403, "auditor": 200},
         kwargs=lambda e: {"pk": e.file_version},
     ),
+    "file-search": Entry(
+        {"anonymous": PAGE_LOGIN, "admin": 200, "helpdesk": 200, "owner": 403, "auditor": 403}
+    ),
     "file-download": Entry(  # the matrix version's point has no stored snapshot: 503 past the checks
         {"anonymous": PAGE_LOGIN, "admin": 503, "helpdesk": 503, "owner": 403, "auditor": 403},
         kwargs=lambda e: {"pk": e.file_version},
