@@ -16,9 +16,9 @@ def test_a_help_desk_operator_finds_and_downloads_a_file_from_an_image(  # type:
     browser: Any,
     live_server_url: str,
     estate,
-    store,
+    store,  # noqa: F811
     artifacts: Path,
-    tmp_path: Path,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     tree = images.sample_tree(tmp_path / "tree")
     report = (tree / "home" / "alice" / "docs" / "report.pdf").read_bytes()
