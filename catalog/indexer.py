@@ -222,6 +222,53 @@ def signature(entry: dict[str, Any]) -> str:
     return hashlib.blake2b(json.dumps(parts, separators=(",", ":")).encode(), digest_size=16).hexdigest()
 
 
+INT64 = 2**63 - 1
+INT_FIELDS = ("s", "m", "u", "g", "mt", "ct", "at", "i", "n")
+
+
+def checked_entries(walk: Walk) -> int:
+    """Keep only entries whose values can be true: the child parsed an untrusted disk (a damaged inode gives a
+    size of 2^64, a path with a NUL) and may itself be subverted. Times out of range become unknown; anything
+    else impossible drops the entry. Returns how many were dropped."""
+    kept: list[dict[str, Any]] = []
+    for entry in walk.entries:
+        try:
+            if not isinstance(entry.get("p"), str) or not entry["p"].startswith("/") or "\x00" in entry["p"]:
+                raise ValueError("path")
+            if not isinstance(entry.get("v"), str) or not isinstance(entry.get("t"), str):
+                raise ValueError("volume or type")
+            for key in INT_FIELDS:
+                value = entry.get(key)
+                if value is None:
+                    continue
+                if not isinstance(value, int) or isinstance(value, bool) or not -INT64 <= value <= INT64:
+                    if key in ("mt", "ct", "at", "u", "g", "i"):
+                        entry[key] = None  # unknown, not wrong
+                        continue
+                    raise ValueError(key)
+            if entry.get("s") is not None and entry["s"] < 0:
+                raise ValueError("size")
+            extents = entry.get("x")
+            if (
+                isinstance(extents, list)
+                and not all(
+                    isinstance(e, list)
+                    and len(e) == 3
+                    and all(isinstance(n, int) and 0 <= n <= INT64 for n in e)
+                    for e in extents
+                )
+            ) or (extents is not None and not isinstance(extents, list) and extents != "resident"):
+                entry["x"] = None
+            if entry.get("lt") is not None and not isinstance(entry["lt"], str):
+                entry["lt"] = ""
+        except ValueError:
+            continue
+        kept.append(entry)
+    dropped = len(walk.entries) - len(kept)
+    walk.entries = kept
+    return dropped
+
+
 def _content_ids(engine: EngineRepository, snapshot: Snapshot, entries: list[dict[str, Any]]) -> None:
     """Each file's content, as the ids of the stored blocks its extents cover: two sightings with the same ids
     hold the same bytes (a rewrite in place within one timestamp tick still shows). A block shared with another
@@ -363,9 +410,15 @@ def catalog_point(point: RecoveryPoint) -> RecoveryPoint:
     try:
         engine, snapshot = repositories.open_point(point)
         walk = walk_snapshot(engine, snapshot)
+        dropped = checked_entries(walk)
         _content_ids(engine, snapshot, walk.entries)
         _hard_links(walk.entries)
         state, detail = _state_of(walk)
+        if dropped:
+            state = CatalogState.PARTIAL if walk.entries else CatalogState.FAILED
+            detail = "; ".join(
+                filter(None, [f"{dropped} entries with impossible values (a damaged file system)", detail])
+            )
         with transaction.atomic():
             extended, added = record_versions(point, walk.entries)
             RecoveryPoint.objects.filter(pk=point.pk).update(

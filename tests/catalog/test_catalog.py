@@ -414,3 +414,23 @@ def test_a_help_desk_operator_downloads_one_file_reading_only_its_blocks(  # typ
     assert (
         RestoreRequest.objects.filter(kind="download", requested_by=estate.helpdesk).count() == 3
     )  # audited
+
+
+def test_impossible_values_from_the_walker_are_dropped_not_stored() -> None:
+    """The parent trusts nothing the child says: a size past 2^63, a path with a NUL or without its leading
+    slash, a broken extent list; times out of range become unknown instead of failing the whole catalog."""
+    walk = indexer.Walk(
+        entries=[
+            {"v": "d", "p": "/ok", "t": "file", "s": 1, "mt": 2**70, "x": [[0, 0, 1]]},
+            {"v": "d", "p": "/huge", "t": "file", "s": 2**64},
+            {"v": "d", "p": "/nul\x00name", "t": "file", "s": 1},
+            {"v": "d", "p": "relative", "t": "file", "s": 1},
+            {"v": "d", "p": "/bad-extents", "t": "file", "s": 1, "x": [[0, -5]]},
+            {"v": "d", "p": "/flag", "t": "file", "s": True},
+        ]
+    )
+    assert indexer.checked_entries(walk) == 4
+    assert [(e["p"], e.get("mt"), e.get("x")) for e in walk.entries] == [
+        ("/ok", None, [[0, 0, 1]]),
+        ("/bad-extents", None, None),
+    ]
