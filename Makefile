@@ -39,7 +39,7 @@ browser-deps:
 
 # Debian packages the real test peers need (Go and govmomi's sources for vcsim; partitioning and mkfs tools that
 # build the disk images the catalog walks, without mounting anything), and the vcsim build.
-PEER_PACKAGES := golang-go golang-github-vmware-govmomi-dev samba qemu-utils fdisk xfsprogs ntfs-3g dosfstools mtools btrfs-progs e2fsprogs
+PEER_PACKAGES := golang-go golang-github-vmware-govmomi-dev samba qemu-utils fdisk xfsprogs ntfs-3g dosfstools mtools btrfs-progs e2fsprogs restic
 peer-deps:
 	@missing=""; for p in $(PEER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

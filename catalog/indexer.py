@@ -410,6 +410,7 @@ def catalog_point(point: RecoveryPoint) -> RecoveryPoint:
     try:
         engine, snapshot = repositories.open_point(point)
         walk = walk_snapshot(engine, snapshot)
+        walked = time.monotonic() - started
         dropped = checked_entries(walk)
         _content_ids(engine, snapshot, walk.entries)
         _hard_links(walk.entries)
@@ -430,13 +431,16 @@ def catalog_point(point: RecoveryPoint) -> RecoveryPoint:
                 catalog_read_bytes=walk.read_bytes,
             )
         logger.info(
-            "catalog of point %s: %s, %d entries (%d versions extended, %d new), %d bytes read",
+            "catalog of point %s: %s, %d entries (%d versions extended, %d new), %d bytes read; "
+            "walk %.2f s, recording %.2f s",
             point.pk,
             state,
             len(walk.entries),
             extended,
             added,
             walk.read_bytes,
+            walked,
+            time.monotonic() - started - walked,
         )
     except Exception as error:
         logger.exception("catalog of point %s failed", point.pk)
