@@ -140,6 +140,8 @@ def volumes_of(key: str, disk: BinaryIO, size: int) -> Iterator[Volume]:
         disk.seek(0)
         table = Disk(disk)
         partitions = [p for p in table.partitions if p.size > 0 and p.type not in (0x05, 0x0F, 0x85, 0xEE)]
+    except MemoryError:
+        raise  # the memory limit: the walk stops, it does not go on with less
     except Exception:
         partitions = []
     if not partitions:
@@ -177,6 +179,8 @@ def _logical_volumes(volume_id: str, partition: Any, stream: BinaryIO) -> Iterat
     try:
         lvm = LVM2(stream)
         logical = list(lvm.volume_group.logical_volumes)
+    except MemoryError:
+        raise  # the memory limit: the walk stops, it does not go on with less
     except Exception as error:
         yield Volume(
             volume_id,
@@ -192,6 +196,8 @@ def _logical_volumes(volume_id: str, partition: Any, stream: BinaryIO) -> Iterat
         try:
             lv_stream = lv.open()
             lv_size = int(getattr(lv, "size", 0) or 0)
+        except MemoryError:
+            raise  # the memory limit: the walk stops, it does not go on with less
         except Exception as error:
             yield Volume(
                 f"{volume_id}:lvm:{lv.name}", None, 0, stream, state="skipped", reason=f"cannot open: {error}"
@@ -309,6 +315,8 @@ def walk_tree(
         seen.add(key)
         try:
             listing = list(children(node))
+        except MemoryError:
+            raise  # the memory limit: the walk stops, it does not go on with less
         except Exception as error:
             volume.errors.append(f"{path or '/'}: cannot list: {error}")
             continue
@@ -318,6 +326,8 @@ def walk_tree(
             full = f"{path}/{name}"
             try:
                 entry = describe(child, full)
+            except MemoryError:
+                raise  # the memory limit: the walk stops, it does not go on with less
             except Exception as error:
                 volume.errors.append(f"{full}: {error}")
                 continue
@@ -519,6 +529,8 @@ def entries_of(volume: Volume) -> Iterator[Entry]:
             from dissect.btrfs import Btrfs
 
             walker = walk_btrfs(Btrfs(volume.stream), volume)
+    except MemoryError:
+        raise  # the memory limit: the walk stops, it does not go on with less
     except Exception as error:
         volume.state, volume.reason = "skipped", f"the {kind} file system cannot be opened: {error}"
         return

@@ -16,6 +16,7 @@ NAVIGATION = {
         "Machines",
         "Runs",
         "Alerts",
+        "Files",
         "Sources",
         "Agents",
         "Policies",
@@ -25,7 +26,7 @@ NAVIGATION = {
         "Users",
         "Audit",
     ],
-    "helpdesk": ["Dashboard", "Machines", "Runs", "Alerts"],
+    "helpdesk": ["Dashboard", "Machines", "Runs", "Alerts", "Files"],
     "owner": ["Dashboard", "Machines", "Runs", "Alerts"],
     "auditor": ["Dashboard", "Machines", "Runs", "Alerts", "Audit"],
 }
