@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.db.models.expressions import RawSQL
 
 from catalog.models import FileVersion, PathName, RecoveryPoint
@@ -74,15 +74,21 @@ def _ns(moment: datetime.datetime) -> int:
     return int(moment.timestamp() * 1_000_000_000)
 
 
-def versions_matching(user: Any, query: FileQuery) -> QuerySet[FileVersion]:
-    versions = FileVersion.objects.visible_to(user)
-    if query.name:
-        versions = versions.filter(path__in=names_matching(query.name))
+def paths_matching(query: FileQuery) -> QuerySet[PathName]:
+    """The paths whose name or place matches (through the name and path indexes)."""
+    paths = names_matching(query.name) if query.name else PathName.objects.all()
     if query.glob:
-        versions = versions.filter(path__name__iregex=glob_regex(query.glob))
+        paths = paths.filter(name__iregex=glob_regex(query.glob))
     if query.path:
         prefix = "/" + query.path.strip("/")
-        versions = versions.filter(Q(path__text=prefix) | Q(path__text__startswith=prefix.rstrip("/") + "/"))
+        paths = paths.filter(Q(text=prefix) | Q(text__startswith=prefix.rstrip("/") + "/"))
+    return paths
+
+
+def versions_matching(user: Any, query: FileQuery, *, by_path: bool = True) -> QuerySet[FileVersion]:
+    versions = FileVersion.objects.visible_to(user)
+    if by_path and (query.name or query.glob or query.path):
+        versions = versions.filter(path__in=paths_matching(query))
     if query.kind:
         versions = versions.filter(kind=query.kind)
     if query.size_min is not None:
@@ -120,19 +126,31 @@ def in_point_range(version: FileVersion, points: QuerySet[RecoveryPoint]) -> Que
     )
 
 
+VERSIONS_PER_FILE = 20  # on average; the files' own pages list every version
+
+
 def search(user: Any, query: FileQuery, *, limit: int = 100) -> list[dict[str, Any]]:
-    """Files (machine, volume, path) with their matching versions, newest first; at most `limit` files."""
+    """Files (machine, volume, path) with their matching versions, newest first; at most `limit` paths.
+
+    Two steps, so the cost follows the answer, not the estate: first the paths that match (through the name
+    index) and hold at least one version this user may see that matches (an EXISTS probe per path), in path
+    order, `limit` of them; then the versions of just those paths."""
+    matching = versions_matching(user, query, by_path=False)  # scope, size, time, type, machine, point
+    paths = list(
+        paths_matching(query)
+        .filter(Exists(matching.filter(path=OuterRef("pk"))))
+        .order_by("text")
+        .values_list("pk", flat=True)[:limit]
+    )
     rows = (
-        versions_matching(user, query)
+        matching.filter(path_id__in=paths)
         .select_related("path", "machine", "first_point", "last_point")
-        .order_by("machine__sort_name", "path__text", "volume", "-last_at")[: limit * 20]
+        .order_by("path__text", "machine__sort_name", "volume", "-last_at")[: limit * VERSIONS_PER_FILE]
     )
     files: dict[tuple[int, str, int], dict[str, Any]] = {}
     for row in rows:
         key = (row.machine_id, row.volume, row.path_id)
         if key not in files:
-            if len(files) >= limit:
-                break
             files[key] = {
                 "machine": row.machine_id,
                 "machine_name": row.machine.name,
