@@ -26,16 +26,31 @@ def disk_of(snapshot: Snapshot, volume: str) -> dict[str, object]:
 
 
 def readable(version: FileVersion) -> bool:
-    return version.kind in ("file", "hardlink") and isinstance(version.extents, list)
+    """Whether the version's bytes can be had: every regular file (by extents, or through its file system)."""
+    return version.kind in ("file", "hardlink")
 
 
 def file_bytes(engine: EngineRepository, snapshot: Snapshot, version: FileVersion) -> Iterator[bytes]:
-    """The file's content, in pieces of at most PIECE bytes."""
-    if not readable(version):
-        raise NotReadable(
-            f"{version.path} keeps its data "
-            + ("inside its file-system record" if version.extents == "resident" else "behind its file system")
+    """The file's content, in pieces of at most PIECE bytes: by its extents when the catalog has them, else read
+    by the sandboxed walker through the file system (NTFS-resident data, btrfs, LVM)."""
+    if version.kind not in ("file", "hardlink"):
+        raise NotReadable(f"{version.path} is a {version.get_kind_display().lower()}, not a file")
+    if not isinstance(version.extents, list):
+        from catalog.indexer import WalkFailed, read_through_walker
+
+        pieces = read_through_walker(
+            engine,
+            snapshot,
+            disk_of(snapshot, version.volume),
+            version.volume,
+            str(version.path),
+            version.size,
         )
+        try:
+            yield from pieces
+        except WalkFailed as error:
+            raise NotReadable(str(error)) from None
+        return
     reader = ImageReader(engine, disk_of(snapshot, version.volume))
     position = 0
     for at, offset, length in sorted(version.extents or []):

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,19 @@ def child_environment() -> dict[str, str]:
     }
 
 
+def _spawn(memory_mb: int, seconds: float, *, stderr: int) -> subprocess.Popen[bytes]:
+    """The walker child, in a process group of its own (killed whole), with nothing of ours in its environment."""
+    return subprocess.Popen(  # noqa: S603  (our own interpreter and module; the guest's bytes go over the pipe)
+        _child_command(memory_mb, int(seconds) + 5),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        cwd=str(ROOT),
+        env=child_environment(),
+        process_group=0,
+    )
+
+
 def walk_snapshot(
     engine: EngineRepository,
     snapshot: Snapshot,
@@ -93,15 +106,7 @@ def walk_snapshot(
     disks = {str(disk["name"]): disk for disk in snapshot.disks}
     readers = {name: ImageReader(engine, disk, cache_blocks=64) for name, disk in disks.items()}
     job = {"disks": [{"key": name, "size": int(disk["size"])} for name, disk in disks.items()]}
-    child = subprocess.Popen(  # noqa: S603  (our own interpreter and module; the guest's bytes go over the pipe)
-        _child_command(memory_mb, int(seconds) + 5),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=str(ROOT),
-        env=child_environment(),
-        process_group=0,
-    )
+    child = _spawn(memory_mb, seconds, stderr=subprocess.PIPE)
     assert child.stdin is not None and child.stdout is not None and child.stderr is not None
     walk = Walk()
     timed_out = threading.Event()
@@ -150,6 +155,48 @@ def walk_snapshot(
     if walk.stopped and timed_out.is_set():
         walk.stopped = f"it took longer than the {seconds:.0f} s allowed"
     return walk
+
+
+def read_through_walker(
+    engine: EngineRepository, snapshot: Snapshot, disk: dict[str, Any], volume: str, path: str, size: int
+) -> Iterator[bytes]:
+    """A file's bytes read by the sandboxed child through its file system (data inside an NTFS record, on
+    btrfs or LVM): the same confinement and deadline as a walk; the worker only serves stored blocks."""
+    seconds = float(settings.BULWARK_CATALOG_SECONDS)
+    reader = ImageReader(engine, disk, cache_blocks=64)
+    child = _spawn(int(settings.BULWARK_CATALOG_MEMORY_MB), seconds, stderr=subprocess.DEVNULL)
+    assert child.stdin is not None and child.stdout is not None
+    timer = threading.Timer(seconds, lambda: _kill(child))
+    timer.daemon = True
+    timer.start()
+    job = {
+        "extract": {
+            "disk": str(disk["name"]),
+            "size": int(disk["size"]),
+            "volume": volume,
+            "path": path,
+            "length": size,
+        }
+    }
+    try:
+        child.stdin.write(json.dumps(job).encode() + b"\n")
+        child.stdin.flush()
+        while line := child.stdout.readline():
+            if line[:1] == b"R":
+                _, _, offset, length = line.split()
+                data = _read(reader, int(offset), int(length))
+                child.stdin.write(
+                    LENGTH_FAILED.to_bytes(4, "big") if data is None else len(data).to_bytes(4, "big") + data
+                )
+                child.stdin.flush()
+            elif line[:1] == b"F":
+                yield child.stdout.read(int(line.split()[1]))
+            elif line[:1] == b"D":
+                return
+        raise WalkFailed(f"{path} could not be read through its file system")
+    finally:
+        timer.cancel()
+        _kill(child)
 
 
 def _read(reader: ImageReader | None, offset: int, length: int) -> bytes | None:

@@ -552,6 +552,50 @@ def walk_disk(key: str, read: Read, size: int) -> Iterator[tuple[str, Any]]:
         yield "volume", volume.record()
 
 
+def open_file(volume: Volume, path: str) -> BinaryIO:
+    """A file of a volume opened through its file system (for data that has no plain extents: inside an NTFS
+    record, behind btrfs' chunk tree, on an LVM volume)."""
+    kind = detect(volume.stream)
+    volume.stream.seek(0)
+    if kind == "ext":
+        from dissect.extfs import ExtFS
+
+        return ExtFS(volume.stream).get(path).open()  # type: ignore[no-any-return]
+    if kind == "xfs":
+        from dissect.xfs import XFS
+
+        return XFS(volume.stream).get(path).open()  # type: ignore[no-any-return]
+    if kind == "ntfs":
+        from dissect.ntfs import NTFS
+
+        return NTFS(volume.stream).mft.get(path).open()  # type: ignore[no-any-return]
+    if kind == "fat":
+        from dissect.fat import FATFS
+
+        return FATFS(volume.stream).get(path).open()  # type: ignore[no-any-return]
+    if kind == "btrfs":
+        from dissect.btrfs import Btrfs
+
+        return Btrfs(volume.stream).default_subvolume.get(path).open()  # type: ignore[no-any-return]
+    raise OSError(REASONS.get(kind, "no known file system"))
+
+
+def extract(key: str, read: Read, size: int, volume_id: str, path: str, length: int) -> Iterator[bytes]:
+    """The file's bytes, at most `length` of them (its catalogued size), in pieces."""
+    disk = RemoteDisk(read, size)
+    volume = next((v for v in volumes_of(key, disk, size) if v.id == volume_id), None)  # type: ignore[arg-type]
+    if volume is None:
+        raise OSError(f"the disk has no volume {volume_id}")
+    handle = open_file(volume, path)
+    left = length
+    while left > 0:
+        piece = handle.read(min(PAGE * 16, left))
+        if not piece:
+            break
+        left -= len(piece)
+        yield piece
+
+
 # --- the child process ------------------------------------------------------------------------------------------------
 def _entry_json(volume_id: str, entry: Entry) -> dict[str, Any]:
     data = {
@@ -572,6 +616,20 @@ def _entry_json(volume_id: str, entry: Entry) -> dict[str, Any]:
     if entry.link:
         data["lt"] = entry.link
     return data
+
+
+def _remote(commands: BinaryIO, answers: BinaryIO, disk: str) -> Read:
+    """Reads of a disk, asked of the parent over the pipe."""
+
+    def remote(offset: int, length: int) -> bytes:
+        commands.write(f"R {disk} {offset} {length}\n".encode())
+        commands.flush()
+        (count,) = LENGTH.unpack(answers.read(LENGTH.size))
+        if count == FAILED_READ:
+            raise OSError(f"disk {disk}: the stored image could not be read at {offset}")
+        return answers.read(count)
+
+    return remote
 
 
 def confine(memory_mb: int, cpu_seconds: int) -> None:
@@ -608,21 +666,25 @@ def main(argv: list[str] | None = None) -> int:
     confine(options.memory_mb, options.cpu_seconds)
     commands, answers = sys.stdout.buffer, sys.stdin.buffer
     job = json.loads(answers.readline())
-
-    def read(disk: str) -> Read:
-        def remote(offset: int, length: int) -> bytes:
-            commands.write(f"R {disk} {offset} {length}\n".encode())
-            commands.flush()
-            (count,) = LENGTH.unpack(answers.read(LENGTH.size))
-            if count == FAILED_READ:
-                raise OSError(f"disk {disk}: the stored image could not be read at {offset}")
-            return answers.read(count)
-
-        return remote
+    if "extract" in job:
+        wanted = job["extract"]
+        remote = _remote(commands, answers, wanted["disk"])
+        for piece in extract(
+            wanted["disk"],
+            remote,
+            int(wanted["size"]),
+            wanted["volume"],
+            wanted["path"],
+            int(wanted["length"]),
+        ):
+            commands.write(f"F {len(piece)}\n".encode() + piece)
+        commands.write(b"D\n")
+        commands.flush()
+        return 0
 
     for disk in job["disks"]:
         batch: list[dict[str, Any]] = []
-        for kind, item in walk_disk(disk["key"], read(disk["key"]), int(disk["size"])):
+        for kind, item in walk_disk(disk["key"], _remote(commands, answers, disk["key"]), int(disk["size"])):
             if kind == "entry":
                 batch.append(_entry_json(*item))
                 if len(batch) >= BATCH:

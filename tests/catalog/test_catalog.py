@@ -434,3 +434,23 @@ def test_impossible_values_from_the_walker_are_dropped_not_stored() -> None:
         ("/ok", None, [[0, 0, 1]]),
         ("/bad-extents", None, None),
     ]
+
+
+def test_files_without_plain_extents_download_through_the_sandboxed_walker(  # type: ignore[no-untyped-def]
+    store, tmp_path: Path, client_for
+) -> None:
+    """Data inside an NTFS record and files on btrfs have no plain extents: the walker child reads them through
+    their file system (same confinement), the worker only serves stored blocks."""
+    tree = images.sample_tree(tmp_path / "tree")
+    report = (tree / "home" / "alice" / "docs" / "report.pdf").read_bytes()
+    ntfs = images.ntfs(tmp_path / "ntfs.img", {"boot.ini": b"[boot loader]\n", "data.bin": report})
+    btrfs = images.btrfs(tmp_path / "btrfs.img", tree)
+    point = indexer.catalog_point(store(ntfs, btrfs))
+    found = versions(point)
+    helpdesk = client_for("helpdesk")
+    resident = helpdesk.get(f"/restores/files/{found['2000 /boot.ini'].pk}/download/")
+    assert resident.status_code == 200 and b"".join(resident.streaming_content) == b"[boot loader]\n"
+    on_btrfs = helpdesk.get(f"/restores/files/{found['2001 /home/alice/docs/report.pdf'].pk}/download/")
+    assert on_btrfs.status_code == 200 and b"".join(on_btrfs.streaming_content) == report
+    link = helpdesk.get(f"/restores/files/{found['2001 /home/config-link'].pk}/download/")
+    assert link.status_code == 404  # a link is not a file to download
