@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,13 +130,7 @@ def walk_snapshot(
             command = line[:1]
             if command == b"R":
                 _, disk, offset, length = line.split()
-                data = _read(readers.get(disk.decode()), int(offset), int(length))
-                if data is None:
-                    child.stdin.write(LENGTH_FAILED.to_bytes(4, "big"))
-                else:
-                    walk.read_bytes += len(data)
-                    child.stdin.write(len(data).to_bytes(4, "big") + data)
-                child.stdin.flush()
+                walk.read_bytes += _answer(child, readers.get(disk.decode()), int(offset), int(length))
             elif command == b"E":
                 walk.entries.extend(json.loads(line[2:]))
             elif command == b"V":
@@ -184,11 +179,7 @@ def read_through_walker(
         while line := child.stdout.readline():
             if line[:1] == b"R":
                 _, _, offset, length = line.split()
-                data = _read(reader, int(offset), int(length))
-                child.stdin.write(
-                    LENGTH_FAILED.to_bytes(4, "big") if data is None else len(data).to_bytes(4, "big") + data
-                )
-                child.stdin.flush()
+                _answer(child, reader, int(offset), int(length))
             elif line[:1] == b"F":
                 yield child.stdout.read(int(line.split()[1]))
             elif line[:1] == b"D":
@@ -199,14 +190,22 @@ def read_through_walker(
         _kill(child)
 
 
-def _read(reader: ImageReader | None, offset: int, length: int) -> bytes | None:
-    if reader is None or offset < 0 or length < 0:
-        return None
-    try:
-        return reader.pread(min(length, MAX_READ), offset)
-    except Exception:
-        logger.exception("the catalog could not read the stored image at %s", offset)
-        return None
+def _answer(child: subprocess.Popen[bytes], reader: ImageReader | None, offset: int, length: int) -> int:
+    """Answer one of the child's reads from the stored disk (a length, then the bytes; a failed read is the
+    length LENGTH_FAILED); how many bytes were sent."""
+    assert child.stdin is not None
+    data = None
+    if reader is not None and offset >= 0 and length >= 0:
+        try:
+            data = reader.pread(min(length, MAX_READ), offset)
+        except Exception:
+            logger.exception("the catalog could not read the stored image at %s", offset)
+    if data is None:
+        child.stdin.write(LENGTH_FAILED.to_bytes(4, "big"))
+    else:
+        child.stdin.write(len(data).to_bytes(4, "big") + data)
+    child.stdin.flush()
+    return len(data or b"")
 
 
 def _kill(child: subprocess.Popen[bytes]) -> None:
@@ -447,47 +446,53 @@ def points_to_catalog(*, now: datetime.datetime | None = None) -> list[RecoveryP
     )
 
 
+@dataclass
+class Found:
+    """What a point holds, however it was read: its entries, volumes, state in words, and what it cost."""
+
+    entries: list[dict[str, Any]]
+    volumes: list[dict[str, Any]]
+    state: str
+    detail: str = ""
+    read_bytes: int = 0
+    walked: float = 0.0  # seconds spent reading, before recording
+
+
 def catalog_point(point: RecoveryPoint) -> RecoveryPoint:
-    """Catalog an image point (once: a second call finds it claimed). Never raises for what the disk holds."""
-    if point.kind != PointKind.IMAGE:
-        return catalog_file_point(point)
+    """Catalog a point (once: a second call finds it claimed). Never raises for what the point holds."""
     if not _claim(point):
         return RecoveryPoint.objects.get(pk=point.pk)
     started = time.monotonic()
     try:
         engine, snapshot = repositories.open_point(point)
-        walk = walk_snapshot(engine, snapshot)
-        walked = time.monotonic() - started
-        dropped = checked_entries(walk)
-        _content_ids(engine, snapshot, walk.entries)
-        _hard_links(walk.entries)
-        state, detail = _state_of(walk)
-        if dropped:
-            state = CatalogState.PARTIAL if walk.entries else CatalogState.FAILED
-            detail = "; ".join(
-                filter(None, [f"{dropped} entries with impossible values (a damaged file system)", detail])
-            )
+        found = (
+            _image_entries(engine, snapshot)
+            if point.kind == PointKind.IMAGE
+            else _tree_entries(engine, snapshot)
+        )
+        found.walked = time.monotonic() - started
+        _hard_links(found.entries)
         with transaction.atomic():
-            extended, added = record_versions(point, walk.entries)
+            extended, added = record_versions(point, found.entries)
             RecoveryPoint.objects.filter(pk=point.pk).update(
-                catalog_state=state,
-                catalog_detail=detail[:5000],
-                catalog_volumes=walk.volumes,
-                catalog_entries=len(walk.entries),
+                catalog_state=found.state,
+                catalog_detail=found.detail[:5000],
+                catalog_volumes=found.volumes,
+                catalog_entries=len(found.entries),
                 catalog_seconds=time.monotonic() - started,
-                catalog_read_bytes=walk.read_bytes,
+                catalog_read_bytes=found.read_bytes,
             )
         logger.info(
             "catalog of point %s: %s, %d entries (%d versions extended, %d new), %d bytes read; "
             "walk %.2f s, recording %.2f s",
             point.pk,
-            state,
-            len(walk.entries),
+            found.state,
+            len(found.entries),
             extended,
             added,
-            walk.read_bytes,
-            walked,
-            time.monotonic() - started - walked,
+            found.read_bytes,
+            found.walked,
+            time.monotonic() - started - found.walked,
         )
     except Exception as error:
         logger.exception("catalog of point %s failed", point.pk)
@@ -499,50 +504,41 @@ def catalog_point(point: RecoveryPoint) -> RecoveryPoint:
     return RecoveryPoint.objects.get(pk=point.pk)
 
 
-def catalog_file_point(point: RecoveryPoint) -> RecoveryPoint:
+def _image_entries(engine: EngineRepository, snapshot: Snapshot) -> Found:
+    """An image point: its disks walked by the sandboxed child, what it said checked, contents identified."""
+    walk = walk_snapshot(engine, snapshot)
+    dropped = checked_entries(walk)
+    _content_ids(engine, snapshot, walk.entries)
+    state, detail = _state_of(walk)
+    if dropped:
+        state = CatalogState.PARTIAL if walk.entries else CatalogState.FAILED
+        detail = "; ".join(
+            filter(None, [f"{dropped} entries with impossible values (a damaged file system)", detail])
+        )
+    return Found(walk.entries, walk.volumes, state, detail, walk.read_bytes)
+
+
+def _tree_entries(engine: EngineRepository, snapshot: Snapshot) -> Found:
     """An agent's file point: the same rows, from its trees (no child: the trees are the engine's own format,
     checked as they are read)."""
     from engine.files import read_tree
 
-    if not _claim(point):
-        return RecoveryPoint.objects.get(pk=point.pk)
-    started = time.monotonic()
-    try:
-        engine, snapshot = repositories.open_point(point)
-        entries: list[dict[str, Any]] = []
-        if snapshot.tree:
-            stack: list[tuple[str, str]] = [(snapshot.tree, "")]
-            while stack:
-                tree, path = stack.pop()
-                for item in read_tree(engine, tree):
-                    entries.append(_tree_entry(item, path))
-                    if item.get("type") == "dir" and item.get("tree"):
-                        stack.append((item["tree"], f"{path}/{item['name']}"))
-        _hard_links(entries)
-        with transaction.atomic():
-            record_versions(point, entries)
-            RecoveryPoint.objects.filter(pk=point.pk).update(
-                catalog_state=CatalogState.COMPLETE,
-                catalog_detail="",
-                catalog_volumes=[
-                    {"id": "files", "filesystem": "files", "state": "complete", "files": len(entries)}
-                ],
-                catalog_entries=len(entries),
-                catalog_seconds=time.monotonic() - started,
-            )
-    except Exception as error:
-        logger.exception("catalog of point %s failed", point.pk)
-        RecoveryPoint.objects.filter(pk=point.pk).update(
-            catalog_state=CatalogState.FAILED, catalog_detail=f"{type(error).__name__}: {error}"[:5000]
-        )
-    return RecoveryPoint.objects.get(pk=point.pk)
-
-
-TREE_KINDS = {"file": "file", "dir": "dir", "symlink": "symlink", "hardlink": "hardlink"}
+    entries: list[dict[str, Any]] = []
+    if snapshot.tree:
+        stack: list[tuple[str, str]] = [(snapshot.tree, "")]
+        while stack:
+            tree, path = stack.pop()
+            for item in read_tree(engine, tree):
+                entries.append(_tree_entry(item, path))
+                if item.get("type") == "dir" and item.get("tree"):
+                    stack.append((item["tree"], f"{path}/{item['name']}"))
+    volumes = [{"id": "files", "filesystem": "files", "state": "complete", "files": len(entries)}]
+    return Found(entries, volumes, CatalogState.COMPLETE)
 
 
 def _tree_entry(item: dict[str, Any], path: str) -> dict[str, Any]:
-    kind = TREE_KINDS.get(str(item.get("type")), "other")
+    kind = str(item.get("type"))
+    kind = kind if kind in EntryKind.values else EntryKind.OTHER
     return {
         "v": "files",
         "p": f"{path}/{item['name']}",
@@ -554,7 +550,7 @@ def _tree_entry(item: dict[str, Any], path: str) -> dict[str, Any]:
         "mt": item.get("mtime_ns"),
         "ct": item.get("ctime_ns"),
         "at": item.get("atime_ns"),
-        "lt": item.get("target") or item.get("link") or "",
+        "lt": item.get("target") or "",
         "i": item.get("inode"),
         "n": item.get("nlink") or 1,
         "x": None,
@@ -580,14 +576,16 @@ def forget_points(points: Iterable[RecoveryPoint]) -> None:
         touched = FileVersion.objects.filter(machine_id=machine_id, repository_id=repository_id).filter(
             Q(first_point__in=gone) | Q(last_point__in=gone)
         )
+        times = [at for _, at in remaining]
         delete, update = [], []
         for version in touched.only("pk", "first_at", "last_at", "first_point", "last_point"):
-            inside = [(pk, at) for pk, at in remaining if version.first_at <= at <= version.last_at]
-            if not inside:
+            # The remaining points inside the interval: a slice of the ordered list, found by bisection.
+            first, last = bisect_left(times, version.first_at), bisect_right(times, version.last_at) - 1
+            if first > last:
                 delete.append(version.pk)
                 continue
-            version.first_point_id, version.first_at = inside[0]
-            version.last_point_id, version.last_at = inside[-1]
+            version.first_point_id, version.first_at = remaining[first]
+            version.last_point_id, version.last_at = remaining[last]
             update.append(version)
         for start in range(0, len(delete), WRITE_BATCH):
             FileVersion.objects.filter(pk__in=delete[start : start + WRITE_BATCH]).delete()

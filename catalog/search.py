@@ -85,10 +85,10 @@ def paths_matching(query: FileQuery) -> QuerySet[PathName]:
     return paths
 
 
-def versions_matching(user: Any, query: FileQuery, *, by_path: bool = True) -> QuerySet[FileVersion]:
+def versions_matching(user: Any, query: FileQuery) -> QuerySet[FileVersion]:
+    """The versions this user may see that match everything but the path: scope, type, size, time, machine,
+    point (the path conditions go through `paths_matching`)."""
     versions = FileVersion.objects.visible_to(user)
-    if by_path and (query.name or query.glob or query.path):
-        versions = versions.filter(path__in=paths_matching(query))
     if query.kind:
         versions = versions.filter(kind=query.kind)
     if query.size_min is not None:
@@ -135,7 +135,7 @@ def search(user: Any, query: FileQuery, *, limit: int = 100) -> list[dict[str, A
     Two steps, so the cost follows the answer, not the estate: first the paths that match (through the name
     index) and hold at least one version this user may see that matches (an EXISTS probe per path), in path
     order, `limit` of them; then the versions of just those paths."""
-    matching = versions_matching(user, query, by_path=False)  # scope, size, time, type, machine, point
+    matching = versions_matching(user, query)
     paths = list(
         paths_matching(query)
         .filter(Exists(matching.filter(path=OuterRef("pk"))))
@@ -144,7 +144,7 @@ def search(user: Any, query: FileQuery, *, limit: int = 100) -> list[dict[str, A
     )
     rows = (
         matching.filter(path_id__in=paths)
-        .select_related("path", "machine", "first_point", "last_point")
+        .select_related("path", "machine")
         .order_by("path__text", "machine__sort_name", "volume", "-last_at")[: limit * VERSIONS_PER_FILE]
     )
     files: dict[tuple[int, str, int], dict[str, Any]] = {}
@@ -169,19 +169,20 @@ def describe(row: FileVersion) -> dict[str, Any]:
         "id": row.pk,
         "size": row.size,
         "kind": row.kind,
-        "modified": _moment(row.mtime_ns),
+        "modified": moment(row.mtime_ns),
         "first_point": row.first_point_id,
         "last_point": row.last_point_id,
-        "first_seen": row.first_at.isoformat(),
-        "last_seen": row.last_at.isoformat(),
+        "first_seen": row.first_at,
+        "last_seen": row.last_at,
         "link_target": row.link_target,
     }
 
 
-def _moment(ns: int | None) -> str | None:
+def moment(ns: int | None) -> datetime.datetime | None:
+    """A file time in nanoseconds as a moment (None when unknown or out of any calendar)."""
     if ns is None:
         return None
     try:
-        return datetime.datetime.fromtimestamp(ns / 1e9, tz=datetime.UTC).isoformat()
+        return datetime.datetime.fromtimestamp(ns / 1e9, tz=datetime.UTC)
     except (OverflowError, OSError, ValueError):
         return None

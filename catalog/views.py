@@ -13,12 +13,12 @@ from django.views.generic import TemplateView
 from catalog import extract, files, repositories
 from catalog.choices import CatalogState, EntryKind, PointKind
 from catalog.models import FileVersion, RecoveryPoint
-from catalog.search import FileQuery, in_point, search
+from catalog.search import FileQuery, in_point, moment, search
 from core.access import FILE_RESTORERS, RoleRequiredMixin, posted_id
 from engine.errors import EngineError
 from inventory.models import Machine
 
-TYPE_BITS = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "symlink": stat.S_IFLNK}
+TYPE_BITS = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "hardlink": stat.S_IFREG, "symlink": stat.S_IFLNK}
 
 
 def visible_point(request: HttpRequest, pk: int) -> RecoveryPoint:
@@ -99,24 +99,12 @@ class PointFilesView(RoleRequiredMixin, TemplateView):
                 "size": row.size,
                 "version": row.pk,
                 "readable": extract.readable(row),
-                "modified": _moment(row.mtime_ns),
-                "permissions": stat.filemode(KIND_BITS.get(row.kind, 0) | row.mode),
+                "modified": moment(row.mtime_ns),
+                "permissions": stat.filemode(TYPE_BITS.get(row.kind, 0) | row.mode),
             }
             for row in rows
         ]
         return context
-
-
-KIND_BITS = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "hardlink": stat.S_IFREG, "symlink": stat.S_IFLNK}
-
-
-def _moment(ns: int | None) -> datetime.datetime | None:
-    if ns is None:
-        return None
-    try:
-        return datetime.datetime.fromtimestamp(ns / 1e9, tz=datetime.UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
 
 
 class FileSearchView(RoleRequiredMixin, TemplateView):
@@ -138,17 +126,10 @@ class FileSearchView(RoleRequiredMixin, TemplateView):
         machine = posted_id(data.get("machine")) if data.get("machine") else None
         if not (name or pattern or folder):
             return context
-        if machine is not None and not machines.filter(pk=machine).exists():
-            machine = -1  # another scope's machine: nothing, as for one that does not exist
+        # Another scope's machine finds nothing, as one that does not exist: the search is scoped itself.
         query = FileQuery(name=name[:255], glob=pattern[:255], path=folder[:4096], machine=machine)
         results = search(self.request.user, query, limit=100)
         for found in results:
-            for version in found["versions"]:
-                version["modified_at"] = (
-                    datetime.datetime.fromisoformat(version["modified"]) if version["modified"] else None
-                )
-                version["last_seen_at"] = datetime.datetime.fromisoformat(version["last_seen"])
-                version["first_seen_at"] = datetime.datetime.fromisoformat(version["first_seen"])
             folder_of = found["path"].rsplit("/", 1)[0].lstrip("/")
             found["browse"] = {
                 "point": found["versions"][0]["last_point"],

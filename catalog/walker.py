@@ -505,30 +505,16 @@ def entries_of(volume: Volume) -> Iterator[Entry]:
     if not kind:
         volume.state, volume.reason = "skipped", "no known file system (empty, swap, or unformatted)"
         return
-    volume.stream.seek(0)
     try:
-        if kind == "ext":
-            from dissect.extfs import ExtFS
-
-            ext = ExtFS(volume.stream)
-            walker = walk_unix(ext.root, ext.block_size, volume)
-        elif kind == "xfs":
-            from dissect.xfs import XFS
-
-            xfs = XFS(volume.stream)
-            walker = walk_unix(xfs.root, xfs.block_size, volume)
+        fs = open_filesystem(kind, volume.stream)
+        if kind in ("ext", "xfs"):
+            walker = walk_unix(fs.root, fs.block_size, volume)
         elif kind == "ntfs":
-            from dissect.ntfs import NTFS
-
-            walker = walk_ntfs(NTFS(volume.stream), volume)
+            walker = walk_ntfs(fs, volume)
         elif kind == "fat":
-            from dissect.fat import FATFS
-
-            walker = walk_fat(FATFS(volume.stream), volume)
+            walker = walk_fat(fs, volume)
         else:
-            from dissect.btrfs import Btrfs
-
-            walker = walk_btrfs(Btrfs(volume.stream), volume)
+            walker = walk_btrfs(fs, volume)
     except MemoryError:
         raise  # the memory limit: the walk stops, it does not go on with less
     except Exception as error:
@@ -552,32 +538,45 @@ def walk_disk(key: str, read: Read, size: int) -> Iterator[tuple[str, Any]]:
         yield "volume", volume.record()
 
 
+def open_filesystem(kind: str, stream: BinaryIO) -> Any:
+    """The dissect parser for a file system `detect` named, over the volume's stream."""
+    stream.seek(0)
+    if kind == "ext":
+        from dissect.extfs import ExtFS
+
+        return ExtFS(stream)
+    if kind == "xfs":
+        from dissect.xfs import XFS
+
+        return XFS(stream)
+    if kind == "ntfs":
+        from dissect.ntfs import NTFS
+
+        return NTFS(stream)
+    if kind == "fat":
+        from dissect.fat import FATFS
+
+        return FATFS(stream)
+    if kind == "btrfs":
+        from dissect.btrfs import Btrfs
+
+        return Btrfs(stream)
+    raise OSError(REASONS.get(kind, "no known file system"))
+
+
 def open_file(volume: Volume, path: str) -> BinaryIO:
     """A file of a volume opened through its file system (for data that has no plain extents: inside an NTFS
     record, behind btrfs' chunk tree, on an LVM volume)."""
     kind = detect(volume.stream)
-    volume.stream.seek(0)
-    if kind == "ext":
-        from dissect.extfs import ExtFS
-
-        return ExtFS(volume.stream).get(path).open()  # type: ignore[no-any-return]
-    if kind == "xfs":
-        from dissect.xfs import XFS
-
-        return XFS(volume.stream).get(path).open()  # type: ignore[no-any-return]
-    if kind == "ntfs":
-        from dissect.ntfs import NTFS
-
-        return NTFS(volume.stream).mft.get(path).open()  # type: ignore[no-any-return]
-    if kind == "fat":
-        from dissect.fat import FATFS
-
-        return FATFS(volume.stream).get(path).open()  # type: ignore[no-any-return]
-    if kind == "btrfs":
-        from dissect.btrfs import Btrfs
-
-        return Btrfs(volume.stream).default_subvolume.get(path).open()  # type: ignore[no-any-return]
-    raise OSError(REASONS.get(kind, "no known file system"))
+    fs = open_filesystem(kind, volume.stream)
+    node = (
+        fs.mft.get(path)
+        if kind == "ntfs"
+        else fs.default_subvolume.get(path)
+        if kind == "btrfs"
+        else fs.get(path)
+    )
+    return node.open()  # type: ignore[no-any-return]
 
 
 def extract(key: str, read: Read, size: int, volume_id: str, path: str, length: int) -> Iterator[bytes]:

@@ -66,7 +66,7 @@ class FileDownloadView(RoleRequiredMixin, View):
 
     def get(self, request: HttpRequest, pk: int) -> HttpResponse:
         version = get_object_or_404(
-            FileVersion.objects.visible_to(request.user).select_related("path", "machine"), pk=pk
+            FileVersion.objects.visible_to(request.user).select_related("path"), pk=pk
         )
         points = in_point_range(version, RecoveryPoint.objects.visible_to(request.user))
         chosen = posted_id(request.GET.get("point")) if request.GET.get("point") else None
