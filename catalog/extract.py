@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from catalog.choices import EntryKind
+from catalog.files import BLOCK, tar_header
 from catalog.models import FileVersion
 from engine.image import ImageReader
 from engine.repository import Repository as EngineRepository
@@ -76,3 +78,39 @@ def file_bytes(engine: EngineRepository, snapshot: Snapshot, version: FileVersio
         gap = min(PIECE, version.size - position)
         yield bytes(gap)
         position += gap
+
+
+def _entry(version: FileVersion) -> dict[str, object]:
+    """A catalogued version in the shape the tar writer of file points takes."""
+    kind = {EntryKind.DIR: "dir", EntryKind.SYMLINK: "symlink"}.get(version.kind, "file")
+    return {
+        "type": kind,
+        "mode": version.mode,
+        "uid": version.uid or 0,
+        "gid": version.gid or 0,
+        "mtime_ns": version.mtime_ns or 0,
+        "size": version.size,
+        "target": version.link_target,
+    }
+
+
+def tar_of(
+    engine: EngineRepository, snapshot: Snapshot, rows: list[tuple[str, FileVersion]]
+) -> Iterator[bytes]:
+    """A POSIX (PAX) tar of catalogued versions of an image point, given as (name in the archive, version) with
+    folders before what they hold: files read by their extents, links kept as links (a hard link whose first name
+    is in the archive points to it; otherwise the file's data is stored under this name)."""
+    names: dict[str, str] = {}  # a path in the volume -> its name in this archive
+    for name, version in rows:
+        names[version.path.text] = name
+        if version.kind == EntryKind.HARDLINK and version.link_target in names:
+            yield tar_header(name, _entry(version), link_to=names[version.link_target])
+            continue
+        entry = _entry(version)
+        yield tar_header(name, entry)
+        if entry["type"] != "file":
+            continue
+        yield from file_bytes(engine, snapshot, version)
+        if version.size % BLOCK:
+            yield bytes(BLOCK - version.size % BLOCK)
+    yield bytes(2 * BLOCK)

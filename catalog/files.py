@@ -114,7 +114,7 @@ def measure(repository: Repository, snapshot: Snapshot, paths: list[str]) -> Sel
     return selection
 
 
-def _header(relative: str, entry: dict[str, Any], link_to: str | None = None) -> bytes:
+def tar_header(relative: str, entry: dict[str, Any], link_to: str | None = None) -> bytes:
     info = tarfile.TarInfo(relative)
     info.mode = int(entry.get("mode", 0o644)) & 0o7777
     info.uid = int(entry.get("uid", 0))
@@ -153,9 +153,9 @@ def tar_stream(
     for relative, entry in walk_selection(repository, snapshot, paths):
         link_key = _link_key(entry)
         if link_key in linked:
-            yield _header(relative, entry, link_to=linked[link_key])  # a hard link: no data again
+            yield tar_header(relative, entry, link_to=linked[link_key])  # a hard link: no data again
             continue
-        yield _header(relative, entry)
+        yield tar_header(relative, entry)
         if entry["type"] != "file":
             continue
         if link_key is not None:

@@ -29,6 +29,7 @@ from core.models import User
 from engine.errors import EngineError
 from engine.image import ImageReader, restore_image
 from inventory.models import Agent
+from restores.file_restores import FileRestoreRefused
 from restores.models import RestoreKind, RestoreRequest, RestoreState
 
 logger = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ def run_restore(request_id: int) -> RestoreRequest:
     try:
         result = _restore(request)
         state, error = RestoreState.DONE, ""
-    except (RestoreRefused, ConnectorError, EngineError, OSError) as failure:
+    except (RestoreRefused, FileRestoreRefused, ConnectorError, EngineError, OSError) as failure:
         result, state, error = {}, RestoreState.FAILED, str(failure)
     except Exception as failure:
         logger.exception("restore %s failed unexpectedly", request.pk)
@@ -187,6 +188,10 @@ def run_restore(request_id: int) -> RestoreRequest:
 
 
 def _restore(request: RestoreRequest) -> dict[str, Any]:
+    if request.kind == RestoreKind.FILES_TO_VM:
+        from restores.file_restores import into_vm
+
+        return into_vm(request, _Progress(request))
     engine, snapshot = repositories.open_point(request.point)
     disks = snapshot.disks
     total = sum(int(disk["size"]) for disk in disks)

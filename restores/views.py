@@ -5,6 +5,7 @@ from typing import Any
 from urllib.parse import quote
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -17,9 +18,11 @@ from catalog.models import FileVersion, RecoveryPoint
 from catalog.search import in_point_range
 from catalog.views import visible_point
 from core.access import ADMIN_ONLY, ALL_ROLES, FILE_RESTORERS, RoleRequiredMixin, posted_id
+from core.models import User
 from core.streaming import streaming
 from engine.errors import EngineError
-from restores.models import RestoreKind, RestoreRequest
+from restores.models import RestoreKind, RestoreRequest, RestoreTarget
+from restores.rules import extension_of, limits_for
 from restores.services import RestoreRefused, record_download, request_restore
 
 
@@ -66,7 +69,7 @@ class FileDownloadView(RoleRequiredMixin, View):
 
     def get(self, request: HttpRequest, pk: int) -> HttpResponse:
         version = get_object_or_404(
-            FileVersion.objects.visible_to(request.user).select_related("path"), pk=pk
+            FileVersion.objects.visible_to(request.user).select_related("path", "machine"), pk=pk
         )
         points = in_point_range(version, RecoveryPoint.objects.visible_to(request.user))
         chosen = posted_id(request.GET.get("point")) if request.GET.get("point") else None
@@ -77,6 +80,9 @@ class FileDownloadView(RoleRequiredMixin, View):
         )
         if point is None:
             raise Http404("no recovery point of yours holds this version")
+        refusal = download_refusal(request.user, version)  # type: ignore[arg-type]
+        if refusal:
+            raise PermissionDenied(refusal)
         try:
             engine, snapshot = repositories.open_point(point)
             pieces = (
@@ -99,6 +105,20 @@ class FileDownloadView(RoleRequiredMixin, View):
             Content_Type="application/octet-stream",
             Content_Length=str(version.size),
         )
+
+
+def download_refusal(user: User, version: FileVersion) -> str:
+    """Why the machine's restore rules forbid this direct download ('' when they allow it)."""
+    limits = limits_for(user, version.machine)
+    if RestoreTarget.DOWNLOAD not in limits.targets:
+        return "The restore rules of this machine do not allow downloads."
+    if limits.approval:
+        return "Restores from this machine need an admin's approval: ask for it with the restore wizard."
+    if limits.extensions is not None and extension_of(version.path.text) not in limits.extensions:
+        return f"The restore rules allow only {', '.join(sorted(limits.extensions))} files."
+    if limits.max_bytes is not None and version.size > limits.max_bytes:
+        return f"The restore rules allow at most {limits.max_bytes:,} bytes per restore."
+    return ""
 
 
 def content_disposition(name: str) -> str:

@@ -32,6 +32,7 @@ from connectors.vsphere.backup import (
     remove_snapshot,
 )
 from connectors.vsphere.guest import GuestLogin
+from connectors.vsphere.guestfiles import GuestFiles
 from connectors.vsphere.inventory import (
     VM_PROPERTIES,
     Topology,
@@ -335,6 +336,19 @@ class VSphereConnector:
                 yield snap
             finally:
                 remove_snapshot(content, handle)
+
+    @contextmanager
+    def guest_files(self, external_id: str, login: GuestLogin) -> Iterator[GuestFiles]:
+        """The VM's guest file system through VMware Tools, with the guest login (files restored into the VM)."""
+        from connectors.vsphere.guestfiles import guest_files
+
+        try:
+            with guest_files(self.endpoint, external_id, login) as files:
+                yield files
+        except vmodl.MethodFault as error:
+            raise ProtocolError(
+                f"guest file operations on {external_id} failed: {fault_message(error)}"
+            ) from None
 
     def restore_as_new_vm(
         self,

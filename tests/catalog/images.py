@@ -159,3 +159,11 @@ def _copy_sparse(image: Path, disk: BinaryIO) -> None:
             else:
                 disk.write(block)
     disk.seek(start)
+
+
+def gpt_ext4_ntfs(folder: Path, name: str, tree: Path, ntfs_files: dict[str, bytes]) -> bytes:
+    """A guest's disk as the vcsim tests back it up: GPT with an ext4 system volume of `tree` and an NTFS one."""
+    ext = ext4(folder / f"{name}-ext.img", tree, size_mb=16)
+    data = ntfs(folder / f"{name}-ntfs.img", ntfs_files, size_mb=8)
+    disk, _ = partitioned(folder / f"{name}.img", "gpt", [(ext, GPT_LINUX), (data, GPT_BASIC_DATA)])
+    return disk.read_bytes()

@@ -323,12 +323,7 @@ def test_a_vsphere_backup_catalogues_its_disk_in_the_same_task(vcsim, tmp_path: 
     tree = images.sample_tree(tmp_path / "tree")
 
     def disk_of(tree: Path, name: str) -> bytes:
-        ext = images.ext4(tmp_path / f"{name}-ext.img", tree, size_mb=16)
-        ntfs = images.ntfs(tmp_path / f"{name}-ntfs.img", {"notes.txt": b"ntfs notes\n" * 100}, size_mb=8)
-        disk, _ = images.partitioned(
-            tmp_path / f"{name}.img", "gpt", [(ext, images.GPT_LINUX), (ntfs, images.GPT_BASIC_DATA)]
-        )
-        return disk.read_bytes()
+        return images.gpt_ext4_ntfs(tmp_path, name, tree, {"notes.txt": b"ntfs notes\n" * 100})
 
     admin = Admin(vcsim)
     day1_disk = disk_of(tree, "day1")

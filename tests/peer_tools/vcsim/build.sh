@@ -18,9 +18,10 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/src/bulwark/vcsim"
 cp "$here/main.go" "$work/src/bulwark/vcsim/"
-# A temporary copy of the simulator package, found first on GOPATH, with changed-block tracking (cbt.go) and
-# guest program execution (guest.go) added, and one call inserted where snapshots are created. The build fails if
-# that anchor ever moves.
+# A temporary copy of the simulator package, found first on GOPATH, with changed-block tracking (cbt.go), guest
+# program execution (guest.go) and guest file operations (guestfiles.go) added, one call inserted where snapshots
+# are created, the container-only upload method taken out and its /guestFile/ handler renamed (guestfiles.go
+# hands it what is not its own). The build fails if any of these anchors ever moves.
 govmomi=/usr/share/gocode/src/github.com/vmware/govmomi
 mkdir -p "$work/src/github.com/vmware/govmomi"
 for entry in "$govmomi"/*; do  # the rest of govmomi stays Debian's, linked
@@ -28,11 +29,19 @@ for entry in "$govmomi"/*; do  # the rest of govmomi stays Debian's, linked
 done
 simulator="$work/src/github.com/vmware/govmomi/simulator"
 cp -r "$govmomi/simulator" "$simulator"
-cp "$here/cbt.go" "$here/guest.go" "$simulator/"
+cp "$here/cbt.go" "$here/guest.go" "$here/guestfiles.go" "$simulator/"
 grep -q '^		snapshot.createSnapshotFiles()$' "$simulator/virtual_machine.go" || {
 	echo "build.sh: the snapshot anchor is missing from this govmomi version" >&2
 	exit 1
 }
+manager="$simulator/guest_operations_manager.go"
+grep -q '^func (m \*GuestFileManager) InitiateFileTransferToGuest(' "$manager" &&
+	grep -q '^func ServeGuest(' "$simulator/container.go" || {
+	echo "build.sh: the guest file anchors are missing from this govmomi version" >&2
+	exit 1
+}
+sed -i '/^func (m \*GuestFileManager) InitiateFileTransferToGuest(/,/^}$/d' "$manager"
+sed -i 's/^func ServeGuest(/func serveContainerGuest(/' "$simulator/container.go"
 sed -i 's/^		snapshot.createSnapshotFiles()$/		snapshot.createSnapshotFiles()\n		cbtSnapshotTaken(vm, snapshot)/' "$simulator/virtual_machine.go"
 cd "$work/src/bulwark/vcsim"
 GO111MODULE=off GOPATH="$work:/usr/share/gocode" GOCACHE="${GOCACHE:-$HOME/.cache/bulwark-go}" \
