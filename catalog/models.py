@@ -6,6 +6,8 @@ imports nothing of protection.
 
 from __future__ import annotations
 
+import datetime
+
 from django.db import models
 from django.utils import timezone
 
@@ -143,3 +145,9 @@ class FileVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.path} on {self.machine_id} ({self.first_at:%Y-%m-%d} to {self.last_at:%Y-%m-%d})"
+
+    @property
+    def modified(self) -> datetime.datetime | None:
+        from catalog.search import moment
+
+        return moment(self.mtime_ns)

@@ -138,3 +138,35 @@ class FileSearchView(RoleRequiredMixin, TemplateView):
             }
         context["results"] = results
         return context
+
+
+class FileHistoryView(RoleRequiredMixin, TemplateView):
+    """One file's versions on its machine side by side: size, modification time, the backups each was in, and
+    whether its content changed from the version before; pick two text versions to compare."""
+
+    template_name = "catalog/file_history.html"
+    allowed_roles = FILE_RESTORERS
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        visible = FileVersion.objects.visible_to(self.request.user).select_related("path", "machine")
+        version = get_object_or_404(visible, pk=self.kwargs["pk"])
+        rows = list(
+            visible.filter(machine=version.machine, volume=version.volume, path=version.path).order_by(
+                "first_at"
+            )
+        )
+        history = []
+        for index, row in enumerate(rows):
+            before = rows[index - 1] if index else None
+            history.append(
+                {
+                    "row": row,
+                    "changed": before is not None and before.signature != row.signature,
+                    "grew": row.size - before.size if before is not None else None,
+                    "readable": extract.readable(row),
+                }
+            )
+        history.reverse()
+        context.update(version=version, history=history, machine=version.machine)
+        return context

@@ -18,6 +18,8 @@ ADMIN_ONLY = frozenset({Role.ADMIN})
 AUDIT_READERS = frozenset({Role.ADMIN, Role.AUDITOR})
 # Self-service file restores: admins, and help-desk operators for the machines in their scope.
 FILE_RESTORERS = frozenset({Role.ADMIN, Role.HELPDESK})
+# The restore history: every restore (admins, auditors), one's own (help desk).
+RESTORE_READERS = frozenset({Role.ADMIN, Role.AUDITOR, Role.HELPDESK})
 
 
 class RoleRequiredMixin(LoginRequiredMixin):

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from core.access import ADMIN_ONLY, ALL_ROLES, AUDIT_READERS, FILE_RESTORERS
+from core.access import ADMIN_ONLY, ALL_ROLES, AUDIT_READERS, FILE_RESTORERS, RESTORE_READERS
 
 # (label, URL name, roles, URL names that mark the item as current)
 NAVIGATION = [
@@ -14,7 +14,13 @@ NAVIGATION = [
     ("Machines", "machine-list", ALL_ROLES, {"machine-list", "machine-detail"}),
     ("Runs", "run-list", ALL_ROLES, {"run-list", "run-detail"}),
     ("Alerts", "alert-list", ALL_ROLES, {"alert-list"}),
-    ("Files", "file-search", FILE_RESTORERS, {"file-search", "point-files"}),
+    (
+        "Files",
+        "file-search",
+        FILE_RESTORERS,
+        {"file-search", "point-files", "file-history", "file-restore-wizard"},
+    ),
+    ("Restores", "restore-list", RESTORE_READERS, {"restore-list", "restore-detail"}),
     ("Sources", "source-list", ADMIN_ONLY, {"source-list", "source-create", "source-detail", "source-edit"}),
     ("Agents", "agent-list", ADMIN_ONLY, {"agent-list"}),
     ("Policies", "policy-list", ADMIN_ONLY, {"policy-list", "policy-create", "policy-edit"}),

@@ -164,6 +164,32 @@ MATRIX: dict[str, Entry] = {
         kwargs=lambda e: {"pk": e.point},
         write=("post", frozenset({"admin", "helpdesk"})),
     ),
+    # The restore history: everyone's for admins and auditors, one's own for the help desk.
+    "restore-list": Entry(
+        {"anonymous": PAGE_LOGIN, "admin": 200, "helpdesk": 200, "owner": 403, "auditor": 200}
+    ),
+    # The wizard and the comparison need their query (a version, or a point and a path): without it, 404.
+    "file-restore-wizard": Entry(
+        {"anonymous": PAGE_LOGIN, "admin": 404, "helpdesk": 404, "owner": 403, "auditor": 403},
+        write=("post", frozenset({"admin", "helpdesk"})),
+    ),
+    "file-diff": Entry(
+        {"anonymous": PAGE_LOGIN, "admin": 404, "helpdesk": 404, "owner": 403, "auditor": 403}
+    ),
+    "file-history": Entry(
+        {"anonymous": PAGE_LOGIN, "admin": 200, "helpdesk": 200, "owner": 403, "auditor": 403},
+        kwargs=lambda e: {"pk": e.file_version},
+    ),
+    "restore-decide": Entry(
+        POST_ONLY_ADMIN, kwargs=lambda e: {"pk": e.restore}, write=("post", ADMIN_WRITES)
+    ),
+    "restore-download": Entry(  # the matrix restore is not a download: 404 past the checks
+        {"anonymous": PAGE_LOGIN, "admin": 404, "helpdesk": 404, "owner": 403, "auditor": 403},
+        kwargs=lambda e: {"pk": e.restore},
+    ),
+    "restore-rule-edit": Entry(
+        ADMIN_PAGE, kwargs=lambda e: {"pk": e.finance.pk}, write=("post", ADMIN_WRITES)
+    ),
     "api:restore-list": Entry(API_EVERYONE, write=("post", ADMIN_WRITES)),
     "api:restore-detail": Entry(API_EVERYONE, kwargs=lambda e: {"pk": e.restore}),
     "machine-assign": Entry(

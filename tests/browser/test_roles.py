@@ -17,6 +17,7 @@ NAVIGATION = {
         "Runs",
         "Alerts",
         "Files",
+        "Restores",
         "Sources",
         "Agents",
         "Policies",
@@ -26,9 +27,9 @@ NAVIGATION = {
         "Users",
         "Audit",
     ],
-    "helpdesk": ["Dashboard", "Machines", "Runs", "Alerts", "Files"],
+    "helpdesk": ["Dashboard", "Machines", "Runs", "Alerts", "Files", "Restores"],
     "owner": ["Dashboard", "Machines", "Runs", "Alerts"],
-    "auditor": ["Dashboard", "Machines", "Runs", "Alerts", "Audit"],
+    "auditor": ["Dashboard", "Machines", "Runs", "Alerts", "Restores", "Audit"],
 }
 
 
