@@ -83,6 +83,13 @@ class RestoreRequest(models.Model):
     def __str__(self) -> str:
         return f"restore of {self.machine} ({self.get_kind_display()})"
 
+    @property
+    def seconds(self) -> float | None:
+        """How long it ran (None until it has started and ended)."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
 
 class RestoreTarget(models.TextChoices):
     IN_PLACE = "in_place", "The original location"

@@ -38,3 +38,13 @@ def is_due(moment: datetime.datetime | None) -> bool:
 def minutes(count: float | int | None) -> str:
     """A number of minutes as a human duration: 1440 → "24 h"."""
     return "" if count is None or count == "" else duration(float(count) * 60)
+
+
+@register.filter
+def tail_path(path: str, length: int = 60) -> str:
+    """A long path by its end, which names the file: "…/guest-home/notes.txt"."""
+    text = str(path)
+    if len(text) <= int(length):
+        return text
+    cut = text[-int(length) :]
+    return "…" + (cut[cut.index("/") :] if "/" in cut else cut)

@@ -252,3 +252,67 @@ def test_a_download_restore_of_several_files_is_a_tar_with_links_kept(backed_up,
     other = "etc/app.conf" if linked == "etc/app-hard.conf" else "etc/app-hard.conf"
     assert archive.extractfile(members[other]).read() == b"listen 8443\n"  # type: ignore[union-attr]
     assert os.path.basename(name).startswith("DC0_H0_VM0-")
+
+
+def test_the_wizard_history_approval_and_comparison_pages(backed_up, estate, client_for) -> None:  # type: ignore[no-untyped-def]
+    machine, day1, day2, home = backed_up
+    notes = f"{home}/notes.txt"
+    older = FileVersion.objects.get(machine=machine, path__text=notes, first_point=day1)
+    newer = FileVersion.objects.get(machine=machine, path__text=notes, first_point=day2)
+    helpdesk, admin = client_for("helpdesk"), client_for("admin")
+
+    page = helpdesk.get("/restores/new/", {"version": older.pk})
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert text.count('name="point"') == 2 and f'value="{day1.pk}" id="version-{older.pk}"' in text
+    fields = {"point": day1.pk, "volume": _volume(day1), "path": notes, "target": "other_folder"}
+    fields["folder"] = str(home / "wizard")
+    review = helpdesk.post("/restores/new/", fields)
+    assert review.status_code == 200 and 'id="review"' in review.content.decode()
+    assert "1.5\xa0KB" in review.content.decode()
+    done = helpdesk.post("/restores/new/", {**fields, "confirm": "1"})
+    restore = RestoreRequest.objects.latest("pk")
+    assert done.status_code == 302 and done["Location"] == f"/restores/{restore.pk}/"
+    run_restore(restore.pk)
+    detail = helpdesk.get(done["Location"]).content.decode()
+    assert f"{home}/wizard/notes.txt" in detail and 'id="restored"' in detail
+    assert (home / "wizard" / "notes.txt").read_bytes() == b"monday's notes\n" * 100
+    bad = helpdesk.post("/restores/new/", {**fields, "folder": "relative", "confirm": "1"})
+    assert bad.status_code == 200 and "must be absolute" in bad.content.decode()
+
+    # Held for approval: the requester's page says so; an admin approves it from the history; then it downloads.
+    RestoreRule.objects.create(group=estate.finance, requires_approval=True)
+    held = helpdesk.post("/restores/new/", {**fields, "target": "download", "confirm": "1"})
+    restore = RestoreRequest.objects.latest("pk")
+    assert restore.state == RestoreState.AWAITING_APPROVAL
+    assert 'id="awaiting-note"' in helpdesk.get(held["Location"]).content.decode()
+    assert helpdesk.get(f"/restores/{restore.pk}/download/").status_code == 403
+    history = admin.get("/restores/").content.decode()
+    assert 'id="awaiting"' in history and "notes.txt" in history
+    assert helpdesk.post(f"/restores/{restore.pk}/decide/", {"decision": "approve"}).status_code == 403
+    admin.post(f"/restores/{restore.pk}/decide/", {"decision": "approve"})
+    restore.refresh_from_db()
+    assert restore.state == RestoreState.QUEUED and restore.decided_by == estate.admin
+    answer = helpdesk.get(f"/restores/{restore.pk}/download/")
+    assert b"".join(answer.streaming_content) == b"monday's notes\n" * 100
+    assert client_for("admin").get("/restores/", {"state": "done"}).status_code == 200
+    own = helpdesk.get("/restores/").content.decode()
+    assert own.count("<tr>") >= 2 and "awaiting" not in own.split('id="history"')[0]
+
+    # Two versions side by side (the rules hold for reading them too: approval needed, so refused first).
+    assert helpdesk.get("/restores/files/compare/", {"v": [older.pk, newer.pk]}).status_code == 403
+    RestoreRule.objects.filter(group=estate.finance).delete()
+    compared = helpdesk.get("/restores/files/compare/", {"v": [newer.pk, older.pk]}).content.decode()
+    assert "monday" in compared and "tuesday" in compared  # difflib writes spaces as &nbsp;
+    assert "diff_chg" in compared or "diff_add" in compared
+    versions = helpdesk.get(f"/files/{newer.pk}/history/").content.decode()
+    assert versions.count('name="v"') == 2 and "changed" in versions
+    assert client_for("owner").get(f"/files/{newer.pk}/history/").status_code == 403
+    assert admin.get(f"/groups/{estate.finance.pk}/restore-rule/").status_code == 200
+    saved = admin.post(
+        f"/groups/{estate.finance.pk}/restore-rule/",
+        {"allow_download": "on", "extensions": "txt", "max_bytes": "5000", "requires_approval": "on"},
+    )
+    assert saved.status_code == 302
+    rule = RestoreRule.objects.get(group=estate.finance)
+    assert not rule.allow_in_place and rule.extension_list == ["txt"] and rule.requires_approval
