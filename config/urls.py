@@ -8,6 +8,7 @@ from catalog.api import CatalogSearchView, FileVersionsView, PointBrowseView
 from config.api import router
 from inventory.api.views import AgentEnrolView, AgentHeartbeatView
 from protection.api.agent import AgentChunksView, AgentJobsView, AgentRestoreView, AgentRunView
+from restores.api.views import FileRestoreView
 
 urlpatterns = [
     path("", include("core.urls")),
@@ -24,6 +25,7 @@ urlpatterns = [
     path("api/catalog/search/", CatalogSearchView.as_view(), name="catalog-search"),
     path("api/points/<int:pk>/browse/", PointBrowseView.as_view(), name="point-browse"),
     path("api/files/<int:pk>/versions/", FileVersionsView.as_view(), name="file-versions"),
+    path("api/file-restores/", FileRestoreView.as_view(), name="file-restore"),
     path("api/", include((router.urls, "api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # A page for people: anonymous visitors are sent to sign in rather than shown a bare 401.

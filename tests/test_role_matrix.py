@@ -191,6 +191,16 @@ MATRIX: dict[str, Entry] = {
         ADMIN_PAGE, kwargs=lambda e: {"pk": e.finance.pk}, write=("post", ADMIN_WRITES)
     ),
     "api:restore-list": Entry(API_EVERYONE, write=("post", ADMIN_WRITES)),
+    "api:restore-approve": Entry(
+        API_POST_ONLY_ADMIN, kwargs=lambda e: {"pk": e.restore}, write=("post", ADMIN_WRITES)
+    ),
+    "api:restore-refuse": Entry(
+        API_POST_ONLY_ADMIN, kwargs=lambda e: {"pk": e.restore}, write=("post", ADMIN_WRITES)
+    ),
+    "file-restore": Entry(
+        {"anonymous": 401, "admin": 405, "helpdesk": 405, "owner": 403, "auditor": 403},
+        write=("post", frozenset({"admin", "helpdesk"})),
+    ),
     "api:restore-detail": Entry(API_EVERYONE, kwargs=lambda e: {"pk": e.restore}),
     "machine-assign": Entry(
         POST_ONLY_ADMIN, kwargs=lambda e: {"pk": e.finance_vm.pk}, write=("post", ADMIN_WRITES)

@@ -316,3 +316,30 @@ def test_the_wizard_history_approval_and_comparison_pages(backed_up, estate, cli
     assert saved.status_code == 302
     rule = RestoreRule.objects.get(group=estate.finance)
     assert not rule.allow_in_place and rule.extension_list == ["txt"] and rule.requires_approval
+
+
+def test_the_file_restore_api_checks_its_payload_and_holds_for_approval(
+    backed_up, estate, client_for
+) -> None:  # type: ignore[no-untyped-def]
+    _, day1, _, home = backed_up
+    helpdesk, admin = client_for("helpdesk"), client_for("admin")
+    bad = helpdesk.post(
+        "/api/file-restores/", {"point": "x", "target": "moon"}, content_type="application/json"
+    )
+    assert bad.status_code == 400 and {"point", "volume", "paths", "target"} <= set(bad.json())
+    body = {"point": day1.pk, "volume": _volume(day1), "paths": [f"{home}/notes.txt"], "target": "download"}
+    outsider = client_for(None)
+    outsider.force_login(estate.outsider)
+    assert outsider.post("/api/file-restores/", body, content_type="application/json").json() == {
+        "point": ["No such recovery point."]
+    }
+    RestoreRule.objects.create(group=estate.finance, requires_approval=True)
+    made = helpdesk.post("/api/file-restores/", body, content_type="application/json")
+    assert made.status_code == 201 and made.json()["state"] == "awaiting"
+    pk = made.json()["id"]
+    assert helpdesk.post(f"/api/restores/{pk}/approve/").status_code == 403
+    refused = admin.post(f"/api/restores/{pk}/refuse/", {}, content_type="application/json")
+    assert refused.status_code == 400 and "say why" in refused.json()["detail"][0]
+    approved = admin.post(f"/api/restores/{pk}/approve/", {}, content_type="application/json")
+    assert approved.status_code == 200 and approved.json()["state"] == "queued"
+    assert approved.json()["decided_by"] == estate.admin.pk
