@@ -6,8 +6,9 @@ a partial answer is an error, so the caller never marks machines gone because a 
 
 from __future__ import annotations
 
+import datetime
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -165,3 +166,29 @@ class Connector(Protocol):
 
 
 NO_PROGRESS: Progress = NullProgress()
+
+
+class FileSink(Protocol):
+    """Where restored files are written, one by one: a VM's guest (VMware Tools), an SMB share. Paths are the
+    sink's own (absolute; with "\\" on Windows guests and shares)."""
+
+    def stat(self, path: str) -> Any:
+        """What is at `path` (an object with `kind`: file, directory or symlink), or None."""
+        ...
+
+    def make_folder(self, path: str) -> None: ...
+
+    def upload(
+        self,
+        path: str,
+        size: int,
+        pieces: Iterable[bytes],
+        *,
+        overwrite: bool,
+        mode: int | None = None,
+        mtime: datetime.datetime | None = None,
+        progress: Callable[[int], None] = ...,
+    ) -> None:
+        """Write `size` bytes; the file appears under `path` only when complete; FileAlreadyExists unless
+        `overwrite`."""
+        ...

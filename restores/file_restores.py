@@ -22,17 +22,18 @@ from catalog import extract, repositories
 from catalog.choices import EntryKind, PointKind
 from catalog.models import FileVersion, RecoveryPoint
 from catalog.search import in_point
-from connectors.base import ConnectorError
+from connectors.base import ConnectorError, FileSink
 from connectors.registry import connector_for
 from core import audit
-from core.choices import Role
+from core.choices import CredentialKind, Role
 from core.events import publish_machine_events
-from core.models import User
+from core.models import Credential, User
 from restores.models import Conflict, RestoreKind, RestoreRequest, RestoreState, RestoreTarget
 from restores.rules import Limits, extension_of, limits_for
 
 logger = logging.getLogger(__name__)
 MAX_ENTRIES = 100_000  # per restore: a larger selection is a whole-disk restore
+WRITTEN_BY_WORKERS = (RestoreKind.FILES_TO_VM, RestoreKind.FILES_TO_SMB)
 SYSTEM_MARKERS = {"/etc": "/", "/Windows": "C:"}  # what marks a volume as the guest's system volume
 
 
@@ -166,6 +167,7 @@ def request_file_restore(
     target: str,
     folder: str = "",
     conflict: str = Conflict.KEEP_BOTH,
+    smb_credential: int | None = None,
 ) -> RestoreRequest:
     """A restore of chosen files out of an image point: into the VM (its original location or another folder)
     or as a download; held for an admin's approval where the machine's restore rules demand it."""
@@ -183,8 +185,21 @@ def request_file_restore(
     limits = limits_for(actor, point.machine)
     check_limits(limits, target, selection)
     machine = point.machine
+    share_login = None
     if target == RestoreTarget.DOWNLOAD:
         kind, where = RestoreKind.DOWNLOAD, "browser download"
+    elif target == RestoreTarget.SMB:
+        from connectors.smb import parse_unc
+
+        try:
+            parse_unc(folder)
+        except ValueError as error:
+            raise FileRestoreRefused(str(error)) from None
+        where = folder.strip()  # as given, with its port if one was named
+        share_login = Credential.objects.filter(pk=smb_credential or 0, kind=CredentialKind.SMB).first()
+        if share_login is None:
+            raise FileRestoreRefused("choose the SMB login to write with (an admin adds SMB credentials)")
+        kind = RestoreKind.FILES_TO_SMB
     else:
         if machine.platform != "vsphere" or machine.source is None:
             raise FileRestoreRefused(
@@ -209,6 +224,7 @@ def request_file_restore(
         volume=volume,
         paths=[normalised(path) for path in paths],
         conflict=conflict,
+        smb_credential=share_login,
         requested_by=actor,
         state=state,
         bytes_total=selection.bytes,
@@ -225,7 +241,7 @@ def request_file_restore(
             "awaiting_approval": limits.approval,
         },
     )
-    if state == RestoreState.QUEUED and kind == RestoreKind.FILES_TO_VM:
+    if state == RestoreState.QUEUED and kind in WRITTEN_BY_WORKERS:
         transaction.on_commit(lambda: tasks.run_restore.delay(request.pk))
     return request
 
@@ -269,7 +285,7 @@ def decide(*, actor: User, request_id: int, approve: bool, reason: str = "") -> 
             target=request.machine,
             after={"restore": request.pk, "reason": reason},
         )
-        if approve and request.kind == RestoreKind.FILES_TO_VM:
+        if approve and request.kind in WRITTEN_BY_WORKERS:
             from restores import tasks
 
             transaction.on_commit(lambda: tasks.run_restore.delay(request.pk))
@@ -289,95 +305,141 @@ def _guest_path(path: str, windows: bool) -> str:
     return path.replace("/", "\\") if windows else path
 
 
-def into_vm(request: RestoreRequest, progress: Any) -> dict[str, Any]:
-    """Write the selection into the VM through VMware Tools; per file: written, kept beside, skipped (and why)."""
-    from connectors.vsphere.guest import GuestLogin
-    from connectors.vsphere.guestfiles import GuestFileError
-
-    point, machine = request.point, request.machine
+def _requested_selection(request: RestoreRequest) -> Selection:
     requester = request.requested_by
     if requester is None:
         raise FileRestoreRefused("the account that asked for this restore no longer exists")
-    selection = select(requester, point, request.volume, request.paths)
+    return select(requester, request.point, request.volume, request.paths)
+
+
+def into_vm(request: RestoreRequest, progress: Any) -> dict[str, Any]:
+    """Write the selection into the VM through VMware Tools, with the policy's guest login."""
+    from connectors.vsphere.guest import GuestLogin
+
+    point, machine = request.point, request.machine
+    selection = _requested_selection(request)
     credential = guest_login_for(point)
     root = request.target or system_root(point, request.volume)
     if root is None:
         raise FileRestoreRefused("the original location of this volume is not known")
-    windows = root[1:2] == ":"
     assert machine.source is not None
     connector: Any = connector_for(machine.source.endpoint(timeout=60.0))
     login = GuestLogin(credential.username, credential.reveal())
-    engine, snapshot = repositories.open_point(point)
+    with connector.guest_files(machine.external_id, login) as guest:
+        return write_files(
+            request,
+            selection,
+            guest,
+            root,
+            windows=root[1:2] == ":",
+            in_place=not request.target,
+            progress=progress,
+        )
+
+
+def into_share(request: RestoreRequest, progress: Any) -> dict[str, Any]:
+    """Write the selection into a folder of an SMB share, with the SMB login the request names."""
+    from connectors.smb import parse_unc, smb_share
+
+    selection = _requested_selection(request)
+    credential = request.smb_credential
+    if credential is None:
+        raise FileRestoreRefused("the SMB login of this restore no longer exists")
+    where = parse_unc(request.target)
+    with smb_share(where, credential.username, credential.reveal()) as share:
+        return write_files(
+            request, selection, share, where.unc, windows=True, in_place=False, progress=progress
+        )
+
+
+def write_files(
+    request: RestoreRequest,
+    selection: Selection,
+    sink: FileSink,
+    root: str,
+    *,
+    windows: bool,
+    in_place: bool,
+    progress: Any,
+) -> dict[str, Any]:
+    """Write a selection through a file sink (a VM's guest, an SMB share: stat, make_folder, upload); per file:
+    written, kept beside the existing one, skipped (and why) or failed (and why) while the others go on."""
+    from connectors.smb import SmbFileError
+    from connectors.vsphere.guestfiles import GuestFileError
+
+    engine, snapshot = repositories.open_point(request.point)
     restored: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     failed: list[dict[str, str]] = []
     made: set[str] = set()
     done = 0
-    with connector.guest_files(machine.external_id, login) as guest:
 
-        def folder(path: str) -> None:
-            if path not in made:
-                guest.make_folder(_guest_path(path, windows))
-                made.add(path)
+    def folder(path: str) -> None:
+        if path not in made:
+            sink.make_folder(_guest_path(path, windows))
+            made.add(path)
 
-        for relative, row in selection.rows:
-            # In place: the path itself under the volume's root; another folder: the chosen item's name inside it.
-            inside = row.path.text if not request.target else "/" + relative
-            destination = (root.rstrip("/") + inside) if root != "/" else inside
-            try:
-                if row.kind == EntryKind.DIR:
-                    folder(destination)
-                    continue
-                if row.kind == EntryKind.SYMLINK:
-                    skipped.append(
-                        {
-                            "path": destination,
-                            "why": f"a symbolic link to {row.link_target} (VMware Tools cannot "
-                            "create links; it is never followed)",
-                        }
-                    )
-                    continue
-                if row.kind not in (EntryKind.FILE, EntryKind.HARDLINK):
-                    skipped.append({"path": destination, "why": f"a {row.get_kind_display().lower()}"})
-                    continue
-                folder(posixpath.dirname(destination) or "/")
-                written = destination
-                existing = guest.stat(_guest_path(destination, windows))
-                if existing is not None and existing.kind == "directory":
-                    failed.append({"path": destination, "why": "a folder of that name is in the way"})
-                    continue
-                if existing is not None and request.conflict == Conflict.SKIP:
-                    skipped.append({"path": destination, "why": "a file of that name exists"})
-                    continue
-                if existing is not None and request.conflict == Conflict.KEEP_BOTH:
-                    attempt = 1
-                    while guest.stat(_guest_path(_kept_name(destination, attempt), windows)) is not None:
-                        attempt += 1
-                    written = _kept_name(destination, attempt)
-                base = done
-                guest.upload(
-                    _guest_path(written, windows),
-                    row.size,
-                    extract.file_bytes(engine, snapshot, row) if row.size else iter(()),
-                    overwrite=request.conflict == Conflict.OVERWRITE,
-                    mode=row.mode,
-                    mtime=datetime.datetime.fromtimestamp(row.mtime_ns / 1e9, tz=datetime.UTC)
-                    if row.mtime_ns
-                    else None,
-                    progress=lambda n, base=base: progress(base + n),  # type: ignore[misc]
+    for relative, row in selection.rows:
+        # In place: the path itself under the volume's root; another folder: the chosen item's name inside it.
+        inside = row.path.text if in_place else "/" + relative
+        destination = (root.rstrip("/") + inside) if root != "/" else inside
+        try:
+            if row.kind == EntryKind.DIR:
+                folder(destination)
+                continue
+            if row.kind == EntryKind.SYMLINK:
+                skipped.append(
+                    {
+                        "path": _guest_path(destination, windows),
+                        "why": f"a symbolic link to {row.link_target} (not created there; it is never followed)",
+                    }
                 )
-                done += row.size
-                restored.append(
-                    {"path": written, "bytes": row.size, "as": "copy" if written != destination else ""}
+                continue
+            if row.kind not in (EntryKind.FILE, EntryKind.HARDLINK):
+                skipped.append({"path": destination, "why": f"a {row.get_kind_display().lower()}"})
+                continue
+            folder(posixpath.dirname(destination) or "/")
+            written = destination
+            existing = sink.stat(_guest_path(destination, windows))
+            if existing is not None and existing.kind == "directory":
+                failed.append({"path": destination, "why": "a folder of that name is in the way"})
+                continue
+            if existing is not None and request.conflict == Conflict.SKIP:
+                skipped.append(
+                    {"path": _guest_path(destination, windows), "why": "a file of that name exists"}
                 )
-            except GuestFileError as error:
-                failed.append({"path": destination, "why": str(error)})
-            except extract.NotReadable as error:
-                failed.append({"path": destination, "why": str(error)})
+                continue
+            if existing is not None and request.conflict == Conflict.KEEP_BOTH:
+                attempt = 1
+                while sink.stat(_guest_path(_kept_name(destination, attempt), windows)) is not None:
+                    attempt += 1
+                written = _kept_name(destination, attempt)
+            base = done
+            sink.upload(
+                _guest_path(written, windows),
+                row.size,
+                extract.file_bytes(engine, snapshot, row) if row.size else iter(()),
+                overwrite=request.conflict == Conflict.OVERWRITE,
+                mode=row.mode,
+                mtime=datetime.datetime.fromtimestamp(row.mtime_ns / 1e9, tz=datetime.UTC)
+                if row.mtime_ns
+                else None,
+                progress=lambda n, base=base: progress(base + n),  # type: ignore[misc]
+            )
+            done += row.size
+            restored.append(
+                {
+                    "path": _guest_path(written, windows),
+                    "bytes": row.size,
+                    "as": "copy" if written != destination else "",
+                }
+            )
+        except (GuestFileError, SmbFileError, extract.NotReadable) as error:
+            failed.append({"path": _guest_path(destination, windows), "why": str(error)})
     if failed and not restored:
         raise ConnectorError(f"no file could be written: {failed[0]['path']}: {failed[0]['why']}")
     return {
-        "into": root if request.target else "original location",
+        "into": root if not in_place else "original location",
         "restored": restored[:1000],
         "restored_count": len(restored),
         "skipped": skipped[:200],
@@ -388,10 +450,7 @@ def into_vm(request: RestoreRequest, progress: Any) -> dict[str, Any]:
 
 def download_rows(request: RestoreRequest) -> tuple[str, Iterator[bytes], int | None]:
     """An approved (or unheld) download restore: one file as itself, several as a tar; name, pieces, length."""
-    requester = request.requested_by
-    if requester is None:
-        raise FileRestoreRefused("the account that asked for this restore no longer exists")
-    selection = select(requester, request.point, request.volume, request.paths)
+    selection = _requested_selection(request)
     engine, snapshot = repositories.open_point(request.point)
     if len(selection.rows) == 1 and selection.rows[0][1].kind in (EntryKind.FILE, EntryKind.HARDLINK):
         row = selection.rows[0][1]

@@ -22,7 +22,8 @@ from catalog.choices import EntryKind
 from catalog.models import FileVersion, RecoveryPoint
 from catalog.search import in_point, in_point_range
 from core.access import ADMIN_ONLY, FILE_RESTORERS, RESTORE_READERS, RoleRequiredMixin, posted_id
-from core.choices import Role
+from core.choices import CredentialKind, Role
+from core.models import Credential
 from core.streaming import streaming
 from engine.errors import EngineError
 from inventory.models import MachineGroup
@@ -94,7 +95,7 @@ class FileRestoreWizardView(RoleRequiredMixin, TemplateView):
                 "value": target.value,
                 "label": target.label,
                 "allowed": target.value in limits.targets
-                and (target.value == RestoreTarget.DOWNLOAD or vsphere)
+                and (target.value in (RestoreTarget.DOWNLOAD, RestoreTarget.SMB) or vsphere)
                 and (target.value != RestoreTarget.IN_PLACE or system_root(point, volume) is not None),
             }
             for target in RestoreTarget
@@ -110,9 +111,14 @@ class FileRestoreWizardView(RoleRequiredMixin, TemplateView):
             targets=targets,
             vsphere=vsphere,
             conflicts=Conflict.choices,
+            shares=Credential.objects.filter(kind=CredentialKind.SMB).order_by("name"),
             chosen={
                 "target": data.get("target") or next((t["value"] for t in targets if t["allowed"]), ""),
                 "folder": data.get("folder", ""),
+                "smb_folder": data.get("smb_folder", ""),
+                "smb_credential": posted_id(data.get("smb_credential"))
+                if data.get("smb_credential")
+                else None,
                 "conflict": data.get("conflict") or Conflict.KEEP_BOTH,
             },
         )
@@ -133,8 +139,9 @@ class FileRestoreWizardView(RoleRequiredMixin, TemplateView):
                 volume=context["volume"],
                 paths=[context["path"]],
                 target=chosen["target"],
-                folder=chosen["folder"],
+                folder=chosen["smb_folder"] if chosen["target"] == RestoreTarget.SMB else chosen["folder"],
                 conflict=chosen["conflict"],
+                smb_credential=chosen["smb_credential"],
             )
         except FileRestoreRefused as error:
             context["error"] = str(error)
@@ -250,6 +257,7 @@ class RestoreRuleForm(forms.ModelForm):  # type: ignore[type-arg]
             "allow_in_place": "Back to the original location",
             "allow_other_folder": "Into another folder on the machine",
             "allow_download": "As a browser download",
+            "allow_smb": "Into a folder of an SMB share",
             "extensions": "Only these file types",
             "max_bytes": "Size cap (bytes)",
             "requires_approval": "Four-eyes approval by an admin",

@@ -19,6 +19,7 @@ class RestoreKind(models.TextChoices):
     FILES_TO_AGENT = "files_to_agent", "Files back to the agent host"
     DOWNLOAD = "download", "Files downloaded in the browser"
     FILES_TO_VM = "files_to_vm", "Files back into the VM"
+    FILES_TO_SMB = "files_to_smb", "Files to an SMB share"
 
 
 class Conflict(models.TextChoices):
@@ -57,6 +58,14 @@ class RestoreRequest(models.Model):
         max_length=200, blank=True, help_text="File restores from an image: the volume the paths are on."
     )
     conflict = models.CharField(max_length=16, choices=Conflict.choices, default=Conflict.KEEP_BOTH)
+    smb_credential = models.ForeignKey(
+        "core.Credential",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Restores to an SMB share: the login (an admin's SMB credential) it is written with.",
+    )
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -95,6 +104,7 @@ class RestoreTarget(models.TextChoices):
     IN_PLACE = "in_place", "The original location"
     OTHER_FOLDER = "other_folder", "Another folder on the machine"
     DOWNLOAD = "download", "A browser download"
+    SMB = "smb", "A folder on an SMB share"
 
 
 class RestoreRule(models.Model):
@@ -107,6 +117,9 @@ class RestoreRule(models.Model):
     )
     allow_other_folder = models.BooleanField(default=True, help_text="Into another folder on the machine.")
     allow_download = models.BooleanField(default=True, help_text="Downloaded in the browser.")
+    allow_smb = models.BooleanField(
+        default=True, help_text="Into a folder of an SMB share (with an admin's login)."
+    )
     extensions = models.CharField(
         max_length=500,
         blank=True,

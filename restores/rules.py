@@ -56,6 +56,7 @@ def limits_for(user: User, machine: Machine) -> Limits:
             RestoreTarget.IN_PLACE: rule.allow_in_place,
             RestoreTarget.OTHER_FOLDER: rule.allow_other_folder,
             RestoreTarget.DOWNLOAD: rule.allow_download,
+            RestoreTarget.SMB: rule.allow_smb,
         }
         targets &= {target for target, yes in allowed.items() if yes}
         if rule.extension_list:

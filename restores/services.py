@@ -163,7 +163,7 @@ def run_restore(request_id: int) -> RestoreRequest:
     ):
         return RestoreRequest.objects.get(pk=request_id)
     request = RestoreRequest.objects.select_related(
-        "point__repository__passphrase", "machine__source__credential"
+        "point__repository__passphrase", "machine__source__credential", "smb_credential"
     ).get(pk=request_id)
     try:
         result = _restore(request)
@@ -192,6 +192,10 @@ def _restore(request: RestoreRequest) -> dict[str, Any]:
         from restores.file_restores import into_vm
 
         return into_vm(request, _Progress(request))
+    if request.kind == RestoreKind.FILES_TO_SMB:
+        from restores.file_restores import into_share
+
+        return into_share(request, _Progress(request))
     engine, snapshot = repositories.open_point(request.point)
     disks = snapshot.disks
     total = sum(int(disk["size"]) for disk in disks)

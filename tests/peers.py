@@ -147,13 +147,13 @@ def vcsim(vcsim_factory: Callable[..., Vcsim]) -> Vcsim:
 
 
 class Samba:
-    """Debian's smbd with a private configuration: one read-only share of `folder`, one user, a free port on
-    127.0.0.1 only. Stopped by its own PID."""
+    """Debian's smbd with a private configuration: one share of `folder` (read-only unless `writable`), one user, a
+    free port on 127.0.0.1 only. Stopped by its own PID."""
 
     user = "bulwarksmb"
     password = "Smb-Test-Pass-1"
 
-    def __init__(self, folder: str, state: str) -> None:
+    def __init__(self, folder: str, state: str, *, writable: bool = False) -> None:
         import pwd
         import subprocess
         import time as _time
@@ -171,12 +171,15 @@ class Samba:
                 f"  passdb backend = tdbsam:{state}/private/passdb.tdb\n  server role = standalone server\n"
                 f"  log file = {state}/log.%m\n  map to guest = Never\n  server min protocol = SMB2_10\n"
                 "  disable spoolss = yes\n  load printers = no\n  printing = bsd\n  printcap name = /dev/null\n"
-                f"[vms]\n  path = {folder}\n  read only = yes\n  valid users = {self.user}\n"
+                f"[vms]\n  path = {folder}\n  read only = {'no' if writable else 'yes'}\n  valid users = {self.user}\n"
             )
         try:
             pwd.getpwnam(self.user)
         except KeyError:
             subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", self.user], check=True)
+        if writable:  # smbd writes as the Samba user
+            user = pwd.getpwnam(self.user)
+            os.chown(folder, user.pw_uid, user.pw_gid)
         subprocess.run(
             ["smbpasswd", "-c", conf, "-s", "-a", self.user],
             input=f"{self.password}\n{self.password}\n",

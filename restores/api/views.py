@@ -115,6 +115,7 @@ class FileRestoreIn(serializers.Serializer):  # type: ignore[type-arg]
     target = serializers.ChoiceField(choices=RestoreTarget.choices)
     folder = serializers.CharField(required=False, allow_blank=True, max_length=1000, default="")
     conflict = serializers.ChoiceField(choices=Conflict.choices, default=Conflict.KEEP_BOTH)
+    smb_credential = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=2**62)
 
 
 class FileRestoreView(APIView):
