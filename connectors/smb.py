@@ -62,7 +62,6 @@ class SmbFiles:
 
     def __init__(self, port: int) -> None:
         self.port = port
-        self.windows = True
 
     def _fail(self, what: str, error: Exception) -> ConnectorError:
         from smbprotocol.exceptions import SMBOSError

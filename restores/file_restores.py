@@ -8,7 +8,6 @@ Only the chosen files' stored blocks are read (catalog.extract); nothing is moun
 from __future__ import annotations
 
 import datetime
-import logging
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,7 +30,6 @@ from core.models import Credential, User
 from restores.models import Conflict, RestoreKind, RestoreRequest, RestoreState, RestoreTarget
 from restores.rules import Limits, extension_of, limits_for
 
-logger = logging.getLogger(__name__)
 MAX_ENTRIES = 100_000  # per restore: a larger selection is a whole-disk restore
 WRITTEN_BY_WORKERS = (RestoreKind.FILES_TO_VM, RestoreKind.FILES_TO_SMB)
 SYSTEM_MARKERS = {"/etc": "/", "/Windows": "C:"}  # what marks a volume as the guest's system volume
@@ -43,9 +41,8 @@ class FileRestoreRefused(ValueError):
 
 @dataclass
 class Selection:
-    rows: list[tuple[str, FileVersion]] = field(
-        default_factory=list
-    )  # (path relative to the chosen root's folder)
+    # (path relative to the folder of the chosen item, its catalogued version), folders before their contents
+    rows: list[tuple[str, FileVersion]] = field(default_factory=list)
     files: int = 0
     folders: int = 0
     bytes: int = 0
@@ -383,31 +380,26 @@ def write_files(
         # In place: the path itself under the volume's root; another folder: the chosen item's name inside it.
         inside = row.path.text if in_place else "/" + relative
         destination = (root.rstrip("/") + inside) if root != "/" else inside
+        shown = _guest_path(destination, windows)  # the sink's own spelling, for the restore's report
         try:
             if row.kind == EntryKind.DIR:
                 folder(destination)
                 continue
             if row.kind == EntryKind.SYMLINK:
-                skipped.append(
-                    {
-                        "path": _guest_path(destination, windows),
-                        "why": f"a symbolic link to {row.link_target} (not created there; it is never followed)",
-                    }
-                )
+                why = f"a symbolic link to {row.link_target} (not created there; it is never followed)"
+                skipped.append({"path": shown, "why": why})
                 continue
             if row.kind not in (EntryKind.FILE, EntryKind.HARDLINK):
-                skipped.append({"path": destination, "why": f"a {row.get_kind_display().lower()}"})
+                skipped.append({"path": shown, "why": f"a {row.get_kind_display().lower()}"})
                 continue
             folder(posixpath.dirname(destination) or "/")
             written = destination
-            existing = sink.stat(_guest_path(destination, windows))
+            existing = sink.stat(shown)
             if existing is not None and existing.kind == "directory":
-                failed.append({"path": destination, "why": "a folder of that name is in the way"})
+                failed.append({"path": shown, "why": "a folder of that name is in the way"})
                 continue
             if existing is not None and request.conflict == Conflict.SKIP:
-                skipped.append(
-                    {"path": _guest_path(destination, windows), "why": "a file of that name exists"}
-                )
+                skipped.append({"path": shown, "why": "a file of that name exists"})
                 continue
             if existing is not None and request.conflict == Conflict.KEEP_BOTH:
                 attempt = 1
@@ -435,7 +427,7 @@ def write_files(
                 }
             )
         except (GuestFileError, SmbFileError, extract.NotReadable) as error:
-            failed.append({"path": _guest_path(destination, windows), "why": str(error)})
+            failed.append({"path": shown, "why": str(error)})
     if failed and not restored:
         raise ConnectorError(f"no file could be written: {failed[0]['path']}: {failed[0]['why']}")
     return {

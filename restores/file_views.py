@@ -14,6 +14,7 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import View
 from django.views.generic import ListView, TemplateView, UpdateView
 
@@ -39,6 +40,7 @@ from restores.file_restores import (
 )
 from restores.models import Conflict, RestoreKind, RestoreRequest, RestoreRule, RestoreState, RestoreTarget
 from restores.rules import limits_for
+from restores.views import content_disposition
 
 
 class FileRestoreWizardView(RoleRequiredMixin, TemplateView):
@@ -128,12 +130,14 @@ class FileRestoreWizardView(RoleRequiredMixin, TemplateView):
         context = self.get_context_data()
         point, chosen = context["point"], context["chosen"]
         try:
-            selection = select(request.user, point, context["volume"], [context["path"]])  # type: ignore[arg-type]
-            check_limits(context["limits"], chosen["target"], selection)
-            if request.POST.get("confirm") != "1":
+            if (
+                request.POST.get("confirm") != "1"
+            ):  # the review: what the restore would take, checked by the rules
+                selection = select(request.user, point, context["volume"], [context["path"]])  # type: ignore[arg-type]
+                check_limits(context["limits"], chosen["target"], selection)
                 context.update(review=True, selection=selection)
                 return self.render_to_response(context)
-            restore = request_file_restore(
+            restore = request_file_restore(  # selects and checks again itself, at the moment it queues
                 actor=request.user,  # type: ignore[arg-type]
                 point=point,
                 volume=context["volume"],
@@ -202,7 +206,10 @@ class RestoreDecisionView(RoleRequiredMixin, View):
             )
         except FileRestoreRefused as error:
             messages.error(request, f"Cannot decide: {error}.")
-        return HttpResponseRedirect(request.POST.get("next") or reverse("restore-detail", args=[pk]))
+        back = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=False):
+            back = reverse("restore-detail", args=[pk])  # never off this console: no open redirect
+        return HttpResponseRedirect(back)
 
 
 class RestoreDownloadView(RoleRequiredMixin, View):
@@ -230,8 +237,6 @@ class RestoreDownloadView(RoleRequiredMixin, View):
             return HttpResponse(
                 f"The recovery point cannot be read now: {error}", status=503, content_type="text/plain"
             )
-        from restores.views import content_disposition
-
         mark(restore, RestoreState.DONE, result={"downloaded_by": request.user.get_username()})
         headers = {
             "Content_Disposition": content_disposition(name),

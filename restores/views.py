@@ -21,8 +21,9 @@ from core.access import ADMIN_ONLY, ALL_ROLES, FILE_RESTORERS, RoleRequiredMixin
 from core.models import User
 from core.streaming import streaming
 from engine.errors import EngineError
+from restores.file_restores import FileRestoreRefused, Selection, check_limits
 from restores.models import RestoreKind, RestoreRequest, RestoreTarget
-from restores.rules import extension_of, limits_for
+from restores.rules import limits_for
 from restores.services import RestoreRefused, record_download, request_restore
 
 
@@ -108,16 +109,17 @@ class FileDownloadView(RoleRequiredMixin, View):
 
 
 def download_refusal(user: User, version: FileVersion) -> str:
-    """Why the machine's restore rules forbid this direct download ('' when they allow it)."""
+    """Why the machine's restore rules forbid this direct download ('' when they allow it): the same check as a
+    download restore's (targets, extensions, cap), and a held machine's files go through the wizard instead."""
     limits = limits_for(user, version.machine)
-    if RestoreTarget.DOWNLOAD not in limits.targets:
-        return "The restore rules of this machine do not allow downloads."
+    try:
+        check_limits(
+            limits, RestoreTarget.DOWNLOAD, Selection(rows=[("", version)], files=1, bytes=version.size)
+        )
+    except FileRestoreRefused as error:
+        return f"Cannot download: {error}."
     if limits.approval:
         return "Restores from this machine need an admin's approval: ask for it with the restore wizard."
-    if limits.extensions is not None and extension_of(version.path.text) not in limits.extensions:
-        return f"The restore rules allow only {', '.join(sorted(limits.extensions))} files."
-    if limits.max_bytes is not None and version.size > limits.max_bytes:
-        return f"The restore rules allow at most {limits.max_bytes:,} bytes per restore."
     return ""
 
 

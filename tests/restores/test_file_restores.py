@@ -290,7 +290,10 @@ def test_the_wizard_history_approval_and_comparison_pages(backed_up, estate, cli
     history = admin.get("/restores/").content.decode()
     assert 'id="awaiting"' in history and "notes.txt" in history
     assert helpdesk.post(f"/restores/{restore.pk}/decide/", {"decision": "approve"}).status_code == 403
-    admin.post(f"/restores/{restore.pk}/decide/", {"decision": "approve"})
+    decided = admin.post(
+        f"/restores/{restore.pk}/decide/", {"decision": "approve", "next": "https://evil.example/phish"}
+    )
+    assert decided["Location"] == f"/restores/{restore.pk}/"  # never sent off the console
     restore.refresh_from_db()
     assert restore.state == RestoreState.QUEUED and restore.decided_by == estate.admin
     answer = helpdesk.get(f"/restores/{restore.pk}/download/")
