@@ -33,7 +33,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from catalog import repositories
+from catalog import incremental, repositories
 from catalog.choices import CatalogState, EntryKind, PointKind
 from catalog.models import FileVersion, PathName, RecoveryPoint
 from engine.image import ImageReader
@@ -56,6 +56,7 @@ class WalkFailed(Exception):
 class Walk:
     volumes: list[dict[str, Any]] = field(default_factory=list)
     entries: list[dict[str, Any]] = field(default_factory=list)
+    listings: list[dict[str, Any]] = field(default_factory=list)
     read_bytes: int = 0
     stopped: str = ""  # why the walk ended early ("" when it finished)
 
@@ -100,13 +101,18 @@ def walk_snapshot(
     *,
     seconds: float | None = None,
     memory_mb: int | None = None,
+    plans: dict[str, dict[str, Any]] | None = None,
 ) -> Walk:
-    """Walk every disk of an image snapshot in a child process; what it found, and why it stopped if it did."""
+    """Walk every disk of an image snapshot in a child process; what it found, and why it stopped if it did.
+    `plans` (per disk, per volume: `catalog.incremental.Plan.job`) limit the walk to what changed."""
     seconds = float(seconds if seconds is not None else settings.BULWARK_CATALOG_SECONDS)
     memory_mb = int(memory_mb if memory_mb is not None else settings.BULWARK_CATALOG_MEMORY_MB)
     disks = {str(disk["name"]): disk for disk in snapshot.disks}
     readers = {name: ImageReader(engine, disk, cache_blocks=64) for name, disk in disks.items()}
-    job = {"disks": [{"key": name, "size": int(disk["size"])} for name, disk in disks.items()]}
+    job = {
+        "disks": [{"key": name, "size": int(disk["size"])} for name, disk in disks.items()],
+        "plans": plans or {},
+    }
     child = _spawn(memory_mb, seconds, stderr=subprocess.PIPE)
     assert child.stdin is not None and child.stdout is not None and child.stderr is not None
     walk = Walk()
@@ -133,6 +139,8 @@ def walk_snapshot(
                 walk.read_bytes += _answer(child, readers.get(disk.decode()), int(offset), int(length))
             elif command == b"E":
                 walk.entries.extend(json.loads(line[2:]))
+            elif command == b"L":
+                walk.listings.extend(json.loads(line[2:]))
             elif command == b"V":
                 walk.volumes.append(json.loads(line[2:]))
             elif command == b"D":
@@ -347,9 +355,9 @@ def _hard_links(entries: list[dict[str, Any]]) -> None:
             first[key] = entry["p"]
 
 
-def record_versions(point: RecoveryPoint, entries: list[dict[str, Any]]) -> tuple[int, int]:
-    """Write the point's entries as intervals: (versions extended, versions added)."""
-    previous = (
+def previous_point(point: RecoveryPoint) -> RecoveryPoint | None:
+    """The machine's catalogued point before this one in the same repository: what its versions continue."""
+    return (
         RecoveryPoint.objects.filter(
             machine=point.machine_id,
             repository=point.repository_id,
@@ -359,54 +367,71 @@ def record_versions(point: RecoveryPoint, entries: list[dict[str, Any]]) -> tupl
         .order_by("-taken_at", "-pk")
         .first()
     )
-    open_rows: dict[tuple[str, int, str], int] = {}
+
+
+def record_versions(point: RecoveryPoint, entries: list[dict[str, Any]]) -> tuple[int, int]:
+    """Write the point's entries as intervals: (versions extended, versions added). The previous point's rows
+    that are seen again move their last point on in one statement; only new versions look up their paths."""
+    previous = previous_point(point)
+    open_rows: dict[tuple[str, str, str], int] = {}
     if previous is not None:
         open_rows = {
-            (volume, path, sig): pk
-            for volume, path, sig, pk in FileVersion.objects.filter(
+            (volume, digest, sig): pk
+            for volume, digest, sig, pk in FileVersion.objects.filter(
                 machine=point.machine_id, repository=point.repository_id, last_point=previous
-            ).values_list("volume", "path_id", "signature", "pk")
+            ).values_list("volume", "path__digest", "signature", "pk")
         }
-    ids = path_ids({e["p"] for e in entries} | {_parent_of(e["p"]) for e in entries})
-    extend: list[int] = []
-    create: list[FileVersion] = []
+    seen = len(open_rows)
+    fresh: list[tuple[dict[str, Any], str]] = []
     for entry in entries:
         sig = signature(entry)
-        pk = open_rows.pop((entry["v"], ids[entry["p"]], sig), None)
-        if pk is not None:
-            extend.append(pk)
-            continue
-        create.append(
-            FileVersion(
-                machine_id=point.machine_id,
-                repository_id=point.repository_id,
-                volume=entry["v"][:200],
-                path_id=ids[entry["p"]],
-                parent_id=ids[_parent_of(entry["p"])],
-                kind=entry["t"] if entry["t"] in EntryKind.values else EntryKind.OTHER,
-                size=max(0, int(entry.get("s") or 0)),
-                mode=int(entry.get("m") or 0) & 0o7777,
-                uid=entry.get("u"),
-                gid=entry.get("g"),
-                mtime_ns=entry.get("mt"),
-                ctime_ns=entry.get("ct"),
-                atime_ns=entry.get("at"),
-                link_target=str(entry.get("lt") or ""),
-                inode=entry.get("i"),
-                extents=entry.get("x"),
-                signature=sig,
-                first_point=point,
-                last_point=point,
-                first_at=point.taken_at,
-                last_at=point.taken_at,
-            )
+        if open_rows.pop((entry["v"][:200], _digest(entry["p"]), sig), None) is None:
+            fresh.append((entry, sig))
+    ids = path_ids({e["p"] for e, _ in fresh} | {_parent_of(e["p"]) for e, _ in fresh})
+    create = [
+        FileVersion(
+            machine_id=point.machine_id,
+            repository_id=point.repository_id,
+            volume=entry["v"][:200],
+            path_id=ids[entry["p"]],
+            parent_id=ids[_parent_of(entry["p"])],
+            kind=entry["t"] if entry["t"] in EntryKind.values else EntryKind.OTHER,
+            size=max(0, int(entry.get("s") or 0)),
+            mode=int(entry.get("m") or 0) & 0o7777,
+            uid=entry.get("u"),
+            gid=entry.get("g"),
+            mtime_ns=entry.get("mt"),
+            ctime_ns=entry.get("ct"),
+            atime_ns=entry.get("at"),
+            link_target=str(entry.get("lt") or ""),
+            inode=entry.get("i"),
+            extents=entry.get("x"),
+            signature=sig,
+            first_point=point,
+            last_point=point,
+            first_at=point.taken_at,
+            last_at=point.taken_at,
         )
-    for start in range(0, len(extend), WRITE_BATCH):
-        FileVersion.objects.filter(pk__in=extend[start : start + WRITE_BATCH]).update(
-            last_point=point, last_at=point.taken_at
+        for entry, sig in fresh
+    ]
+    extended = seen - len(open_rows)
+    if extended and previous is not None:
+        # The rows still open are the ones not seen again: every other row of the previous point goes on.
+        gone = list(open_rows.values())
+        rows = FileVersion.objects.filter(
+            machine=point.machine_id, repository=point.repository_id, last_point=previous
         )
+        if len(gone) <= WRITE_BATCH:
+            rows.exclude(pk__in=gone).update(last_point=point, last_at=point.taken_at)
+        else:
+            gone_set = set(gone)
+            extend = [pk for pk in rows.values_list("pk", flat=True) if pk not in gone_set]
+            for start in range(0, len(extend), WRITE_BATCH):
+                FileVersion.objects.filter(pk__in=extend[start : start + WRITE_BATCH]).update(
+                    last_point=point, last_at=point.taken_at
+                )
     FileVersion.objects.bulk_create(create, batch_size=WRITE_BATCH)
-    return len(extend), len(create)
+    return extended, len(create)
 
 
 def _state_of(walk: Walk) -> tuple[str, str]:
@@ -456,6 +481,7 @@ class Found:
     detail: str = ""
     read_bytes: int = 0
     walked: float = 0.0  # seconds spent reading, before recording
+    index: dict[str, Any] | None = None  # what the next point's catalog compares with (image points)
 
 
 def catalog_point(point: RecoveryPoint) -> RecoveryPoint:
@@ -466,7 +492,7 @@ def catalog_point(point: RecoveryPoint) -> RecoveryPoint:
     try:
         engine, snapshot = repositories.open_point(point)
         found = (
-            _image_entries(engine, snapshot)
+            _image_entries(engine, snapshot, point)
             if point.kind == PointKind.IMAGE
             else _tree_entries(engine, snapshot)
         )
@@ -474,6 +500,8 @@ def catalog_point(point: RecoveryPoint) -> RecoveryPoint:
         _hard_links(found.entries)
         with transaction.atomic():
             extended, added = record_versions(point, found.entries)
+            if found.index is not None:
+                incremental.save(point, found.index)
             RecoveryPoint.objects.filter(pk=point.pk).update(
                 catalog_state=found.state,
                 catalog_detail=found.detail[:5000],
@@ -504,18 +532,89 @@ def catalog_point(point: RecoveryPoint) -> RecoveryPoint:
     return RecoveryPoint.objects.get(pk=point.pk)
 
 
-def _image_entries(engine: EngineRepository, snapshot: Snapshot) -> Found:
-    """An image point: its disks walked by the sandboxed child, what it said checked, contents identified."""
-    walk = walk_snapshot(engine, snapshot)
+def _image_entries(engine: EngineRepository, snapshot: Snapshot, point: RecoveryPoint) -> Found:
+    """An image point: its disks walked by the sandboxed child (only what changed, when the previous point's
+    index allows), what it said checked, the volumes put together, contents identified."""
+    plans, checked_bytes = _plans(engine, snapshot, point)
+    jobs = {disk: {volume: plan.job() for volume, plan in volumes.items()} for disk, volumes in plans.items()}
+    walk = walk_snapshot(engine, snapshot, plans=jobs)
     dropped = checked_entries(walk)
-    _content_ids(engine, snapshot, walk.entries)
+    walk.listings = incremental.checked_listings(walk.listings)
+    entries, listings = _assemble(walk, plans)
+    index = incremental.index_of(walk.volumes, entries, listings)
+    _content_ids(engine, snapshot, entries)
+    walk.entries = entries
     state, detail = _state_of(walk)
     if dropped:
         state = CatalogState.PARTIAL if walk.entries else CatalogState.FAILED
         detail = "; ".join(
             filter(None, [f"{dropped} entries with impossible values (a damaged file system)", detail])
         )
-    return Found(walk.entries, walk.volumes, state, detail, walk.read_bytes)
+    return Found(entries, walk.volumes, state, detail, walk.read_bytes + checked_bytes, index=index)
+
+
+def _plans(
+    engine: EngineRepository, snapshot: Snapshot, point: RecoveryPoint
+) -> tuple[dict[str, dict[str, incremental.Plan]], int]:
+    """Per disk and volume, what the walker must read again (from the previous point's index and the blocks
+    that changed since), and how many bytes of the new point that check read. Empty: walk everything."""
+    previous = previous_point(point)
+    index = incremental.load(previous) if previous is not None else None
+    if previous is None or index is None:
+        return {}, 0
+    plans: dict[str, dict[str, incremental.Plan]] = {}
+    read = 0
+    try:
+        before = {str(d["name"]): d for d in engine.load_snapshot(previous.snapshot_id).disks}
+        for disk in snapshot.disks:
+            name = str(disk["name"])
+            changed = incremental.changed_blocks(engine, before[name], disk) if name in before else None
+            if changed is None:
+                continue
+            unchanged = incremental.Unchanged(engine, disk, changed)
+            for volume_id, volume in index["volumes"].items():
+                if volume.get("disk") == name and (plan := incremental.plan_volume(volume, unchanged)):
+                    plans.setdefault(name, {})[volume_id] = plan
+            read += len(unchanged.read) * unchanged.block_size
+    except Exception:  # the incremental path only saves time: when it cannot be used, walk everything
+        logger.exception("point %s: the previous catalog cannot be reused; walking everything", point.pk)
+        return {}, 0
+    return plans, read
+
+
+def _assemble(
+    walk: Walk, plans: dict[str, dict[str, incremental.Plan]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every volume's entries and listings in the walk's order: volumes walked whole as the walker gave them,
+    volumes walked incrementally put together from the previous index and what was read again."""
+    planned = {volume: plan for volumes in plans.values() for volume, plan in volumes.items()}
+    entries: dict[str, list[dict[str, Any]]] = {}
+    listings: dict[str, list[dict[str, Any]]] = {}
+    for entry in walk.entries:
+        entries.setdefault(entry["v"], []).append(entry)
+    for listing in walk.listings:
+        listings.setdefault(str(listing.get("v")), []).append(listing)
+    all_entries: list[dict[str, Any]] = []
+    all_listings: list[dict[str, Any]] = []
+    for record in walk.volumes:
+        volume = str(record.get("id"))
+        found, listed = entries.pop(volume, []), listings.pop(volume, [])
+        if record.get("incremental") and volume in planned:
+            described = len(found)
+            found, listed, errors = incremental.rebuild(planned[volume], found, listed)
+            record["files"], record["reused"] = len(found), max(0, len(found) - described)
+            if errors:
+                record["errors"] = (record.get("errors") or []) + errors
+                record["error_count"] = int(record.get("error_count") or 0) + len(errors)
+                record["state"], record["reason"] = (
+                    "partial",
+                    f"{record['error_count']} item(s) could not be read",
+                )
+        all_entries.extend(found)
+        all_listings.extend(listed)
+    for rest in entries.values():  # entries of no volume the walker reported: kept, as before
+        all_entries.extend(rest)
+    return all_entries, all_listings
 
 
 def _tree_entries(engine: EngineRepository, snapshot: Snapshot) -> Found:

@@ -151,3 +151,16 @@ class FileVersion(models.Model):
         from catalog.search import moment
 
         return moment(self.mtime_ns)
+
+
+class CatalogIndex(models.Model):
+    """What the walk of a point read for each entry and folder (zstd-compressed JSON, `catalog.incremental`), so
+    that the next point's catalog reads again only what changed. Kept for the newest catalogued point of a
+    machine in a repository; older ones are deleted when a newer one is stored."""
+
+    point = models.OneToOneField(RecoveryPoint, on_delete=models.CASCADE, related_name="catalog_index")
+    data = models.BinaryField()
+    created_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"catalog index of {self.point_id}"

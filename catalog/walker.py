@@ -4,22 +4,26 @@ It parses untrusted bytes (a guest's disk), so it runs in a child process (`pyth
 CPU, file and time limits, and holds nothing worth stealing: no repository key, no database, no credential. It asks
 its parent for disk bytes over a pipe, and tells it what it found:
 
-    parent → child   one JSON line: {"disks": [{"key": ..., "size": ...}, ...]}
+    parent → child   one JSON line: {"disks": [{"key": ..., "size": ...}, ...], "plans": {disk: {volume: plan}}}
     child → parent   "R <disk> <offset> <length>\\n"  a read; the parent answers with a 4-byte length and the bytes
                      "V <json>\\n"                    a volume: where it is, its file system, or why it was skipped
                      "E <json>\\n"                    a batch of entries (files, folders, links)
+                     "L <json>\\n"                    a batch of folder listings (names, inodes, what was read)
                      "D\\n"                           done
 
 An entry: volume id `v`, path `p`, type `t` (file, dir, symlink, hardlink, other), size `s`, mode `m`, owner `u`/`g`,
 times `mt`/`ct`/`at` (ns), link target `lt`, inode `i`, and where its data lives `x`: extents as absolute disk
 offsets [[file offset, disk offset, length], ...] (sparse holes left out), "resident" (NTFS data inside the MFT record), or null
-when unknown (btrfs, LVM).
+when unknown (btrfs, LVM); on ext and XFS also its dependencies `d` (the disk ranges describing it read) and `h` (their
+digest). A listing: volume `v`, folder `p`, inode `i`, its entries `c` ([name, inode], ...), and its own `d`/`h`.
+A plan (the incremental catalog, see `walk_planned`) names what to read again; the rest did not change.
 
 This module imports no Django and nothing of Bulwark, so a parser fault cannot reach the console's state.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -44,7 +48,28 @@ Read = Callable[[int, int], bytes]
 
 
 # --- the disk, as the child sees it --------------------------------------------------------------------------------
-class RemoteDisk:
+class _Seekable:
+    """A read-only file's position: `size` and `position` kept by the subclass."""
+
+    size: int
+    position: int
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self.position, os.SEEK_END: self.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+
+class RemoteDisk(_Seekable):
     """A read-only, seekable file over `read(offset, length)`, with a page cache (dissect reads in small pieces)."""
 
     def __init__(self, read: Read, size: int) -> None:
@@ -53,6 +78,11 @@ class RemoteDisk:
         self.position = 0
         self._pages: OrderedDict[int, bytes] = OrderedDict()
         self.bytes_read = 0
+        # Dependency tracing (the incremental catalog): while on, every read is recorded as a range of the disk
+        # and its bytes hashed, except reads inside `untracked` (tables whose meaning the volume's geometry holds).
+        self._trace: list[list[int]] | None = None
+        self._hash: Any = None
+        self.untracked: list[tuple[int, int]] = []
 
     def _page(self, number: int) -> bytes:
         page = self._pages.get(number)
@@ -81,21 +111,49 @@ class RemoteDisk:
             parts.append(piece)
             self.position += len(piece)
             length -= len(piece)
-        return b"".join(parts)
+        data = b"".join(parts)
+        if self._trace is not None and data:
+            self._traced(self.position - len(data), data)
+        return data
 
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self.position, os.SEEK_END: self.size}[whence]
-        self.position = max(0, base + offset)
-        return self.position
+    def _traced(self, start: int, data: bytes) -> None:
+        end = start + len(data)
+        if any(low <= start and end <= high for low, high in self.untracked):
+            return
+        last = self._trace[-1] if self._trace else None
+        if last is not None and last[0] + last[1] == start:
+            last[1] += len(data)
+        else:
+            self._trace.append([start, len(data)])  # type: ignore[union-attr]
+        self._hash.update(data)
 
-    def tell(self) -> int:
-        return self.position
+    def begin(self) -> None:
+        """Start recording what is read: the dependencies of one entry or one folder's listing."""
+        self._trace, self._hash = [], hashlib.blake2b(digest_size=16)
 
-    def readable(self) -> bool:
-        return True
+    def end(self) -> tuple[list[list[int]], str]:
+        """The ranges read since `begin` (in order, adjacent ones joined) and the digest of their bytes."""
+        ranges, digest = self._trace or [], self._hash.hexdigest() if self._hash else ""
+        self._trace, self._hash = None, None
+        return ranges, digest
 
-    def seekable(self) -> bool:
-        return True
+
+class Window(_Seekable):
+    """A part of the disk as a file, unbuffered: dissect's RangeStream keeps a buffer of its own, which would
+    hide reads from the dependency tracing (the disk's page cache already makes small reads cheap)."""
+
+    def __init__(self, disk: Any, offset: int, size: int) -> None:
+        self.disk, self.offset, self.size, self.position = disk, offset, size, 0
+
+    def read(self, length: int = -1) -> bytes:
+        left = self.size - self.position
+        length = left if length is None or length < 0 else max(0, min(length, left))
+        if length <= 0:
+            return b""
+        self.disk.seek(self.offset + self.position)
+        data: bytes = self.disk.read(length)
+        self.position += len(data)
+        return data
 
 
 # --- volumes ---------------------------------------------------------------------------------------------------------
@@ -111,9 +169,20 @@ class Volume:
     reason: str = ""
     files: int = 0
     errors: list[str] = field(default_factory=list)
+    # The incremental catalog: what the next walk compares (see `geometry`), each folder's listing with what it
+    # read, and whether this walk reused the previous one (with why not when it could not).
+    geometry: str = ""
+    fixed: list[list[int]] = field(default_factory=list)
+    listings: list[dict[str, Any]] = field(default_factory=list)
+    incremental: bool = False
+    full_walk_reason: str = ""
 
     def record(self) -> dict[str, Any]:
         return {
+            "geometry": self.geometry,
+            "fixed": self.fixed,
+            "incremental": self.incremental,
+            "full_walk_reason": self.full_walk_reason,
             "id": self.id,
             "offset": self.offset,
             "size": self.size,
@@ -133,7 +202,6 @@ LVM_TYPES = {0x8E, "e6d6d379-f507-44c2-a23c-238f2a3df928"}
 def volumes_of(key: str, disk: BinaryIO, size: int) -> Iterator[Volume]:
     """The volumes on a disk: its partitions (MBR, GPT; LVM2 physical volumes opened into logical volumes), or
     the whole disk when it has no partition table."""
-    from dissect.util.stream import RangeStream
     from dissect.volume.disk import Disk
 
     try:
@@ -145,7 +213,7 @@ def volumes_of(key: str, disk: BinaryIO, size: int) -> Iterator[Volume]:
     except Exception:
         partitions = []
     if not partitions:
-        yield Volume(key, 0, size, RangeStream(disk, 0, size))
+        yield Volume(key, 0, size, Window(disk, 0, size))  # type: ignore[arg-type]
         return
     for partition in partitions:
         volume_id = f"{key}:p{partition.number}"
@@ -154,13 +222,13 @@ def volumes_of(key: str, disk: BinaryIO, size: int) -> Iterator[Volume]:
                 volume_id,
                 partition.offset,
                 partition.size,
-                RangeStream(disk, 0, 0),
+                Window(disk, 0, 0),  # type: ignore[arg-type]
                 label=partition.name or "",
                 state="skipped",
                 reason=f"the partition ends past the end of the disk ({partition.offset + partition.size} > {size})",
             )
             continue
-        stream = RangeStream(disk, partition.offset, partition.size)
+        stream: BinaryIO = Window(disk, partition.offset, partition.size)  # type: ignore[assignment]
         kind = str(partition.type).lower() if not isinstance(partition.type, int) else partition.type
         if kind in LVM_TYPES or _is_lvm(stream):
             yield from _logical_volumes(volume_id, partition, stream)
@@ -258,6 +326,9 @@ class Entry:
     inode: int | None = None
     links: int = 1
     extents: list[list[int]] | str | None = None
+    deps: tuple[list[list[int]], str] | None = (
+        None  # what describing it read: ranges of the disk, their digest
+    )
 
 
 def _type_of(mode: int) -> str:
@@ -294,54 +365,100 @@ def _runs(runs: Any, unit: int, base: int | None, size: int) -> list[list[int]] 
     return extents
 
 
+@dataclass
+class Tree:
+    """How to walk one file system: a folder's identity (loops), its listing, an entry's description, an
+    entry's inode number (None: the file system has none, and cannot be walked incrementally)."""
+
+    identity: Callable[[Any], Any]
+    children: Callable[[Any], Iterable[tuple[str, Any]]]
+    describe: Callable[[Any, str], Entry | None]
+    number: Callable[[Any], int | None] = lambda node: None
+
+
 def walk_tree(
     root: Any,
-    identity: Callable[[Any], Any],
-    children: Callable[[Any], Iterable[tuple[str, Any]]],
-    describe: Callable[[Any, str], Entry],
+    tree: Tree,
     volume: Volume,
+    *,
+    disk: RemoteDisk | None = None,
+    base: str = "",
+    depth: int = 0,
 ) -> Iterator[Entry]:
     """Depth-first over a file system's folders, the same for every file system: a folder seen twice is a loop
     (reported, not followed), a folder deeper than MAX_DEPTH is not entered, and an unreadable folder or entry is
-    reported and skipped, never fatal."""
+    reported and skipped, never fatal. With `disk`, what each listing and each entry read is recorded (their
+    dependencies, for the next walk to compare)."""
     seen: set[Any] = set()
-    stack: list[tuple[Any, str, int]] = [(root, "", 0)]
+    stack: list[tuple[Any, str, int]] = [(root, base, depth)]
     while stack:
-        node, path, depth = stack.pop()
-        key = identity(node)
+        node, path, level = stack.pop()
+        key = tree.identity(node)
         if key is not None and key in seen:
             volume.errors.append(f"{path or '/'}: a directory loop ({key} again); not followed")
             continue
         seen.add(key)
-        try:
-            listing = list(children(node))
-        except MemoryError:
-            raise  # the memory limit: the walk stops, it does not go on with less
-        except Exception as error:
-            volume.errors.append(f"{path or '/'}: cannot list: {error}")
+        listing = _list(node, path, tree, volume, disk)
+        if listing is None:
             continue
         for name, child in listing:
-            if name in (".", "..") or not name:
-                continue
-            full = f"{path}/{name}"
-            try:
-                entry = describe(child, full)
-            except MemoryError:
-                raise  # the memory limit: the walk stops, it does not go on with less
-            except Exception as error:
-                volume.errors.append(f"{full}: {error}")
-                continue
+            entry = _describe(child, f"{path}/{name}", tree, volume, disk)
             if entry is None:
                 continue
             yield entry
             if entry.type == "dir":
-                if depth + 1 >= MAX_DEPTH:
-                    volume.errors.append(f"{full}: deeper than {MAX_DEPTH} levels; not followed")
+                if level + 1 >= MAX_DEPTH:
+                    volume.errors.append(f"{entry.path}: deeper than {MAX_DEPTH} levels; not followed")
                 else:
-                    stack.append((child, full, depth + 1))
+                    stack.append((child, entry.path, level + 1))
 
 
-def walk_unix(root: Any, unit: int, volume: Volume) -> Iterator[Entry]:
+def _list(
+    node: Any, path: str, tree: Tree, volume: Volume, disk: RemoteDisk | None
+) -> list[tuple[str, Any]] | None:
+    """A folder's entries (without "." and ".."), its listing recorded when tracing; None when unreadable."""
+    if disk is not None:
+        disk.begin()
+    try:
+        listing = [(name, child) for name, child in tree.children(node) if name and name not in (".", "..")]
+    except MemoryError:
+        raise  # the memory limit: the walk stops, it does not go on with less
+    except Exception as error:
+        volume.errors.append(f"{path or '/'}: cannot list: {error}")
+        return None
+    finally:
+        ranges, digest = disk.end() if disk is not None else ([], "")
+    if disk is not None:
+        volume.listings.append(
+            {
+                "p": path or "/",
+                "i": tree.number(node),
+                "d": ranges,
+                "h": digest,
+                "c": [[name, tree.number(child)] for name, child in listing],
+            }
+        )
+    return listing
+
+
+def _describe(child: Any, full: str, tree: Tree, volume: Volume, disk: RemoteDisk | None) -> Entry | None:
+    if disk is not None:
+        disk.begin()
+    try:
+        entry = tree.describe(child, full)
+    except MemoryError:
+        raise  # the memory limit: the walk stops, it does not go on with less
+    except Exception as error:
+        volume.errors.append(f"{full}: {error}")
+        return None
+    finally:
+        deps = disk.end() if disk is not None else None
+    if entry is not None:
+        entry.deps = deps
+    return entry
+
+
+def unix_tree(unit: int, volume: Volume) -> Tree:
     """ext2/3/4 and XFS: inodes with modes, owners and data runs in blocks."""
 
     def describe(child: Any, full: str) -> Entry:
@@ -372,7 +489,7 @@ def walk_unix(root: Any, unit: int, volume: Volume) -> Iterator[Entry]:
         for child in node.iterdir():
             yield (child.name if hasattr(child, "name") else child.filename), child
 
-    return walk_tree(root, lambda node: f"inode {node.inum}", children, describe, volume)
+    return Tree(lambda node: f"inode {node.inum}", children, describe, lambda node: int(node.inum))
 
 
 def _check_extents(entry: Entry, volume: Volume) -> None:
@@ -385,7 +502,7 @@ def _check_extents(entry: Entry, volume: Volume) -> None:
         entry.extents = None
 
 
-def walk_ntfs(fs: Any, volume: Volume) -> Iterator[Entry]:
+def ntfs_tree(fs: Any, volume: Volume) -> Tree:
     def describe(index_entry: Any, full: str) -> Entry | None:
         if full.count("/") == 1 and full[1:].startswith("$"):
             return None  # the file system's own metadata files
@@ -417,16 +534,12 @@ def walk_ntfs(fs: Any, volume: Volume) -> Iterator[Entry]:
         """The MFT record of a folder: the root is one, the others are index entries that name theirs."""
         return node.dereference() if hasattr(node, "dereference") else node
 
-    return walk_tree(
-        fs.mft.root,
-        lambda node: f"record {record(node).segment}",
-        lambda node: record(node).listdir().items(),
-        describe,
-        volume,
+    return Tree(
+        lambda node: f"record {record(node).segment}", lambda node: record(node).listdir().items(), describe
     )
 
 
-def walk_fat(fs: Any, volume: Volume) -> Iterator[Entry]:
+def fat_tree(fs: Any, volume: Volume) -> Tree:
     base = None if volume.offset is None else volume.offset + fs.first_data_sector * fs.sector_size
 
     def describe(child: Any, full: str) -> Entry | None:
@@ -451,10 +564,10 @@ def walk_fat(fs: Any, volume: Volume) -> Iterator[Entry]:
         cluster = int(getattr(node, "cluster", 0) or 0)
         return f"cluster {cluster}" if cluster else None
 
-    return walk_tree(fs.root, identity, lambda node: ((c.name, c) for c in node.iterdir()), describe, volume)
+    return Tree(identity, lambda node: ((c.name, c) for c in node.iterdir()), describe)
 
 
-def walk_btrfs(fs: Any, volume: Volume) -> Iterator[Entry]:
+def btrfs_tree(fs: Any, volume: Volume) -> Tree:
     """btrfs (the default subvolume): data lives behind the chunk tree, so extents are not recorded."""
 
     def describe(child: Any, full: str) -> Entry:
@@ -477,13 +590,7 @@ def walk_btrfs(fs: Any, volume: Volume) -> Iterator[Entry]:
             entry.link = str(child.link)
         return entry
 
-    return walk_tree(
-        fs.default_subvolume.root,
-        lambda node: f"inode {node.inum}",
-        lambda node: node.listdir().items(),
-        describe,
-        volume,
-    )
+    return Tree(lambda node: f"inode {node.inum}", lambda node: node.listdir().items(), describe)
 
 
 def _ns(moment: Any) -> int | None:
@@ -495,8 +602,14 @@ def _ns(moment: Any) -> int | None:
         return None
 
 
-def entries_of(volume: Volume) -> Iterator[Entry]:
-    """Open the volume's file system and walk it; the volume says what it was and what went wrong."""
+def entries_of(
+    volume: Volume, disk: RemoteDisk | None = None, plan: dict[str, Any] | None = None
+) -> Iterator[Entry]:
+    """Open the volume's file system and walk it; the volume says what it was and what went wrong.
+
+    ext2/3/4 and XFS are walked with their dependencies recorded (`disk`), so that the next point's catalog can
+    reuse what did not change: with a `plan` from the parent (the previous walk's folders and what to read again)
+    only the listed folders and entries are read, when the file system's geometry is still the same."""
     kind = detect(volume.stream)
     volume.filesystem = kind
     if kind in REASONS:
@@ -507,19 +620,27 @@ def entries_of(volume: Volume) -> Iterator[Entry]:
         return
     try:
         fs = open_filesystem(kind, volume.stream)
-        if kind in ("ext", "xfs"):
-            walker = walk_unix(fs.root, fs.block_size, volume)
-        elif kind == "ntfs":
-            walker = walk_ntfs(fs, volume)
-        elif kind == "fat":
-            walker = walk_fat(fs, volume)
-        else:
-            walker = walk_btrfs(fs, volume)
+        root, tree = _tree_of(kind, fs, volume)
+        traced = (
+            disk if disk is not None and volume.offset is not None and _prepare(kind, fs, volume) else None
+        )
+        if traced is not None:
+            traced.untracked = [(offset, offset + length) for offset, length in volume.fixed]
     except MemoryError:
         raise  # the memory limit: the walk stops, it does not go on with less
     except Exception as error:
         volume.state, volume.reason = "skipped", f"the {kind} file system cannot be opened: {error}"
         return
+    if plan is not None and traced is None:
+        volume.full_walk_reason = "the file system cannot be walked incrementally"
+    elif plan is not None and plan.get("geometry") != volume.geometry:
+        volume.full_walk_reason = "the file system's layout changed"
+    walker: Iterator[Entry]
+    if plan is not None and traced is not None and not volume.full_walk_reason:
+        volume.incremental = True
+        walker = walk_planned(fs, root, tree, volume, traced, plan)
+    else:
+        walker = walk_tree(root, tree, volume, disk=traced)
     for entry in walker:
         volume.files += 1
         yield entry
@@ -528,13 +649,140 @@ def entries_of(volume: Volume) -> Iterator[Entry]:
         volume.reason = f"{len(volume.errors)} item(s) could not be read"
 
 
-def walk_disk(key: str, read: Read, size: int) -> Iterator[tuple[str, Any]]:
-    """("volume", record) and ("entry", Entry) for one disk, volumes in order."""
+def _tree_of(kind: str, fs: Any, volume: Volume) -> tuple[Any, Tree]:
+    if kind in ("ext", "xfs"):
+        return fs.root, unix_tree(fs.block_size, volume)
+    if kind == "ntfs":
+        return fs.mft.root, ntfs_tree(fs, volume)
+    if kind == "fat":
+        return fs.root, fat_tree(fs, volume)
+    return fs.default_subvolume.root, btrfs_tree(fs, volume)
+
+
+MAX_GROUPS = 1 << 20  # more block or allocation groups than any real volume: not walked incrementally
+
+
+def _prepare(kind: str, fs: Any, volume: Volume) -> bool:
+    """Make a file system walkable incrementally: its geometry (what every entry's place depends on and no
+    entry's dependencies say: block size, inode size, the inode tables' places), the tables that hold it (their
+    reads are not dependencies: free counts change there on every write), and no buffer that would hide reads.
+    False for file systems this is not done for (NTFS, FAT, btrfs: they are walked whole every time)."""
+    assert volume.offset is not None
+    if kind == "ext":
+        if not 0 < fs.groups_count <= MAX_GROUPS:
+            return False
+        wide = fs._group_desc_struct.__name__ == "ext4_group_desc"
+        tables = []
+        for number in range(fs.groups_count):
+            group = fs._read_group_desc(number)
+            tables.append(
+                (group.bg_inode_table_hi << 32 | group.bg_inode_table_lo) if wide else group.bg_inode_table_lo
+            )
+        sb = fs.sb
+        places = hashlib.blake2b(json.dumps(tables).encode(), digest_size=16).hexdigest()
+        shape = [
+            "ext",
+            fs.block_size,
+            sb.s_inode_size,
+            sb.s_inodes_per_group,
+            sb.s_inodes_count,
+            fs.groups_count,
+        ]
+        volume.geometry = json.dumps([*shape, fs._dirtype.__name__, places])
+        volume.fixed = [
+            [volume.offset + 1024, 1024],
+            [volume.offset + fs.groups_offset, fs.groups_count * fs._group_desc_size],
+        ]
+        return True
+    if kind == "xfs":
+        from dissect.xfs.xfs import AllocationGroup
+
+        sb = fs.sb
+        if not 0 < sb.sb_agcount <= MAX_GROUPS:
+            return False
+        for number in range(1, sb.sb_agcount):  # each group over an unbuffered window, not a RangeStream
+            fs.ag[number] = AllocationGroup(fs, Window(fs.fh, number * fs._ag_size, fs._ag_size), number)
+        shape = [
+            sb.sb_blocksize,
+            sb.sb_agblocks,
+            sb.sb_agcount,
+            sb.sb_inodesize,
+            sb.sb_inopblock,
+            sb.sb_sectsize,
+        ]
+        volume.geometry = json.dumps(["xfs", *shape, sb.sb_rootino, fs._has_ftype, fs.version])
+        volume.fixed = [[volume.offset + n * fs._ag_size, 4 * sb.sb_sectsize] for n in range(sb.sb_agcount)]
+        return True
+    return False
+
+
+def walk_planned(
+    fs: Any, root: Any, tree: Tree, volume: Volume, disk: RemoteDisk, plan: dict[str, Any]
+) -> Iterator[Entry]:
+    """The changed part of a volume, by the parent's plan: entries to describe again (their folder's listing did
+    not change) and folders to list again (with the entries of theirs that did not change, which are not
+    described again); a folder not known before at its path is walked whole. The parent puts the rest together
+    from the previous walk."""
+    known: dict[str, int] = {str(path): int(number) for path, number in plan.get("dirs", {}).items()}
+
+    def node(number: int, path: str) -> Any:
+        return root if path == "/" else fs.get_inode(int(number), path.rsplit("/", 1)[-1])
+
+    def follow(entry: Entry, child: Any) -> Iterator[Entry]:
+        if entry.type == "dir" and known.get(entry.path) != entry.inode:
+            level = entry.path.count("/")
+            if level >= MAX_DEPTH:
+                volume.errors.append(f"{entry.path}: deeper than {MAX_DEPTH} levels; not followed")
+            else:
+                yield from walk_tree(child, tree, volume, disk=disk, base=entry.path, depth=level)
+
+    for path, number in plan.get("describe", []):
+        try:
+            child = node(number, path)
+        except MemoryError:
+            raise  # the memory limit: the walk stops, it does not go on with less
+        except Exception as error:
+            volume.errors.append(f"{path}: {error}")
+            continue
+        entry = _describe(child, path, tree, volume, disk)
+        if entry is not None:
+            yield entry
+            yield from follow(entry, child)
+    for path, number, unchanged in plan.get("lists", []):
+        if path != "/" and path.count("/") >= MAX_DEPTH:
+            continue
+        keep = {(str(name), int(child_number)) for name, child_number in unchanged}
+        try:
+            folder = node(number, path)
+        except MemoryError:
+            raise  # the memory limit: the walk stops, it does not go on with less
+        except Exception as error:
+            volume.errors.append(f"{path}: cannot list: {error}")
+            continue
+        listing = _list(folder, "" if path == "/" else path, tree, volume, disk)
+        for name, child in listing or []:
+            if (name, tree.number(child)) in keep:
+                continue
+            entry = _describe(child, f"{'' if path == '/' else path}/{name}", tree, volume, disk)
+            if entry is not None:
+                yield entry
+                yield from follow(entry, child)
+
+
+def walk_disk(
+    key: str, read: Read, size: int, plans: dict[str, Any] | None = None
+) -> Iterator[tuple[str, Any]]:
+    """("volume", record), ("entry", Entry) and ("listing", dict) for one disk, volumes in order."""
     disk = RemoteDisk(read, size)
     for volume in volumes_of(key, disk, size):  # type: ignore[arg-type]
         if volume.state != "skipped":
-            for entry in entries_of(volume):
+            for entry in entries_of(volume, disk, (plans or {}).get(volume.id)):
                 yield "entry", (volume.id, entry)
+                while volume.listings:
+                    yield "listing", (volume.id, volume.listings.pop(0))
+            while volume.listings:
+                yield "listing", (volume.id, volume.listings.pop(0))
+        disk.untracked = []
         yield "volume", volume.record()
 
 
@@ -614,6 +862,8 @@ def _entry_json(volume_id: str, entry: Entry) -> dict[str, Any]:
     }
     if entry.link:
         data["lt"] = entry.link
+    if entry.deps is not None:
+        data["d"], data["h"] = entry.deps
     return data
 
 
@@ -681,19 +931,28 @@ def main(argv: list[str] | None = None) -> int:
         commands.flush()
         return 0
 
+    plans = job.get("plans") or {}
+    batches: dict[bytes, list[dict[str, Any]]] = {b"E": [], b"L": []}
+
+    def flush(letter: bytes) -> None:
+        if batches[letter]:
+            commands.write(
+                letter + b" " + json.dumps(batches[letter], separators=(",", ":")).encode() + b"\n"
+            )
+            batches[letter] = []
+
     for disk in job["disks"]:
-        batch: list[dict[str, Any]] = []
-        for kind, item in walk_disk(disk["key"], _remote(commands, answers, disk["key"]), int(disk["size"])):
-            if kind == "entry":
-                batch.append(_entry_json(*item))
-                if len(batch) >= BATCH:
-                    commands.write(b"E " + json.dumps(batch, separators=(",", ":")).encode() + b"\n")
-                    batch = []
-            else:
-                if batch:
-                    commands.write(b"E " + json.dumps(batch, separators=(",", ":")).encode() + b"\n")
-                    batch = []
+        remote = _remote(commands, answers, disk["key"])
+        for kind, item in walk_disk(disk["key"], remote, int(disk["size"]), plans.get(disk["key"])):
+            if kind == "volume":
+                flush(b"E")
+                flush(b"L")
                 commands.write(b"V " + json.dumps({"disk": disk["key"], **item}).encode() + b"\n")
+                continue
+            letter = b"E" if kind == "entry" else b"L"
+            batches[letter].append(_entry_json(*item) if kind == "entry" else {"v": item[0], **item[1]})
+            if len(batches[letter]) >= BATCH:
+                flush(letter)
         commands.flush()
     commands.write(b"D\n")
     commands.flush()

@@ -9,7 +9,7 @@ from typing import Any
 from catalog import indexer
 from tests.browser.test_roles import sign_in
 from tests.catalog import images
-from tests.catalog.test_catalog import store  # noqa: F401  (fixture)
+from tests.catalog.points import store  # noqa: F401  (fixture)
 
 
 def test_a_help_desk_operator_finds_and_downloads_a_file_from_an_image(  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ from catalog import indexer
 from restores.models import RestoreRule
 from tests.browser.test_roles import sign_in
 from tests.catalog import images
-from tests.catalog.test_catalog import store  # noqa: F401  (fixture)
+from tests.catalog.points import store  # noqa: F401  (fixture)
 
 
 def test_the_restore_wizard_approval_and_versions(  # type: ignore[no-untyped-def]

@@ -15,7 +15,7 @@ from restores.file_restores import FileRestoreRefused, request_file_restore
 from restores.models import RestoreRule, RestoreState
 from restores.services import run_restore
 from tests.catalog import images
-from tests.catalog.test_catalog import store  # noqa: F401  (fixture)
+from tests.catalog.points import store  # noqa: F401  (fixture)
 from tests.peers import Samba, require_peer, samba_available
 
 pytestmark = pytest.mark.django_db
