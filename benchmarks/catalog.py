@@ -9,7 +9,8 @@ repository as a backup does, and measures:
    child start included) against dissect's own walk of the raw image file (dissect.extfs in a plain process, the
    same attributes); the whole catalog job (walk + recording the versions) is the "catalog s" row;
 2. backup + catalog against backup alone (the engine's ImageWriter over the raw image);
-3. day-2 catalog after 4 % of the image is overwritten in scattered 64 KiB areas: time and metadata bytes read,
+3. day-2 catalog after a day of work done in place with debugfs (4 % of the image rewritten in scattered 64 KiB
+   areas of files, whose times move on; 100 small files written, some removed): time and metadata bytes read,
    against the first catalog;
 4. single-file restore of the 10 MB file out of the image point: seconds and bytes read from the repository,
    against `restic dump` of the same file from a restic backup of the same tree (restic's best case);
@@ -121,7 +122,7 @@ def setup_django(database: str, data_dir: str) -> None:
     call_command("migrate", verbosity=0)
 
 
-def measure_catalog(work: Path, image: Path, files: int, repeat: int) -> dict[str, Any]:
+def measure_catalog(work: Path, image: Path, files: int, small: int, repeat: int) -> dict[str, Any]:
     from catalog import extract, indexer, repositories
     from catalog.models import FileVersion, RecoveryPoint
     from catalog.services import create_repository
@@ -145,7 +146,7 @@ def measure_catalog(work: Path, image: Path, files: int, repeat: int) -> dict[st
     }
     day2_image = work / "day2.img"
     size = image.stat().st_size
-    areas: list[int] = []
+    areas: dict[int, str] = {}
     for attempt in range(repeat):
         repositories.forget_open_repositories()
         repository = create_repository(
@@ -183,15 +184,11 @@ def measure_catalog(work: Path, image: Path, files: int, repeat: int) -> dict[st
         if not areas:
             areas = day2_areas(point, size)
             shutil.copyfile(image, day2_image)
-            rng = random.Random(4)
-            with open(day2_image, "r+b") as disk:
-                for area in areas:
-                    disk.seek(area * 65536)
-                    disk.write(rng.randbytes(65536))
-        # Day 2: the changed areas written as a CBT backup does, then catalogued.
+            day2_changes(day2_image, areas, work, small)
+        # Day 2: the changed image backed up again (unchanged blocks deduplicate), then catalogued.
         writer = ImageWriter(engine, machine=machine.identity, parent=snapshot)
         with open(day2_image, "rb") as source:
-            writer.write_disk_areas("2000", source, size=size, areas=[(a * 65536, 65536) for a in areas])
+            writer.write_disk("2000", source, size=size)
         day2 = writer.commit()
         point2 = image_point(machine, repository, day2)
         RecoveryPoint.objects.filter(pk=point2.pk).update(
@@ -248,21 +245,46 @@ def image_point(machine: Any, repository: Any, snapshot: Any) -> Any:
     )
 
 
-def day2_areas(point: Any, size: int) -> list[int]:
-    """4 % of the image in scattered 64 KiB areas, inside files' data (what a day of work rewrites; the file
-    system's own tables change with it in life, but a random overwrite of them would be damage, not work)."""
+def day2_areas(point: Any, size: int) -> dict[int, str]:
+    """4 % of the image in scattered 64 KiB areas inside files' data, with the file each one belongs to."""
     from catalog.models import FileVersion
 
-    inside: set[int] = set()
-    for extents in FileVersion.objects.filter(first_point=point, kind="file").values_list(
-        "extents", flat=True
+    inside: dict[int, str] = {}
+    for path, extents in FileVersion.objects.filter(first_point=point, kind="file").values_list(
+        "path__text", "extents"
     ):
         for _, offset, length in extents if isinstance(extents, list) else []:
             first, last = -(-offset // 65536), (offset + length) // 65536
-            inside.update(range(first, last))
+            inside.update((area, path) for area in range(first, last))
     wanted = max(1, size // 65536 * 4 // 100)
     rng = random.Random(4)
-    return sorted(rng.sample(sorted(inside), min(wanted, len(inside))))
+    return {area: inside[area] for area in sorted(rng.sample(sorted(inside), min(wanted, len(inside))))}
+
+
+def day2_changes(image: Path, areas: dict[int, str], work: Path, small: int) -> None:
+    """A day of work on the file system, in place: the areas rewritten and their files' times moved on (as a
+    write does), 100 of the small files removed and 100 new ones written (debugfs; no mount)."""
+    rng = random.Random(4)
+    with open(image, "r+b") as disk:
+        for area in areas:
+            disk.seek(area * 65536)
+            disk.write(rng.randbytes(65536))
+    commands = []
+    for path in sorted(set(areas.values())):
+        commands += [f"sif {path} mtime 20270101120000", f"sif {path} ctime 20270101120000"]
+    fresh = work / "fresh.txt"
+    fresh.write_bytes(rng.randbytes(1500))
+    for number in range(100):
+        folder = f"/small/d{rng.randrange(97):02d}/e{rng.randrange(13):02d}"
+        commands.append(f"write {fresh} {folder}/new{number:04d}.txt")
+    for number in rng.sample(range(small), 100):
+        commands.append(f"rm /small/d{number % 97:02d}/e{number % 13:02d}/f{number:06d}.txt")
+    subprocess.run(
+        ["/usr/sbin/debugfs", "-w", "-f", "-", str(image)],
+        input="\n".join(commands).encode(),
+        capture_output=True,
+        check=True,
+    )
 
 
 def restic_dump(work: Path, attempt: int) -> float:
@@ -493,7 +515,7 @@ def main() -> None:
             ],
             check=True,
         )
-        figures = measure_catalog(work, image, files, repeat)
+        figures = measure_catalog(work, image, files, small, repeat)
         generate_versions(versions)
         found = measure_search()
         sqlite = subprocess.run(

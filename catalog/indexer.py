@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import io
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -257,14 +258,29 @@ def path_ids(paths: Iterable[str]) -> dict[str, int]:
         part = digests[start : start + WRITE_BATCH]
         found.update(PathName.objects.filter(digest__in=part).values_list("digest", "pk"))
     missing = [
-        PathName(digest=digest, text=text, name=text.rsplit("/", 1)[-1] or "/")
+        (digest, text, text.rsplit("/", 1)[-1] or "/")
         for digest, text in wanted.items()
         if digest not in found
     ]
     if missing:
-        PathName.objects.bulk_create(missing, batch_size=WRITE_BATCH, ignore_conflicts=True)
+        table = PathName._meta.db_table
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                from psycopg2.extras import execute_values
+
+                execute_values(
+                    cursor.cursor,
+                    f"INSERT INTO {table} (digest, text, name) VALUES %s ON CONFLICT (digest) DO NOTHING",  # noqa: S608
+                    missing,
+                    page_size=WRITE_BATCH,
+                )
+            else:
+                cursor.executemany(
+                    f"INSERT OR IGNORE INTO {table} (digest, text, name) VALUES (%s, %s, %s)",  # noqa: S608
+                    missing,
+                )
         for start in range(0, len(missing), WRITE_BATCH):
-            part = [p.digest for p in missing[start : start + WRITE_BATCH]]
+            part = [digest for digest, _, _ in missing[start : start + WRITE_BATCH]]
             found.update(PathName.objects.filter(digest__in=part).values_list("digest", "pk"))
     return {text: found[digest] for digest, text in wanted.items()}
 
@@ -313,8 +329,10 @@ def checked_entries(walk: Walk) -> int:
                 )
             ) or (extents is not None and not isinstance(extents, list) and extents != "resident"):
                 entry["x"] = None
-            if entry.get("lt") is not None and not isinstance(entry["lt"], str):
+            if entry.get("lt") is not None and (not isinstance(entry["lt"], str) or "\x00" in entry["lt"]):
                 entry["lt"] = ""
+            if "\x00" in entry["v"]:
+                raise ValueError("volume")
         except ValueError:
             continue
         kept.append(entry)
@@ -388,29 +406,30 @@ def record_versions(point: RecoveryPoint, entries: list[dict[str, Any]]) -> tupl
         if open_rows.pop((entry["v"][:200], _digest(entry["p"]), sig), None) is None:
             fresh.append((entry, sig))
     ids = path_ids({e["p"] for e, _ in fresh} | {_parent_of(e["p"]) for e, _ in fresh})
-    create = [
-        FileVersion(
-            machine_id=point.machine_id,
-            repository_id=point.repository_id,
-            volume=entry["v"][:200],
-            path_id=ids[entry["p"]],
-            parent_id=ids[_parent_of(entry["p"])],
-            kind=entry["t"] if entry["t"] in EntryKind.values else EntryKind.OTHER,
-            size=max(0, int(entry.get("s") or 0)),
-            mode=int(entry.get("m") or 0) & 0o7777,
-            uid=entry.get("u"),
-            gid=entry.get("g"),
-            mtime_ns=entry.get("mt"),
-            ctime_ns=entry.get("ct"),
-            atime_ns=entry.get("at"),
-            link_target=str(entry.get("lt") or ""),
-            inode=entry.get("i"),
-            extents=entry.get("x"),
-            signature=sig,
-            first_point=point,
-            last_point=point,
-            first_at=point.taken_at,
-            last_at=point.taken_at,
+    taken_at = connection.ops.adapt_datetimefield_value(point.taken_at)
+    rows = [
+        (
+            point.machine_id,
+            point.repository_id,
+            entry["v"][:200],
+            ids[entry["p"]],
+            ids[_parent_of(entry["p"])],
+            entry["t"] if entry["t"] in ENTRY_KINDS else EntryKind.OTHER,
+            max(0, int(entry.get("s") or 0)),
+            int(entry.get("m") or 0) & 0o7777,
+            entry.get("u"),
+            entry.get("g"),
+            entry.get("mt"),
+            entry.get("ct"),
+            entry.get("at"),
+            str(entry.get("lt") or ""),
+            entry.get("i"),
+            None if entry.get("x") is None else json.dumps(entry["x"], separators=(",", ":")),
+            sig,
+            point.pk,
+            point.pk,
+            taken_at,
+            taken_at,
         )
         for entry, sig in fresh
     ]
@@ -418,20 +437,81 @@ def record_versions(point: RecoveryPoint, entries: list[dict[str, Any]]) -> tupl
     if extended and previous is not None:
         # The rows still open are the ones not seen again: every other row of the previous point goes on.
         gone = list(open_rows.values())
-        rows = FileVersion.objects.filter(
+        still_open = FileVersion.objects.filter(
             machine=point.machine_id, repository=point.repository_id, last_point=previous
         )
-        if len(gone) <= WRITE_BATCH:
-            rows.exclude(pk__in=gone).update(last_point=point, last_at=point.taken_at)
+        if len(gone) <= 30_000:  # one statement (SQLite takes 32,766 parameters; psycopg2 inlines them)
+            still_open.exclude(pk__in=gone).update(last_point=point, last_at=point.taken_at)
         else:
             gone_set = set(gone)
-            extend = [pk for pk in rows.values_list("pk", flat=True) if pk not in gone_set]
+            extend = [pk for pk in still_open.values_list("pk", flat=True) if pk not in gone_set]
             for start in range(0, len(extend), WRITE_BATCH):
                 FileVersion.objects.filter(pk__in=extend[start : start + WRITE_BATCH]).update(
                     last_point=point, last_at=point.taken_at
                 )
-    FileVersion.objects.bulk_create(create, batch_size=WRITE_BATCH)
-    return extended, len(create)
+    insert_versions(rows)
+    return extended, len(rows)
+
+
+ENTRY_KINDS = frozenset(EntryKind.values)
+VERSION_COLUMNS = (
+    "machine_id",
+    "repository_id",
+    "volume",
+    "path_id",
+    "parent_id",
+    "kind",
+    "size",
+    "mode",
+    "uid",
+    "gid",
+    "mtime_ns",
+    "ctime_ns",
+    "atime_ns",
+    "link_target",
+    "inode",
+    "extents",
+    "signature",
+    "first_point_id",
+    "last_point_id",
+    "first_at",
+    "last_at",
+)
+
+
+def insert_versions(rows: list[tuple[Any, ...]]) -> None:
+    """New version rows (in VERSION_COLUMNS order, extents as JSON text), written without building a model per
+    row: PostgreSQL's COPY, SQLite's executemany (the ORM's bulk_create spent 3 s of Python on 22,700 rows)."""
+    if not rows:
+        return
+    table = FileVersion._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            buffer = io.StringIO()
+            for row in rows:
+                buffer.write("\t".join(_copy_text(value) for value in row))
+                buffer.write("\n")
+            buffer.seek(0)
+            cursor.cursor.copy_expert(  # the psycopg2 cursor under Django's wrapper
+                f"COPY {table} ({', '.join(VERSION_COLUMNS)}) FROM STDIN", buffer
+            )
+        else:
+            marks = ", ".join(["%s"] * len(VERSION_COLUMNS))
+            cursor.executemany(f"INSERT INTO {table} ({', '.join(VERSION_COLUMNS)}) VALUES ({marks})", rows)  # noqa: S608
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: Any) -> str:
+    """A value in COPY's text format: NULL as \\N, backslash, tab, newline and carriage return escaped."""
+    if value is None:
+        return "\\N"
+    if type(value) is int:
+        return str(value)
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    return str(value).translate(_COPY_ESCAPES)
 
 
 def _state_of(walk: Walk) -> tuple[str, str]:

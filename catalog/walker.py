@@ -100,26 +100,40 @@ class RemoteDisk(_Seekable):
     def read(self, length: int = -1) -> bytes:
         if length is None or length < 0:
             length = self.size - self.position
-        length = max(0, min(length, self.size - self.position))
-        parts = []
-        while length > 0:
-            number, within = divmod(self.position, PAGE)
-            page = self._page(number)
-            piece = page[within : within + length]
-            if not piece:
-                break
-            parts.append(piece)
-            self.position += len(piece)
-            length -= len(piece)
-        data = b"".join(parts)
+        data = self.read_at(self.position, length)
+        self.position += len(data)
+        return data
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """`length` bytes at `offset` (fewer at the end of the disk); the position is not moved."""
+        length = max(0, min(length, self.size - offset))
+        number, within = divmod(offset, PAGE)
+        if within + length <= PAGE:  # the common case: inside one page
+            page = self._pages.get(number)
+            if page is None:
+                page = self._page(number)
+            data = page[within : within + length]
+        else:
+            parts = []
+            position, left = offset, length
+            while left > 0:
+                number, within = divmod(position, PAGE)
+                piece = self._page(number)[within : within + left]
+                if not piece:
+                    break
+                parts.append(piece)
+                position += len(piece)
+                left -= len(piece)
+            data = b"".join(parts)
         if self._trace is not None and data:
-            self._traced(self.position - len(data), data)
+            self._traced(offset, data)
         return data
 
     def _traced(self, start: int, data: bytes) -> None:
         end = start + len(data)
-        if any(low <= start and end <= high for low, high in self.untracked):
-            return
+        for low, high in self.untracked:
+            if low <= start and end <= high:
+                return
         last = self._trace[-1] if self._trace else None
         if last is not None and last[0] + last[1] == start:
             last[1] += len(data)
@@ -150,9 +164,12 @@ class Window(_Seekable):
         length = left if length is None or length < 0 else max(0, min(length, left))
         if length <= 0:
             return b""
-        self.disk.seek(self.offset + self.position)
-        data: bytes = self.disk.read(length)
+        data: bytes = self.disk.read_at(self.offset + self.position, length)
         self.position += len(data)
+        return data
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        data: bytes = self.disk.read_at(self.offset + offset, max(0, min(length, self.size - offset)))
         return data
 
 

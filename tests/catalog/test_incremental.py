@@ -65,6 +65,7 @@ def test_the_next_catalog_reads_only_what_changed_and_finds_what_a_full_walk_fin
         folder = tree / "srv" / f"d{number % 12:02d}"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"f{number:04d}.txt").write_text(f"file {number}\n" * (number % 40))
+    (tree / "srv" / "a\tname\nwith \\ and 'quotes'.txt").write_text("written as COPY text\n")
     (tree / "srv" / "old").mkdir()
     (tree / "srv" / "old" / "inside.txt").write_text("moved with its folder\n")
     ext = images.ext4(tmp_path / "ext.img", tree)
@@ -109,6 +110,7 @@ def test_the_next_catalog_reads_only_what_changed_and_finds_what_a_full_walk_fin
     assert "2000:p1 /srv/fresh/a.txt" in found and "2000:p1 /srv/d07/f0007.txt" not in found
     assert found["2000:p1 /home/s2"].link_target == "/etc/app.conf"
     assert found["2000:p1 /srv/d03/f0003.txt"].size == 2
+    assert "2000:p1 /srv/a\tname\nwith \\ and 'quotes'.txt" in found
     # Described again: the changed entries and the entries of the folders whose listing changed, no more.
     assert ext_volume["files"] - ext_volume["reused"] <= 30, ext_volume
     # Only the newest point keeps its index.
